@@ -1,0 +1,1 @@
+//! Polly: a centralized storage scheduler.

@@ -1,0 +1,2 @@
+//! The `polly` binary.
+fn main() {}
