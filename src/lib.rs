@@ -2,4 +2,12 @@
 //! to Mesos frameworks, tracks reservations in an embedded store, and serves the same volumes
 //! to REX-Ray agents through a libStorage-compatible façade.
 
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod driver;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod volumes;

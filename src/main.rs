@@ -1,2 +1,31 @@
-//! The `polly` binary.
-fn main() {}
+//! The `polly` binary: parses arguments, starts tracing, runs the library, maps errors to
+//! one line on stderr and a non-zero exit code.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = polly::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POLLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("polly: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(polly::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("polly: error: {}", msg.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -183,3 +183,20 @@ pub trait Driver: Send + Sync + 'static {
 }
 
 pub type DynDriver = Arc<dyn Driver>;
+
+/// The driver registry: build a service's driver from its config (wrapped in the fault
+/// injector when the service has a `fault` section).
+pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result<DynDriver> {
+    let base: DynDriver = match s.driver {
+        crate::config::DriverKind::Vfs => Arc::new(vfs::VfsDriver::open(vfs::VfsConfig {
+            root: root.to_path_buf(),
+            quota_bytes: s.quota_bytes,
+            pool: s.pool.clone(),
+            zone: s.zone.clone(),
+        })?),
+    };
+    Ok(match &s.fault {
+        Some(f) => Arc::new(fault::FaultDriver::new(base, f.clone())),
+        None => base,
+    })
+}

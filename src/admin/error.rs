@@ -1,0 +1,75 @@
+//! The one place admin errors become HTTP statuses and `{"error","message"}` bodies.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::{store, volumes};
+
+/// An admin API error: status, a stable machine code and a human message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The JSON body of every admin error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, code = self.code, "{}", self.message);
+        }
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<volumes::Error> for ApiError {
+    fn from(e: volumes::Error) -> Self {
+        use volumes::Error as E;
+        let (status, code) = match &e {
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            E::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            E::InsufficientCapacity(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_capacity"),
+            E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "driver_timeout"),
+            E::Driver { .. } => (StatusCode::BAD_GATEWAY, "driver_error"),
+            E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        volumes::Error::from(e).into()
+    }
+}

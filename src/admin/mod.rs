@@ -1,0 +1,410 @@
+//! The admin API: JSON over HTTP on its own listener (default 127.0.0.1:7978), for operators
+//! and the `polly` CLI. Volumes, services with capacity, instances, orphans, pending
+//! operations, store dump/erase, version, health, readiness, Prometheus metrics and the
+//! OpenAPI document. Errors are `{"error": "<code>", "message": "<text>"}` with the status
+//! mapped in one place ([`ApiError`]).
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::store::{Instance, Intent, Volume};
+use crate::volumes::{CreateVolume, Manager, Orphan, ReconcileReport, Restriction, ServiceInfo};
+
+/// The OpenAPI document served at `/admin/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Shared state of the admin handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    pub manager: Manager,
+    pub token: Option<Arc<str>>,
+    /// Set once start-up reconciliation has finished.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    let guarded = Router::new()
+        .route("/admin/version", get(version))
+        .route("/admin/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/admin/volumes/{id}",
+            get(inspect_volume).delete(delete_volume),
+        )
+        .route("/admin/volumes/{id}/attach", post(attach_volume))
+        .route("/admin/volumes/{id}/detach", post(detach_volume))
+        .route("/admin/volumes/{id}/restrict", post(restrict_volume))
+        .route("/admin/volumes/{id}/unrestrict", post(unrestrict_volume))
+        .route("/admin/volumes/{id}/label", post(label_volume))
+        .route("/admin/volumes/{id}/unlabel", post(unlabel_volume))
+        .route("/admin/services", get(list_services))
+        .route("/admin/instances", get(list_instances))
+        .route("/admin/orphans", get(list_orphans))
+        .route("/admin/operations", get(list_operations))
+        .route("/admin/store/dump", get(store_dump))
+        .route("/admin/store/erase", post(store_erase))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(guarded)
+        .route("/admin/health", get(health))
+        .route("/admin/ready", get(ready))
+        .route("/admin/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn require_token(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &st.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return ApiError::unauthorized(if given.is_none() {
+                "missing bearer token: pass --token or set POLLY_ADMIN_TOKEN"
+            } else {
+                "wrong bearer token"
+            })
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such admin endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Parse a JSON body ourselves: any or no `Content-Type` is accepted, and a malformed body
+/// is a 400 in this API's error format. An empty body means `{}`.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+/// Version information.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub name: String,
+    pub version: String,
+    pub schema_version: u32,
+}
+
+async fn version(State(st): State<AdminState>) -> Json<VersionInfo> {
+    Json(VersionInfo {
+        name: "polly".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        schema_version: st.manager.store().schema_version(),
+    })
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(State(st): State<AdminState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "start-up reconciliation is still running",
+        )
+        .into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.manager.metrics().render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Response of `GET /admin/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeList {
+    pub volumes: Vec<Volume>,
+    /// Back-end volumes Polly does not manage; only with `?all=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged: Option<Vec<Orphan>>,
+}
+
+async fn list_volumes(
+    State(st): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<VolumeList>, ApiError> {
+    let volumes = st.manager.volumes()?;
+    let unmanaged = if q.all {
+        Some(st.manager.reconcile_report().await?.orphans)
+    } else {
+        None
+    };
+    Ok(Json(VolumeList { volumes, unmanaged }))
+}
+
+async fn create_volume(
+    State(st): State<AdminState>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let req: CreateVolume = body(&bytes)?;
+    let existed = st
+        .manager
+        .store()
+        .volume_by_name(&req.service, &req.name)
+        .ok()
+        .flatten()
+        .is_some();
+    let v = st.manager.create(req).await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(v)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ServiceQuery {
+    service: Option<String>,
+}
+
+async fn inspect_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+) -> Result<Json<Volume>, ApiError> {
+    Ok(Json(st.manager.find(q.service.as_deref(), &id)?))
+}
+
+async fn delete_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+) -> Result<StatusCode, ApiError> {
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    st.manager.delete(&v.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /admin/volumes/{id}/attach`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachBody {
+    pub instance_id: String,
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+async fn attach_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let b: AttachBody = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    let driver = st.manager.service(&v.service)?.driver.kind().to_string();
+    st.manager
+        .record_instance(&driver, &b.instance_id, None, BTreeMap::new())
+        .await?;
+    Ok(Json(st.manager.attach(&v.id, &b.instance_id, b.device).await?))
+}
+
+/// Body of `POST /admin/volumes/{id}/detach`: one instance, or `force` for all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachBody {
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+async fn detach_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let b: DetachBody = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    let instance = match (&b.instance_id, b.force) {
+        (Some(i), _) => Some(i.as_str()),
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give instance_id, or force: true to detach from every instance",
+            ))
+        }
+    };
+    Ok(Json(st.manager.detach(&v.id, instance).await?))
+}
+
+async fn restrict_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let r: Restriction = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    Ok(Json(st.manager.restrict(&v.id, &r).await?))
+}
+
+async fn unrestrict_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let r: Restriction = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    Ok(Json(st.manager.unrestrict(&v.id, &r).await?))
+}
+
+/// Body of `POST /admin/volumes/{id}/label`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelBody {
+    pub labels: BTreeMap<String, String>,
+}
+
+async fn label_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let b: LabelBody = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    Ok(Json(st.manager.label(&v.id, &b.labels).await?))
+}
+
+/// Body of `POST /admin/volumes/{id}/unlabel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlabelBody {
+    pub keys: Vec<String>,
+}
+
+async fn unlabel_volume(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<ServiceQuery>,
+    bytes: Bytes,
+) -> Result<Json<Volume>, ApiError> {
+    let b: UnlabelBody = body(&bytes)?;
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    Ok(Json(st.manager.unlabel(&v.id, &b.keys).await?))
+}
+
+async fn list_services(
+    State(st): State<AdminState>,
+) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+    Ok(Json(st.manager.service_infos().await?))
+}
+
+async fn list_instances(State(st): State<AdminState>) -> Result<Json<Vec<Instance>>, ApiError> {
+    Ok(Json(st.manager.store().instances()?))
+}
+
+async fn list_orphans(State(st): State<AdminState>) -> Result<Json<ReconcileReport>, ApiError> {
+    Ok(Json(st.manager.reconcile_report().await?))
+}
+
+async fn list_operations(State(st): State<AdminState>) -> Result<Json<Vec<Intent>>, ApiError> {
+    Ok(Json(st.manager.store().intents()?))
+}
+
+async fn store_dump(
+    State(st): State<AdminState>,
+) -> Result<Json<crate::store::Dump>, ApiError> {
+    Ok(Json(st.manager.store().dump()?))
+}
+
+/// Body of `POST /admin/store/erase`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseBody {
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+async fn store_erase(
+    State(st): State<AdminState>,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: EraseBody = body(&bytes)?;
+    if !b.confirm {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "erase removes every record; send {\"confirm\": true}",
+        ));
+    }
+    st.manager.store().erase()?;
+    Ok(Json(serde_json::json!({"erased": true})))
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics: operations by type and outcome, driver call latency, operations in
+//! flight, durable store writes. Rendered in the text exposition format at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriverLabels {
+    pub service: String,
+    pub call: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~100 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 22))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub operations: Family<OpLabels, Counter>,
+    pub driver_seconds: Family<DriverLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge<i64, AtomicU64Compat>,
+    pub store_writes: Counter,
+}
+
+/// The gauge's atomic type (prometheus-client's default for i64).
+pub type AtomicU64Compat = std::sync::atomic::AtomicI64;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("polly");
+        let operations = Family::<OpLabels, Counter>::default();
+        let driver_seconds =
+            Family::<DriverLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let in_flight = Gauge::<i64, AtomicU64Compat>::default();
+        let store_writes = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "operations",
+            "Volume operations by type and outcome",
+            operations.clone(),
+        );
+        registry.register(
+            "driver_call_seconds",
+            "Latency of driver calls by service and call",
+            driver_seconds.clone(),
+        );
+        registry.register(
+            "operations_in_flight",
+            "Operations started and not yet finished (queue depth)",
+            in_flight.clone(),
+        );
+        registry.register(
+            "store_writes",
+            "Durable (flushed) store batches",
+            store_writes.clone(),
+        );
+        Metrics {
+            registry,
+            operations,
+            driver_seconds,
+            in_flight,
+            store_writes,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn op(&self, op: &str, outcome: &str) {
+        self.operations
+            .get_or_create(&OpLabels {
+                op: op.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn driver_call(&self, service: &str, call: &str, secs: f64) {
+        self.driver_seconds
+            .get_or_create(&DriverLabels {
+                service: service.to_string(),
+                call: call.to_string(),
+            })
+            .observe(secs);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,155 @@
+//! `polly serve`: opens the store and drivers, binds the admin and libStorage listeners,
+//! resolves intents left by a previous run, then serves until the shutdown future fires.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::store::Store;
+use crate::volumes::Manager;
+
+/// How often unresolved intents (e.g. after a back-end outage) are retried.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Everything opened before any socket is bound: config errors, a locked or newer store and
+/// driver set-up failures all surface here.
+pub struct Prepared {
+    pub config: Config,
+    pub manager: Manager,
+}
+
+/// Open the store and the drivers.
+pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let store = Store::open(&config.store_dir())?;
+    let manager = Manager::new(store, &config).map_err(anyhow::Error::msg)?;
+    Ok(Prepared { config, manager })
+}
+
+/// Serve on already-bound listeners until `shutdown` completes.
+pub async fn serve(
+    prepared: Prepared,
+    admin_listener: TcpListener,
+    libstorage_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Prepared { config, manager } = prepared;
+    let token = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_app = admin::router(AdminState {
+        manager: manager.clone(),
+        token: config.admin.token.as_deref().map(Arc::from),
+        ready: ready.clone(),
+    });
+    let ls_app = libstorage_placeholder();
+
+    let t = token.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+    });
+    let t = token.clone();
+    let ls_task = tokio::spawn(async move {
+        axum::serve(libstorage_listener, ls_app)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+    });
+
+    // Start-up reconciliation: finish or roll back what a previous run left half done,
+    // then report orphans. Readiness turns on only after this.
+    let left = manager.resolve_pending().await?;
+    match manager.reconcile_report().await {
+        Ok(r) => {
+            for o in &r.orphans {
+                tracing::warn!(service = %o.service, driver_id = %o.driver_id, name = %o.name,
+                    "orphan: back-end volume with no record (not deleted; see `polly orphan ls`)");
+            }
+            for m in &r.missing {
+                tracing::warn!(service = %m.service, volume = %m.volume_id, driver_id = %m.driver_id,
+                    "missing: record whose back-end volume is gone");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not compare store with back-ends"),
+    }
+    if left > 0 {
+        tracing::warn!(left, "unresolved operation intents; retrying in the background");
+    }
+    ready.store(true, Ordering::Release);
+    println!("polly: ready");
+
+    let m = manager.clone();
+    let t = token.clone();
+    let resolver = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => break,
+                _ = tokio::time::sleep(RESOLVE_INTERVAL) => {
+                    if let Err(e) = m.resolve_pending().await {
+                        tracing::warn!(error = %e, "intent resolver pass failed");
+                    }
+                }
+            }
+        }
+    });
+
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        t.cancel();
+    });
+    admin_task.await?.context("admin server")?;
+    ls_task.await?.context("libstorage server")?;
+    token.cancel();
+    let _ = resolver.await;
+    manager.store().apply(&[])?;
+    Ok(())
+}
+
+/// Bind the configured addresses and serve; prints the bound addresses on stdout.
+pub async fn run(
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(prepared.config.admin.listen)
+        .await
+        .with_context(|| format!("cannot bind admin API on {}", prepared.config.admin.listen))?;
+    let ls = TcpListener::bind(prepared.config.libstorage.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind libStorage façade on {}",
+                prepared.config.libstorage.listen
+            )
+        })?;
+    println!("polly: admin API on http://{}", admin.local_addr()?);
+    println!("polly: libStorage on http://{}", ls.local_addr()?);
+    serve(prepared, admin, ls, shutdown).await
+}
+
+/// The libStorage façade's listener; its routes arrive with the façade itself. Until then
+/// every request gets a libStorage-shaped 404 so clients fail clearly.
+fn libstorage_placeholder() -> axum::Router {
+    axum::Router::new().fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            [("Libstorage-Servername", "polly")],
+            axum::Json(serde_json::json!({
+                "message": "resource not found",
+                "status": 404,
+                "error": "the libStorage façade is not served by this polly version",
+            })),
+        )
+            .into_response()
+    })
+}

@@ -1,0 +1,367 @@
+//! The store: Polly's durable state in an embedded sled database. This is the only module
+//! that imports `sled`; it owns tree names, key encoding, the schema version and the flush
+//! policy. Every write goes through [`Store::apply`], which commits a batch atomically across
+//! trees and flushes it to disk before returning, so anything a caller acknowledges is durable.
+
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::Tree;
+
+pub use types::{Attachment, Instance, Intent, IntentOp, Volume, VolumeStatus};
+
+/// The on-disk layout version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const TREE_META: &str = "meta";
+const TREE_VOLUMES: &str = "volumes";
+const TREE_NAMES: &str = "volume_names";
+const TREE_INTENTS: &str = "intents";
+const TREE_INSTANCES: &str = "instances";
+const KEY_SCHEMA: &[u8] = b"schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store i/o error: {0}")]
+    Sled(String),
+    #[error("store at {path} is locked by another polly process; stop it or use another data dir")]
+    Locked { path: String },
+    #[error("corrupt record in tree {tree} at key {key:?}: {detail}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("volume name {name:?} is already used in service {service:?} by volume {holder}")]
+    NameTaken {
+        service: String,
+        name: String,
+        holder: String,
+    },
+    #[error("store has schema version {found}; this polly supports up to {supported}: upgrade polly")]
+    SchemaTooNew { found: u32, supported: u32 },
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Sled(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One write in a batch given to [`Store::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Insert or replace a volume; its `(service, name)` must not belong to another volume.
+    PutVolume(Volume),
+    DeleteVolume(String),
+    PutIntent(Intent),
+    DeleteIntent(u64),
+    PutInstance(Instance),
+    /// Small string settings (e.g. the Mesos framework id).
+    PutMeta(String, String),
+}
+
+/// Everything in the store, for `polly store dump` and backups.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Dump {
+    pub schema_version: u32,
+    pub meta: BTreeMap<String, String>,
+    pub volumes: Vec<Volume>,
+    pub intents: Vec<Intent>,
+    pub instances: Vec<Instance>,
+}
+
+/// Handle to the store; cheap to clone (all clones share one database).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: Tree,
+    volumes: Tree,
+    names: Tree,
+    intents: Tree,
+    instances: Tree,
+}
+
+fn name_key(service: &str, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(service.len() + name.len() + 1);
+    k.extend_from_slice(service.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn instance_key(driver: &str, id: &str) -> Vec<u8> {
+    name_key(driver, id)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| Error::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs with string keys cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, checking the schema version.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    Error::Locked {
+                        path: dir.display().to_string(),
+                    }
+                }
+                sled::Error::Io(io) if io.to_string().contains("lock") => Error::Locked {
+                    path: dir.display().to_string(),
+                },
+                _ => Error::from(e),
+            })?;
+        let store = Store {
+            meta: db.open_tree(TREE_META)?,
+            volumes: db.open_tree(TREE_VOLUMES)?,
+            names: db.open_tree(TREE_NAMES)?,
+            intents: db.open_tree(TREE_INTENTS)?,
+            instances: db.open_tree(TREE_INSTANCES)?,
+            db,
+        };
+        match store.meta.get(KEY_SCHEMA)? {
+            None => {
+                store
+                    .meta
+                    .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                store.db.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::Corrupt {
+                        tree: TREE_META,
+                        key: "schema_version".into(),
+                        detail: format!("{} bytes, expected 4", v.len()),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(Error::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn schema_version(&self) -> u32 {
+        SCHEMA_VERSION
+    }
+
+    /// Apply a batch atomically across all trees, then flush to disk. Returns only once the
+    /// batch is durable; on error nothing of the batch is written.
+    pub fn apply(&self, ops: &[Op]) -> Result<()> {
+        let trees = (
+            &self.volumes,
+            &self.names,
+            &self.intents,
+            &self.instances,
+            &self.meta,
+        );
+        let res = trees.transaction(|(volumes, names, intents, instances, meta)| {
+            for op in ops {
+                match op {
+                    Op::PutVolume(v) => {
+                        let nk = name_key(&v.service, &v.name);
+                        if let Some(holder) = names.get(&nk)? {
+                            if holder.as_ref() != v.id.as_bytes() {
+                                return Err(ConflictableTransactionError::Abort(
+                                    Error::NameTaken {
+                                        service: v.service.clone(),
+                                        name: v.name.clone(),
+                                        holder: String::from_utf8_lossy(&holder).into_owned(),
+                                    },
+                                ));
+                            }
+                        }
+                        if let Some(old) = volumes.insert(v.id.as_bytes(), encode(v))? {
+                            let old: Volume = decode(TREE_VOLUMES, v.id.as_bytes(), &old)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            let ok = name_key(&old.service, &old.name);
+                            if ok != nk {
+                                names.remove(ok)?;
+                            }
+                        }
+                        names.insert(nk, v.id.as_bytes())?;
+                    }
+                    Op::DeleteVolume(id) => {
+                        if let Some(old) = volumes.remove(id.as_bytes())? {
+                            let old: Volume = decode(TREE_VOLUMES, id.as_bytes(), &old)
+                                .map_err(ConflictableTransactionError::Abort)?;
+                            names.remove(name_key(&old.service, &old.name))?;
+                        }
+                    }
+                    Op::PutIntent(i) => {
+                        intents.insert(&i.id.to_be_bytes(), encode(i))?;
+                    }
+                    Op::DeleteIntent(id) => {
+                        intents.remove(&id.to_be_bytes())?;
+                    }
+                    Op::PutInstance(i) => {
+                        instances.insert(instance_key(&i.driver, &i.instance_id), encode(i))?;
+                    }
+                    Op::PutMeta(k, v) => {
+                        meta.insert(k.as_bytes(), v.as_bytes())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match res {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn volume(&self, id: &str) -> Result<Option<Volume>> {
+        self.volumes
+            .get(id.as_bytes())?
+            .map(|v| decode(TREE_VOLUMES, id.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn volume_by_name(&self, service: &str, name: &str) -> Result<Option<Volume>> {
+        match self.names.get(name_key(service, name))? {
+            Some(id) => self.volume(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// All volumes, sorted by Polly id.
+    pub fn volumes(&self) -> Result<Vec<Volume>> {
+        scan(&self.volumes, TREE_VOLUMES)
+    }
+
+    /// Unfinished operation intents, oldest first.
+    pub fn intents(&self) -> Result<Vec<Intent>> {
+        scan(&self.intents, TREE_INTENTS)
+    }
+
+    pub fn instances(&self) -> Result<Vec<Instance>> {
+        scan(&self.instances, TREE_INSTANCES)
+    }
+
+    pub fn instance(&self, driver: &str, instance_id: &str) -> Result<Option<Instance>> {
+        let k = instance_key(driver, instance_id);
+        self.instances
+            .get(&k)?
+            .map(|v| decode(TREE_INSTANCES, &k, &v))
+            .transpose()
+    }
+
+    /// A new id for an intent: unique and increasing for the life of the store, also across
+    /// restarts (sled persists the counter and skips ahead after a crash).
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .meta
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Everything in the store.
+    pub fn dump(&self) -> Result<Dump> {
+        let mut meta = BTreeMap::new();
+        for kv in self.meta.iter() {
+            let (k, v) = kv?;
+            if k.as_ref() == KEY_SCHEMA {
+                continue;
+            }
+            meta.insert(
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+        Ok(Dump {
+            schema_version: SCHEMA_VERSION,
+            meta,
+            volumes: self.volumes()?,
+            intents: self.intents()?,
+            instances: self.instances()?,
+        })
+    }
+
+    /// Remove every record (the schema version stays). Back-end volumes are untouched: after
+    /// an erase they show up as orphans.
+    pub fn erase(&self) -> Result<()> {
+        for t in [&self.volumes, &self.names, &self.intents, &self.instances] {
+            t.clear()?;
+        }
+        let keys: Vec<_> = self
+            .meta
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.as_ref() != KEY_SCHEMA)
+            .collect();
+        for k in keys {
+            self.meta.remove(k)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Check the name index against the volumes tree; returns human-readable problems.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let vols = self.volumes()?;
+        for v in &vols {
+            match self.names.get(name_key(&v.service, &v.name))? {
+                Some(id) if id.as_ref() == v.id.as_bytes() => {}
+                other => problems.push(format!(
+                    "volume {} ({}/{}) has name index entry {:?}",
+                    v.id,
+                    v.service,
+                    v.name,
+                    other.map(|i| String::from_utf8_lossy(&i).into_owned())
+                )),
+            }
+        }
+        if self.names.len() != vols.len() {
+            problems.push(format!(
+                "name index has {} entries for {} volumes",
+                self.names.len(),
+                vols.len()
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+fn scan<T: serde::de::DeserializeOwned>(tree: &Tree, name: &'static str) -> Result<Vec<T>> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            decode(name, &k, &v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Store tests: a model test (random batches against `BTreeMap`s, then a reopen) and the
+//! basic invariants of `apply`.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::driver::AccessMode;
+
+fn vol(id: u8, service: u8, name: u8, size: u64) -> Volume {
+    Volume {
+        id: format!("pv-{id}"),
+        service: format!("svc{service}"),
+        driver_id: Some(format!("d-{id}")),
+        name: format!("n{name}"),
+        size_bytes: size,
+        pool: None,
+        zone: None,
+        access_mode: AccessMode::SingleWriter,
+        labels: BTreeMap::from([("k".to_string(), size.to_string())]),
+        restrict_services: Default::default(),
+        restrict_frameworks: Default::default(),
+        status: VolumeStatus::Available,
+        attachments: vec![],
+        created_at: 1,
+        path: None,
+    }
+}
+
+fn intent(id: u64) -> Intent {
+    Intent {
+        id,
+        volume_id: format!("pv-{id}"),
+        service: "svc0".into(),
+        op: IntentOp::Attach {
+            instance_id: format!("i-{id}"),
+        },
+        created_at: id,
+    }
+}
+
+/// The reference the store is checked against.
+#[derive(Default, Clone, Debug)]
+struct Model {
+    volumes: BTreeMap<String, Volume>,
+    intents: BTreeMap<u64, Intent>,
+    instances: BTreeMap<(String, String), Instance>,
+    meta: BTreeMap<String, String>,
+}
+
+impl Model {
+    /// All-or-nothing, like the store: returns false (and changes nothing) on a name clash.
+    fn apply(&mut self, ops: &[Op]) -> bool {
+        let mut next = self.clone();
+        for op in ops {
+            match op {
+                Op::PutVolume(v) => {
+                    let clash = next
+                        .volumes
+                        .values()
+                        .any(|o| o.id != v.id && o.service == v.service && o.name == v.name);
+                    if clash {
+                        return false;
+                    }
+                    next.volumes.insert(v.id.clone(), v.clone());
+                }
+                Op::DeleteVolume(id) => {
+                    next.volumes.remove(id);
+                }
+                Op::PutIntent(i) => {
+                    next.intents.insert(i.id, i.clone());
+                }
+                Op::DeleteIntent(id) => {
+                    next.intents.remove(id);
+                }
+                Op::PutInstance(i) => {
+                    next.instances
+                        .insert((i.driver.clone(), i.instance_id.clone()), i.clone());
+                }
+                Op::PutMeta(k, v) => {
+                    next.meta.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        *self = next;
+        true
+    }
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, 0u8..2, 0u8..4, 1u64..1000).prop_map(|(i, s, n, z)| Op::PutVolume(vol(i, s, n, z))),
+        2 => (0u8..6).prop_map(|i| Op::DeleteVolume(format!("pv-{i}"))),
+        1 => (0u64..5).prop_map(|i| Op::PutIntent(intent(i))),
+        1 => (0u64..5).prop_map(Op::DeleteIntent),
+        1 => (0u8..3, 0u64..100).prop_map(|(i, t)| Op::PutInstance(Instance {
+            driver: "vfs".into(),
+            instance_id: format!("host{i}"),
+            hostname: Some(format!("h{i}")),
+            last_seen: t,
+            fields: Default::default(),
+        })),
+        1 => (0u8..2, 0u8..9).prop_map(|(k, v)| Op::PutMeta(format!("k{k}"), format!("v{v}"))),
+    ]
+}
+
+fn assert_matches(store: &Store, model: &Model) {
+    let vols: Vec<Volume> = model.volumes.values().cloned().collect();
+    assert_eq!(store.volumes().unwrap(), vols);
+    for v in &vols {
+        assert_eq!(
+            store.volume_by_name(&v.service, &v.name).unwrap().as_ref(),
+            Some(v)
+        );
+    }
+    assert_eq!(
+        store.intents().unwrap(),
+        model.intents.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.instances().unwrap(),
+        model.instances.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(store.dump().unwrap().meta, model.meta);
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn store_matches_model(batches in prop::collection::vec(prop::collection::vec(op_strategy(), 1..4), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::default();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for batch in &batches {
+                let accepted = model.apply(batch);
+                let res = store.apply(batch);
+                prop_assert_eq!(res.is_ok(), accepted, "batch {:?} gave {:?}", batch, res);
+                if let Err(e) = res {
+                    prop_assert!(matches!(e, Error::NameTaken { .. }), "{e}");
+                }
+                assert_matches(&store, &model);
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_matches(&store, &model);
+    }
+}
+
+#[test]
+fn rename_frees_the_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.apply(&[Op::PutVolume(vol(1, 0, 1, 5))]).unwrap();
+    store.apply(&[Op::PutVolume(vol(1, 0, 2, 5))]).unwrap();
+    assert!(store.volume_by_name("svc0", "n1").unwrap().is_none());
+    store.apply(&[Op::PutVolume(vol(2, 0, 1, 5))]).unwrap();
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn erase_keeps_schema_and_clears_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .apply(&[
+            Op::PutVolume(vol(1, 0, 1, 5)),
+            Op::PutIntent(intent(3)),
+            Op::PutMeta("framework_id".into(), "f1".into()),
+        ])
+        .unwrap();
+    store.erase().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let d = store.dump().unwrap();
+    assert!(d.volumes.is_empty() && d.intents.is_empty() && d.meta.is_empty());
+    assert_eq!(d.schema_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .meta
+            .insert(KEY_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(Error::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+        other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn intent_ids_increase_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap().next_id().unwrap();
+    let b = Store::open(dir.path()).unwrap().next_id().unwrap();
+    assert!(b > a, "{b} <= {a}");
+}

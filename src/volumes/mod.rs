@@ -1,0 +1,772 @@
+//! The volume manager: runs every volume operation against the store and the drivers with
+//! crash safety. An operation persists an intent (and the record it is about to change)
+//! before any driver side effect, calls the driver with a timeout, then commits the outcome
+//! and drops the intent in one durable batch. Intents left by a crash, a timeout or an
+//! uncertain driver error are resolved by [`Manager::resolve`], which asks the back-end
+//! what actually happened and makes the store agree with it.
+
+mod reconcile;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, PoolCapacity};
+use crate::metrics::Metrics;
+use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
+
+pub use reconcile::{Missing, Orphan, ReconcileReport};
+
+/// Largest volume Polly accepts: 1 PiB.
+pub const MAX_SIZE_BYTES: u64 = 1 << 50;
+
+/// Errors of volume operations; expected outcomes are variants, not strings.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("insufficient capacity: {0}")]
+    InsufficientCapacity(String),
+    #[error("service {service:?}: driver call {call} timed out after {secs} s")]
+    Timeout {
+        service: String,
+        call: &'static str,
+        secs: u64,
+    },
+    #[error("service {service:?}: {source}")]
+    Driver {
+        service: String,
+        source: driver::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `s` is a valid volume, service or label-key name.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && s.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What a caller asks to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    pub service: String,
+    pub name: String,
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub access_mode: AccessMode,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub restrict_services: BTreeSet<String>,
+    #[serde(default)]
+    pub restrict_frameworks: BTreeSet<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A configured service and its driver.
+pub struct Service {
+    pub name: String,
+    pub driver: DynDriver,
+}
+
+/// A service with its live capacity, for `polly service ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub driver: String,
+    pub capacity: Vec<PoolCapacity>,
+    /// Set when the driver could not report capacity.
+    pub capacity_error: Option<String>,
+    pub volumes: usize,
+    pub provisioned_bytes: u64,
+}
+
+/// Restriction changes; empty sets change nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restriction {
+    #[serde(default)]
+    pub services: BTreeSet<String>,
+    #[serde(default)]
+    pub frameworks: BTreeSet<String>,
+}
+
+struct Inner {
+    store: Store,
+    services: BTreeMap<String, Service>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    driver_timeout: Duration,
+    metrics: Metrics,
+}
+
+/// Shared handle to the manager.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+/// Decrements the in-flight gauge when an operation ends, however it ends.
+struct InFlight<'a>(&'a Metrics);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+impl Manager {
+    /// Build the manager from the config's services (opening their drivers).
+    pub fn new(store: Store, cfg: &Config) -> Result<Manager, String> {
+        let mut services = BTreeMap::new();
+        for s in &cfg.services {
+            let driver = driver::build(s, &cfg.service_root(s))
+                .map_err(|e| format!("service {:?}: {e}", s.name))?;
+            services.insert(
+                s.name.clone(),
+                Service {
+                    name: s.name.clone(),
+                    driver,
+                },
+            );
+        }
+        Ok(Self::with_services(
+            store,
+            services,
+            Duration::from_secs(cfg.driver_timeout_secs),
+        ))
+    }
+
+    pub fn with_services(
+        store: Store,
+        services: BTreeMap<String, Service>,
+        driver_timeout: Duration,
+    ) -> Manager {
+        Manager {
+            inner: Arc::new(Inner {
+                store,
+                services,
+                locks: Mutex::new(HashMap::new()),
+                driver_timeout,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.inner.services.values()
+    }
+
+    pub fn service(&self, name: &str) -> Result<&Service> {
+        self.inner.services.get(name).ok_or_else(|| Error::NotFound {
+            kind: "service",
+            id: name.to_string(),
+        })
+    }
+
+    /// Serialize operations on one key (a volume id, or a service/name for creates).
+    async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks.len() > 4096 {
+                // Drop locks nobody holds or waits for, so the map stays small.
+                locks.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            locks.entry(key).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Commit a batch durably, off the async worker threads.
+    async fn write(&self, ops: Vec<Op>) -> Result<()> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(&ops))
+            .await
+            .map_err(|e| store::Error::Sled(format!("store writer panicked: {e}")))??;
+        self.inner.metrics.store_writes.inc();
+        Ok(())
+    }
+
+    /// Run one driver call with the configured timeout, recording its latency.
+    async fn call<T, F>(&self, service: &str, call: &'static str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = driver::Result<T>>,
+    {
+        let start = Instant::now();
+        let res = tokio::time::timeout(self.inner.driver_timeout, fut).await;
+        self.inner
+            .metrics
+            .driver_call(service, call, start.elapsed().as_secs_f64());
+        match res {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(map_driver_error(service, source)),
+            Err(_) => Err(Error::Timeout {
+                service: service.to_string(),
+                call,
+                secs: self.inner.driver_timeout.as_secs(),
+            }),
+        }
+    }
+
+    fn begin_op(&self) -> InFlight<'_> {
+        self.inner.metrics.in_flight.inc();
+        InFlight(&self.inner.metrics)
+    }
+
+    fn outcome<T>(&self, op: &str, res: &Result<T>) {
+        let outcome = match res {
+            Ok(_) => "ok",
+            Err(Error::NotFound { .. }) => "not_found",
+            Err(Error::Conflict(_)) => "conflict",
+            Err(Error::InvalidArgument(_)) => "invalid",
+            Err(Error::InsufficientCapacity(_)) => "no_capacity",
+            Err(Error::Timeout { .. }) => "timeout",
+            Err(Error::Driver { .. }) => "driver_error",
+            Err(Error::Store(_)) => "store_error",
+        };
+        self.inner.metrics.op(op, outcome);
+    }
+
+    pub fn volume(&self, id: &str) -> Result<Volume> {
+        self.inner.store.volume(id)?.ok_or_else(|| Error::NotFound {
+            kind: "volume",
+            id: id.to_string(),
+        })
+    }
+
+    /// Look a volume up by Polly id, or by name: within `service` when given, else in
+    /// whichever service has a volume of that name (ambiguous names are a conflict).
+    pub fn find(&self, service: Option<&str>, id_or_name: &str) -> Result<Volume> {
+        if let Some(v) = self.inner.store.volume(id_or_name)? {
+            return Ok(v);
+        }
+        let not_found = || Error::NotFound {
+            kind: "volume",
+            id: id_or_name.to_string(),
+        };
+        if let Some(s) = service {
+            return self
+                .inner
+                .store
+                .volume_by_name(s, id_or_name)?
+                .ok_or_else(not_found);
+        }
+        let mut hits = Vec::new();
+        for s in self.inner.services.keys() {
+            if let Some(v) = self.inner.store.volume_by_name(s, id_or_name)? {
+                hits.push(v);
+            }
+        }
+        match hits.len() {
+            0 => Err(not_found()),
+            1 => Ok(hits.remove(0)),
+            _ => Err(Error::Conflict(format!(
+                "volume name {id_or_name:?} exists in several services; name the service"
+            ))),
+        }
+    }
+
+    pub fn volumes(&self) -> Result<Vec<Volume>> {
+        Ok(self.inner.store.volumes()?)
+    }
+
+    /// Create a volume, idempotent by (service, name): the same request again returns the
+    /// existing volume; the same name with another size is a conflict.
+    pub async fn create(&self, req: CreateVolume) -> Result<Volume> {
+        let _g = self.begin_op();
+        let res = self.create_inner(req).await;
+        self.outcome("create", &res);
+        res
+    }
+
+    async fn create_inner(&self, req: CreateVolume) -> Result<Volume> {
+        let svc = self.service(&req.service)?;
+        if !valid_name(&req.name) {
+            return Err(Error::InvalidArgument(format!(
+                "volume name {:?} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                req.name
+            )));
+        }
+        if req.size_bytes == 0 || req.size_bytes > MAX_SIZE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "size_bytes {} must be between 1 and {MAX_SIZE_BYTES}",
+                req.size_bytes
+            )));
+        }
+        check_labels(&req.labels)?;
+        for s in &req.restrict_services {
+            self.service(s)?;
+        }
+        let _g = self.lock(format!("name:{}/{}", req.service, req.name)).await;
+        if let Some(v) = self.inner.store.volume_by_name(&req.service, &req.name)? {
+            return match v.status {
+                VolumeStatus::Available if v.size_bytes == req.size_bytes => Ok(v),
+                VolumeStatus::Available => Err(Error::Conflict(format!(
+                    "volume {:?} already exists in service {:?} with size {} bytes, not {}",
+                    req.name, req.service, v.size_bytes, req.size_bytes
+                ))),
+                _ => Err(Error::Conflict(format!(
+                    "volume {:?} in service {:?} is {:?}; retry shortly",
+                    req.name, req.service, v.status
+                ))),
+            };
+        }
+        let request = CreateRequest {
+            name: req.name.clone(),
+            size_bytes: req.size_bytes,
+            pool: req.pool.clone(),
+            zone: req.zone.clone(),
+            access_mode: req.access_mode,
+            fields: req.fields.clone(),
+        };
+        let vol = Volume {
+            id: format!("pv-{}", uuid::Uuid::new_v4().simple()),
+            service: req.service.clone(),
+            driver_id: None,
+            name: req.name.clone(),
+            size_bytes: req.size_bytes,
+            pool: req.pool.clone(),
+            zone: req.zone.clone(),
+            access_mode: req.access_mode,
+            labels: req.labels,
+            restrict_services: req.restrict_services,
+            restrict_frameworks: req.restrict_frameworks,
+            status: VolumeStatus::Creating,
+            attachments: vec![],
+            created_at: now_secs(),
+            path: None,
+        };
+        let intent = Intent {
+            id: self.inner.store.next_id()?,
+            volume_id: vol.id.clone(),
+            service: req.service.clone(),
+            op: IntentOp::Create {
+                request: request.clone(),
+            },
+            created_at: now_secs(),
+        };
+        self.write(vec![Op::PutVolume(vol.clone()), Op::PutIntent(intent.clone())])
+            .await?;
+        let res = self
+            .call(&svc.name, "create", svc.driver.create(&request))
+            .await;
+        match res {
+            Ok(dv) => {
+                let mut done = vol;
+                done.status = VolumeStatus::Available;
+                done.driver_id = Some(dv.id);
+                done.pool = Some(dv.pool);
+                done.zone = dv.zone;
+                done.path = dv.path;
+                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
+                    .await?;
+                Ok(done)
+            }
+            Err(e) if is_definite(&e) => {
+                // The back-end refused: nothing was created.
+                self.write(vec![Op::DeleteVolume(vol.id), Op::DeleteIntent(intent.id)])
+                    .await?;
+                Err(e)
+            }
+            Err(e) => {
+                // Unknown outcome: ask the back-end and make the store agree.
+                self.resolve_logged(&intent).await;
+                match self.inner.store.volume(&vol.id)? {
+                    Some(v) if v.status == VolumeStatus::Available => Ok(v),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Attach a volume to an instance. Attaching to the instance that holds it already
+    /// returns that attachment; a single-writer volume held elsewhere is a conflict.
+    pub async fn attach(
+        &self,
+        id: &str,
+        instance_id: &str,
+        device_hint: Option<String>,
+    ) -> Result<Volume> {
+        let _g = self.begin_op();
+        let res = self.attach_inner(id, instance_id, device_hint).await;
+        self.outcome("attach", &res);
+        res
+    }
+
+    async fn attach_inner(
+        &self,
+        id: &str,
+        instance_id: &str,
+        device_hint: Option<String>,
+    ) -> Result<Volume> {
+        if instance_id.is_empty() || instance_id.len() > 256 {
+            return Err(Error::InvalidArgument(
+                "instance_id must be 1-256 characters".into(),
+            ));
+        }
+        let _g = self.lock(format!("id:{id}")).await;
+        let v = self.usable(id)?;
+        if v.attachments.iter().any(|a| a.instance_id == instance_id) {
+            return Ok(v);
+        }
+        if !v.access_mode.allows_many() && !v.attachments.is_empty() {
+            return Err(Error::Conflict(format!(
+                "volume {} is attached to {}; detach it first or force-detach",
+                v.id,
+                holders(&v)
+            )));
+        }
+        let svc = self.service(&v.service)?;
+        let driver_id = v.driver_id.clone().unwrap_or_default();
+        let intent = self.intent(
+            &v,
+            IntentOp::Attach {
+                instance_id: instance_id.to_string(),
+            },
+        )?;
+        self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        let opts = AttachOptions { device_hint };
+        let res = self
+            .call(
+                &svc.name,
+                "attach",
+                svc.driver.attach(&driver_id, instance_id, &opts),
+            )
+            .await;
+        match res {
+            Ok(a) => {
+                let mut done = v;
+                done.attachments.push(Attachment {
+                    instance_id: a.instance_id,
+                    device: a.device,
+                    attached_at: now_secs(),
+                });
+                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
+                    .await?;
+                Ok(done)
+            }
+            Err(e) if is_definite(&e) => {
+                self.write(vec![Op::DeleteIntent(intent.id)]).await?;
+                Err(e)
+            }
+            Err(e) => {
+                self.resolve_logged(&intent).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Detach a volume from one instance, or from all (`instance_id: None`, force-detach).
+    /// Detaching an instance that holds no attachment succeeds.
+    pub async fn detach(&self, id: &str, instance_id: Option<&str>) -> Result<Volume> {
+        let _g = self.begin_op();
+        let res = self.detach_inner(id, instance_id).await;
+        self.outcome(
+            if instance_id.is_some() {
+                "detach"
+            } else {
+                "force_detach"
+            },
+            &res,
+        );
+        res
+    }
+
+    async fn detach_inner(&self, id: &str, instance_id: Option<&str>) -> Result<Volume> {
+        let _g = self.lock(format!("id:{id}")).await;
+        let v = self.usable(id)?;
+        let held = match instance_id {
+            Some(i) => v.attachments.iter().any(|a| a.instance_id == i),
+            None => !v.attachments.is_empty(),
+        };
+        if !held {
+            return Ok(v);
+        }
+        let svc = self.service(&v.service)?;
+        let driver_id = v.driver_id.clone().unwrap_or_default();
+        let intent = self.intent(
+            &v,
+            IntentOp::Detach {
+                instance_id: instance_id.map(str::to_string),
+            },
+        )?;
+        self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        let res = match instance_id {
+            Some(i) => {
+                self.call(&svc.name, "detach", svc.driver.detach(&driver_id, i))
+                    .await
+            }
+            None => {
+                self.call(&svc.name, "force_detach", svc.driver.force_detach(&driver_id))
+                    .await
+            }
+        };
+        match res {
+            Ok(()) => {
+                let mut done = v;
+                done.attachments
+                    .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
+                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
+                    .await?;
+                Ok(done)
+            }
+            Err(e) if is_definite(&e) => {
+                self.write(vec![Op::DeleteIntent(intent.id)]).await?;
+                Err(e)
+            }
+            Err(e) => {
+                self.resolve_logged(&intent).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Delete a volume from the back-end and the store. Deleting an attached volume is a
+    /// conflict; deleting an unknown id is not found.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let _g = self.begin_op();
+        let res = self.delete_inner(id).await;
+        self.outcome("delete", &res);
+        res
+    }
+
+    async fn delete_inner(&self, id: &str) -> Result<()> {
+        let _g = self.lock(format!("id:{id}")).await;
+        let v = self.usable(id)?;
+        if !v.attachments.is_empty() {
+            return Err(Error::Conflict(format!(
+                "volume {} is attached to {}; detach it before deleting it",
+                v.id,
+                holders(&v)
+            )));
+        }
+        let intent = self.intent(&v, IntentOp::Delete)?;
+        let mut deleting = v.clone();
+        deleting.status = VolumeStatus::Deleting;
+        self.write(vec![Op::PutVolume(deleting), Op::PutIntent(intent.clone())])
+            .await?;
+        self.finish_delete(&v, &intent).await
+    }
+
+    async fn finish_delete(&self, v: &Volume, intent: &Intent) -> Result<()> {
+        if let Some(driver_id) = &v.driver_id {
+            let svc = self.service(&v.service)?;
+            // Remove is idempotent: an unknown id succeeds, so retrying after a crash is safe.
+            // On failure the intent stays and the reconciler retries the removal.
+            self.call(&svc.name, "remove", svc.driver.remove(driver_id))
+                .await?;
+        }
+        self.write(vec![Op::DeleteVolume(v.id.clone()), Op::DeleteIntent(intent.id)])
+            .await
+    }
+
+    /// Add restrictions (the volume becomes visible only to these services / frameworks).
+    pub async fn restrict(&self, id: &str, r: &Restriction) -> Result<Volume> {
+        for s in &r.services {
+            self.service(s)?;
+        }
+        self.update(id, |v| {
+            v.restrict_services.extend(r.services.iter().cloned());
+            v.restrict_frameworks.extend(r.frameworks.iter().cloned());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remove restrictions; with both sets empty, remove them all.
+    pub async fn unrestrict(&self, id: &str, r: &Restriction) -> Result<Volume> {
+        self.update(id, |v| {
+            if r.services.is_empty() && r.frameworks.is_empty() {
+                v.restrict_services.clear();
+                v.restrict_frameworks.clear();
+            }
+            v.restrict_services.retain(|s| !r.services.contains(s));
+            v.restrict_frameworks.retain(|f| !r.frameworks.contains(f));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn label(&self, id: &str, labels: &BTreeMap<String, String>) -> Result<Volume> {
+        check_labels(labels)?;
+        self.update(id, |v| {
+            v.labels
+                .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn unlabel(&self, id: &str, keys: &[String]) -> Result<Volume> {
+        self.update(id, |v| {
+            v.labels.retain(|k, _| !keys.contains(k));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Volume) -> Result<()>,
+    ) -> Result<Volume> {
+        let _g = self.lock(format!("id:{id}")).await;
+        let mut v = self.usable(id)?;
+        f(&mut v)?;
+        self.write(vec![Op::PutVolume(v.clone())]).await?;
+        Ok(v)
+    }
+
+    /// Record an instance a client reported (libStorage header, admin attach).
+    pub async fn record_instance(
+        &self,
+        driver: &str,
+        instance_id: &str,
+        hostname: Option<String>,
+        fields: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let inst = Instance {
+            driver: driver.to_string(),
+            instance_id: instance_id.to_string(),
+            hostname,
+            last_seen: now_secs(),
+            fields,
+        };
+        if self.inner.store.instance(driver, instance_id)?.as_ref() == Some(&inst) {
+            return Ok(());
+        }
+        self.write(vec![Op::PutInstance(inst)]).await
+    }
+
+    /// Services with their live capacity.
+    pub async fn service_infos(&self) -> Result<Vec<ServiceInfo>> {
+        let vols = self.inner.store.volumes()?;
+        let mut out = Vec::new();
+        for s in self.inner.services.values() {
+            let (capacity, capacity_error) =
+                match self.call(&s.name, "capacity", s.driver.capacity()).await {
+                    Ok(c) => (c, None),
+                    Err(e) => (vec![], Some(e.to_string())),
+                };
+            let mine: Vec<_> = vols.iter().filter(|v| v.service == s.name).collect();
+            out.push(ServiceInfo {
+                name: s.name.clone(),
+                driver: s.driver.kind().to_string(),
+                capacity,
+                capacity_error,
+                volumes: mine.len(),
+                provisioned_bytes: mine.iter().map(|v| v.size_bytes).sum(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A volume that exists and no operation is creating or deleting.
+    fn usable(&self, id: &str) -> Result<Volume> {
+        let v = self.volume(id)?;
+        match v.status {
+            VolumeStatus::Available => Ok(v),
+            s => Err(Error::Conflict(format!(
+                "volume {id} is {s:?}; retry shortly"
+            ))),
+        }
+    }
+
+    fn intent(&self, v: &Volume, op: IntentOp) -> Result<Intent> {
+        Ok(Intent {
+            id: self.inner.store.next_id()?,
+            volume_id: v.id.clone(),
+            service: v.service.clone(),
+            op,
+            created_at: now_secs(),
+        })
+    }
+}
+
+fn holders(v: &Volume) -> String {
+    v.attachments
+        .iter()
+        .map(|a| a.instance_id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in labels {
+        if !valid_name(k) {
+            return Err(Error::InvalidArgument(format!(
+                "label key {k:?} must be 1-128 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        if v.len() > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "label {k:?}: value longer than 1024 bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An error that says for sure the side effect did not happen.
+fn is_definite(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotFound { .. }
+            | Error::Conflict(_)
+            | Error::InvalidArgument(_)
+            | Error::InsufficientCapacity(_)
+    )
+}
+
+/// Expected driver outcomes become the manager's own variants; the rest stay driver errors.
+fn map_driver_error(service: &str, e: driver::Error) -> Error {
+    match e {
+        driver::Error::NotFound { kind, id } => Error::NotFound { kind, id },
+        driver::Error::InsufficientCapacity { .. } => {
+            Error::InsufficientCapacity(format!("service {service:?}: {e}"))
+        }
+        driver::Error::AlreadyExists { .. }
+        | driver::Error::AttachedElsewhere { .. }
+        | driver::Error::InUse { .. } => Error::Conflict(format!("service {service:?}: {e}")),
+        driver::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+        source => Error::Driver {
+            service: service.to_string(),
+            source,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

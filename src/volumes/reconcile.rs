@@ -1,0 +1,195 @@
+//! Reconciliation: resolving unfinished intents against what the back-ends really hold, and
+//! comparing the store with every driver's inventory (orphans and missing volumes).
+//!
+//! Rules, per intent kind (the back-end is the truth for side effects):
+//! - create: a back-end volume with the intent's name exists → adopt it (Available);
+//!   none → drop the record. Never a second create, never a silent delete.
+//! - attach / detach: copy the back-end's attachments into the record.
+//! - delete: remove again (idempotent), then drop the record.
+//! - grow: copy the back-end's size.
+
+use serde::{Deserialize, Serialize};
+
+use super::{now_secs, Error, Manager, Result};
+use crate::store::{Attachment, Intent, IntentOp, Op, VolumeStatus};
+
+/// A back-end volume with no record in the store. Reported, never deleted by Polly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub service: String,
+    pub driver_id: String,
+    pub name: String,
+    pub size_bytes: u64,
+}
+
+/// A record whose back-end volume is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    pub service: String,
+    pub volume_id: String,
+    pub driver_id: String,
+    pub name: String,
+}
+
+/// Result of comparing the store with the back-ends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub orphans: Vec<Orphan>,
+    pub missing: Vec<Missing>,
+    /// Services whose inventory could not be read, with the error.
+    pub unreachable: Vec<(String, String)>,
+}
+
+impl Manager {
+    /// Resolve one intent while the caller holds its lock; errors leave it in the log for
+    /// the next pass.
+    pub(super) async fn resolve_logged(&self, intent: &Intent) {
+        if let Err(e) = self.resolve_locked(intent).await {
+            tracing::warn!(intent = intent.id, volume = %intent.volume_id, error = %e,
+                "could not resolve operation intent; will retry");
+        }
+    }
+
+    /// Make the store agree with the back-end for one unfinished operation.
+    pub async fn resolve(&self, intent: &Intent) -> Result<()> {
+        let _g = self.lock(lock_key(intent)).await;
+        self.resolve_locked(intent).await
+    }
+
+    async fn resolve_locked(&self, intent: &Intent) -> Result<()> {
+        let Some(v) = self.inner.store.volume(&intent.volume_id)? else {
+            return self.write(vec![Op::DeleteIntent(intent.id)]).await;
+        };
+        let svc = self.service(&intent.service)?;
+        match &intent.op {
+            IntentOp::Create { request } => {
+                let found = self
+                    .call(&svc.name, "list", svc.driver.list())
+                    .await?
+                    .into_iter()
+                    .find(|d| d.name == request.name);
+                let ops = match found {
+                    Some(d) => {
+                        tracing::info!(volume = %v.id, driver_id = %d.id, "create finished by reconciler");
+                        let mut done = v;
+                        done.status = VolumeStatus::Available;
+                        done.driver_id = Some(d.id);
+                        done.size_bytes = d.size_bytes;
+                        done.pool = Some(d.pool);
+                        done.zone = d.zone;
+                        done.path = d.path;
+                        vec![Op::PutVolume(done), Op::DeleteIntent(intent.id)]
+                    }
+                    None => {
+                        tracing::info!(volume = %v.id, "create rolled back by reconciler");
+                        vec![Op::DeleteVolume(v.id), Op::DeleteIntent(intent.id)]
+                    }
+                };
+                self.write(ops).await
+            }
+            IntentOp::Attach { .. } | IntentOp::Detach { .. } | IntentOp::Grow { .. } => {
+                let driver_id = v.driver_id.clone().unwrap_or_default();
+                let d = match self
+                    .call(&svc.name, "inspect", svc.driver.inspect(&driver_id))
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(Error::NotFound { .. }) => {
+                        // The back-end lost the volume; keep the record for the operator
+                        // (it is reported as missing) and close the intent.
+                        return self.write(vec![Op::DeleteIntent(intent.id)]).await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut done = v;
+                let before = std::mem::take(&mut done.attachments);
+                done.attachments = d
+                    .attachments
+                    .into_iter()
+                    .map(|a| Attachment {
+                        attached_at: before
+                            .iter()
+                            .find(|b| b.instance_id == a.instance_id)
+                            .map(|b| b.attached_at)
+                            .unwrap_or_else(now_secs),
+                        instance_id: a.instance_id,
+                        device: a.device,
+                    })
+                    .collect();
+                done.size_bytes = d.size_bytes;
+                self.write(vec![Op::PutVolume(done), Op::DeleteIntent(intent.id)])
+                    .await
+            }
+            IntentOp::Delete => self.finish_delete(&v, intent).await,
+        }
+    }
+
+    /// Resolve every intent in the log (at start-up, and periodically for retries).
+    /// Returns how many remain unresolved.
+    pub async fn resolve_pending(&self) -> Result<usize> {
+        let intents = self.inner.store.intents()?;
+        let mut left = 0;
+        for i in &intents {
+            if let Err(e) = self.resolve(i).await {
+                tracing::warn!(intent = i.id, volume = %i.volume_id, error = %e,
+                    "could not resolve operation intent; will retry");
+                left += 1;
+            }
+        }
+        Ok(left)
+    }
+
+    /// Compare the store with every driver's inventory.
+    pub async fn reconcile_report(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let vols = self.inner.store.volumes()?;
+        for s in self.services() {
+            let inventory = match self.call(&s.name, "list", s.driver.list()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    report.unreachable.push((s.name.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let mine: Vec<_> = vols.iter().filter(|v| v.service == s.name).collect();
+            for d in &inventory {
+                let known = mine.iter().any(|v| {
+                    v.driver_id.as_deref() == Some(d.id.as_str())
+                        // A create in flight has no driver id yet: its name claims the volume.
+                        || (v.status == VolumeStatus::Creating && v.name == d.name)
+                });
+                if !known {
+                    report.orphans.push(super::Orphan {
+                        service: s.name.clone(),
+                        driver_id: d.id.clone(),
+                        name: d.name.clone(),
+                        size_bytes: d.size_bytes,
+                    });
+                }
+            }
+            for v in mine {
+                if let Some(did) = &v.driver_id {
+                    if v.status == VolumeStatus::Available
+                        && !inventory.iter().any(|d| &d.id == did)
+                    {
+                        report.missing.push(Missing {
+                            service: s.name.clone(),
+                            volume_id: v.id.clone(),
+                            driver_id: did.clone(),
+                            name: v.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The same lock the operation itself takes: creates by name, the rest by volume id.
+fn lock_key(intent: &Intent) -> String {
+    match &intent.op {
+        IntentOp::Create { request } => format!("name:{}/{}", intent.service, request.name),
+        _ => format!("id:{}", intent.volume_id),
+    }
+}
