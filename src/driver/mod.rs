@@ -112,9 +112,15 @@ pub enum Error {
     #[error("volume {name:?} already exists with different parameters: {detail}")]
     AlreadyExists { name: String, detail: String },
     #[error("volume {volume:?} is attached to {holders:?}; detach it first or force-detach")]
-    AttachedElsewhere { volume: String, holders: Vec<String> },
+    AttachedElsewhere {
+        volume: String,
+        holders: Vec<String>,
+    },
     #[error("volume {volume:?} is attached to {holders:?}; detach it before removing it")]
-    InUse { volume: String, holders: Vec<String> },
+    InUse {
+        volume: String,
+        holders: Vec<String>,
+    },
     #[error("pool {pool:?} has {free_bytes} bytes free, {wanted_bytes} requested")]
     InsufficientCapacity {
         pool: String,
