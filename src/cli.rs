@@ -16,10 +16,19 @@ use crate::store::Volume;
 use crate::volumes::{CreateVolume, Restriction};
 
 #[derive(Debug, Parser)]
-#[command(name = "polly", version, about = "Polly: a storage scheduler for Mesos frameworks and REX-Ray agents")]
+#[command(
+    name = "polly",
+    version,
+    about = "Polly: a storage scheduler for Mesos frameworks and REX-Ray agents"
+)]
 pub struct Cli {
     /// Admin API of the polly server the client commands talk to.
-    #[arg(long, global = true, env = "POLLY_ADMIN_URL", default_value = "http://127.0.0.1:7978")]
+    #[arg(
+        long,
+        global = true,
+        env = "POLLY_ADMIN_URL",
+        default_value = "http://127.0.0.1:7978"
+    )]
     pub admin_url: String,
     /// Admin bearer token: sent by client commands; required by `serve` on every admin call.
     #[arg(long, global = true, env = "POLLY_ADMIN_TOKEN", hide_env_values = true)]
@@ -196,9 +205,9 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid size {s:?}: expected a number with an optional unit like 10GiB"))?;
+    let n: f64 = num.parse().with_context(|| {
+        format!("invalid size {s:?}: expected a number with an optional unit like 10GiB")
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -209,7 +218,9 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        u => bail!("invalid size {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"),
+        u => bail!(
+            "invalid size {s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+        ),
     };
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
@@ -321,7 +332,15 @@ fn volume_rows(vols: &[Volume]) -> Vec<Vec<String>> {
 }
 
 const VOLUME_HEADERS: [&str; 9] = [
-    "ID", "SERVICE", "NAME", "SIZE", "STATUS", "ATTACHED", "SERVICES", "FRAMEWORKS", "LABELS",
+    "ID",
+    "SERVICE",
+    "NAME",
+    "SIZE",
+    "STATUS",
+    "ATTACHED",
+    "SERVICES",
+    "FRAMEWORKS",
+    "LABELS",
 ];
 
 fn show_volume(json: bool, v: &Volume) -> anyhow::Result<()> {
@@ -401,7 +420,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             table(
-                &["SERVICE", "DRIVER", "POOL", "ZONE", "TOTAL", "FREE", "VOLUMES", "PROVISIONED"],
+                &[
+                    "SERVICE",
+                    "DRIVER",
+                    "POOL",
+                    "ZONE",
+                    "TOTAL",
+                    "FREE",
+                    "VOLUMES",
+                    "PROVISIONED",
+                ],
                 rows,
             );
             Ok(())
@@ -594,7 +622,12 @@ async fn volume(client: &AdminClient, json: bool, cmd: VolumeCmd) -> anyhow::Res
             device,
         } => {
             client
-                .attach(&target.volume, target.in_service.as_deref(), &instance, device)
+                .attach(
+                    &target.volume,
+                    target.in_service.as_deref(),
+                    &instance,
+                    device,
+                )
                 .await?
         }
         VolumeCmd::Detach {
@@ -603,7 +636,12 @@ async fn volume(client: &AdminClient, json: bool, cmd: VolumeCmd) -> anyhow::Res
             force,
         } => {
             client
-                .detach(&target.volume, target.in_service.as_deref(), instance, force)
+                .detach(
+                    &target.volume,
+                    target.in_service.as_deref(),
+                    instance,
+                    force,
+                )
                 .await?
         }
         VolumeCmd::Restrict {

@@ -173,7 +173,12 @@ impl AdminClient {
         self.post(&Self::vol_path(id, service, "/detach"), &b).await
     }
 
-    pub async fn restrict(&self, id: &str, service: Option<&str>, r: &Restriction) -> Result<Volume> {
+    pub async fn restrict(
+        &self,
+        id: &str,
+        service: Option<&str>,
+        r: &Restriction,
+    ) -> Result<Volume> {
         self.post(&Self::vol_path(id, service, "/restrict"), r)
             .await
     }
@@ -194,13 +199,24 @@ impl AdminClient {
         service: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Volume> {
-        self.post(&Self::vol_path(id, service, "/label"), &LabelBody { labels })
-            .await
+        self.post(
+            &Self::vol_path(id, service, "/label"),
+            &LabelBody { labels },
+        )
+        .await
     }
 
-    pub async fn unlabel(&self, id: &str, service: Option<&str>, keys: Vec<String>) -> Result<Volume> {
-        self.post(&Self::vol_path(id, service, "/unlabel"), &UnlabelBody { keys })
-            .await
+    pub async fn unlabel(
+        &self,
+        id: &str,
+        service: Option<&str>,
+        keys: Vec<String>,
+    ) -> Result<Volume> {
+        self.post(
+            &Self::vol_path(id, service, "/unlabel"),
+            &UnlabelBody { keys },
+        )
+        .await
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceInfo>> {

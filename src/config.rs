@@ -205,7 +205,9 @@ impl Config {
             }
         }
         if self.driver_timeout_secs == 0 {
-            return Err(Error::Invalid("driver_timeout_secs must be positive".into()));
+            return Err(Error::Invalid(
+                "driver_timeout_secs must be positive".into(),
+            ));
         }
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(

@@ -83,7 +83,10 @@ pub async fn serve(
         Err(e) => tracing::warn!(error = %e, "could not compare store with back-ends"),
     }
     if left > 0 {
-        tracing::warn!(left, "unresolved operation intents; retrying in the background");
+        tracing::warn!(
+            left,
+            "unresolved operation intents; retrying in the background"
+        );
     }
     ready.store(true, Ordering::Release);
     println!("polly: ready");

@@ -59,7 +59,9 @@ impl From<volumes::Error> for ApiError {
             E::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             E::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            E::InsufficientCapacity(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_capacity"),
+            E::InsufficientCapacity(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_capacity")
+            }
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "driver_timeout"),
             E::Driver { .. } => (StatusCode::BAD_GATEWAY, "driver_error"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),

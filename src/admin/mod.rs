@@ -268,7 +268,9 @@ async fn attach_volume(
     st.manager
         .record_instance(&driver, &b.instance_id, None, BTreeMap::new())
         .await?;
-    Ok(Json(st.manager.attach(&v.id, &b.instance_id, b.device).await?))
+    Ok(Json(
+        st.manager.attach(&v.id, &b.instance_id, b.device).await?,
+    ))
 }
 
 /// Body of `POST /admin/volumes/{id}/detach`: one instance, or `force` for all.
@@ -361,9 +363,7 @@ async fn unlabel_volume(
     Ok(Json(st.manager.unlabel(&v.id, &b.keys).await?))
 }
 
-async fn list_services(
-    State(st): State<AdminState>,
-) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
+async fn list_services(State(st): State<AdminState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
     Ok(Json(st.manager.service_infos().await?))
 }
 
@@ -379,9 +379,7 @@ async fn list_operations(State(st): State<AdminState>) -> Result<Json<Vec<Intent
     Ok(Json(st.manager.store().intents()?))
 }
 
-async fn store_dump(
-    State(st): State<AdminState>,
-) -> Result<Json<crate::store::Dump>, ApiError> {
+async fn store_dump(State(st): State<AdminState>) -> Result<Json<crate::store::Dump>, ApiError> {
     Ok(Json(st.manager.store().dump()?))
 }
 

@@ -41,7 +41,9 @@ pub enum Error {
         name: String,
         holder: String,
     },
-    #[error("store has schema version {found}; this polly supports up to {supported}: upgrade polly")]
+    #[error(
+        "store has schema version {found}; this polly supports up to {supported}: upgrade polly"
+    )]
     SchemaTooNew { found: u32, supported: u32 },
 }
 

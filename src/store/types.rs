@@ -73,12 +73,20 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum IntentOp {
-    Create { request: CreateRequest },
-    Attach { instance_id: String },
+    Create {
+        request: CreateRequest,
+    },
+    Attach {
+        instance_id: String,
+    },
     /// `instance_id: None` is a force-detach of every attachment.
-    Detach { instance_id: Option<String> },
+    Detach {
+        instance_id: Option<String>,
+    },
     Delete,
-    Grow { size_bytes: u64 },
+    Grow {
+        size_bytes: u64,
+    },
 }
 
 /// An operation persisted before its back-end side effect; removed when the operation ends.

@@ -190,10 +190,13 @@ impl Manager {
     }
 
     pub fn service(&self, name: &str) -> Result<&Service> {
-        self.inner.services.get(name).ok_or_else(|| Error::NotFound {
-            kind: "service",
-            id: name.to_string(),
-        })
+        self.inner
+            .services
+            .get(name)
+            .ok_or_else(|| Error::NotFound {
+                kind: "service",
+                id: name.to_string(),
+            })
     }
 
     /// Serialize operations on one key (a volume id, or a service/name for creates).
@@ -329,7 +332,9 @@ impl Manager {
         for s in &req.restrict_services {
             self.service(s)?;
         }
-        let _g = self.lock(format!("name:{}/{}", req.service, req.name)).await;
+        let _g = self
+            .lock(format!("name:{}/{}", req.service, req.name))
+            .await;
         if let Some(v) = self.inner.store.volume_by_name(&req.service, &req.name)? {
             return match v.status {
                 VolumeStatus::Available if v.size_bytes == req.size_bytes => Ok(v),
@@ -377,8 +382,11 @@ impl Manager {
             },
             created_at: now_secs(),
         };
-        self.write(vec![Op::PutVolume(vol.clone()), Op::PutIntent(intent.clone())])
-            .await?;
+        self.write(vec![
+            Op::PutVolume(vol.clone()),
+            Op::PutIntent(intent.clone()),
+        ])
+        .await?;
         let res = self
             .call(&svc.name, "create", svc.driver.create(&request))
             .await;
@@ -390,8 +398,11 @@ impl Manager {
                 done.pool = Some(dv.pool);
                 done.zone = dv.zone;
                 done.path = dv.path;
-                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
-                    .await?;
+                self.write(vec![
+                    Op::PutVolume(done.clone()),
+                    Op::DeleteIntent(intent.id),
+                ])
+                .await?;
                 Ok(done)
             }
             Err(e) if is_definite(&e) => {
@@ -473,8 +484,11 @@ impl Manager {
                     device: a.device,
                     attached_at: now_secs(),
                 });
-                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
-                    .await?;
+                self.write(vec![
+                    Op::PutVolume(done.clone()),
+                    Op::DeleteIntent(intent.id),
+                ])
+                .await?;
                 Ok(done)
             }
             Err(e) if is_definite(&e) => {
@@ -529,8 +543,12 @@ impl Manager {
                     .await
             }
             None => {
-                self.call(&svc.name, "force_detach", svc.driver.force_detach(&driver_id))
-                    .await
+                self.call(
+                    &svc.name,
+                    "force_detach",
+                    svc.driver.force_detach(&driver_id),
+                )
+                .await
             }
         };
         match res {
@@ -538,8 +556,11 @@ impl Manager {
                 let mut done = v;
                 done.attachments
                     .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
-                self.write(vec![Op::PutVolume(done.clone()), Op::DeleteIntent(intent.id)])
-                    .await?;
+                self.write(vec![
+                    Op::PutVolume(done.clone()),
+                    Op::DeleteIntent(intent.id),
+                ])
+                .await?;
                 Ok(done)
             }
             Err(e) if is_definite(&e) => {
@@ -588,8 +609,11 @@ impl Manager {
             self.call(&svc.name, "remove", svc.driver.remove(driver_id))
                 .await?;
         }
-        self.write(vec![Op::DeleteVolume(v.id.clone()), Op::DeleteIntent(intent.id)])
-            .await
+        self.write(vec![
+            Op::DeleteVolume(v.id.clone()),
+            Op::DeleteIntent(intent.id),
+        ])
+        .await
     }
 
     /// Add restrictions (the volume becomes visible only to these services / frameworks).
@@ -637,11 +661,7 @@ impl Manager {
         .await
     }
 
-    async fn update(
-        &self,
-        id: &str,
-        f: impl FnOnce(&mut Volume) -> Result<()>,
-    ) -> Result<Volume> {
+    async fn update(&self, id: &str, f: impl FnOnce(&mut Volume) -> Result<()>) -> Result<Volume> {
         let _g = self.lock(format!("id:{id}")).await;
         let mut v = self.usable(id)?;
         f(&mut v)?;
