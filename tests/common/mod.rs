@@ -1,0 +1,154 @@
+//! Test harness: starts the real `polly serve` binary on 127.0.0.1:0 with a data dir of the
+//! test's choosing, learns its addresses from stdout, and kills it with SIGKILL on demand.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use polly::client::AdminClient;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_polly");
+
+pub struct Polly {
+    child: Child,
+    pub admin: String,
+    pub libstorage: String,
+    pub data_dir: PathBuf,
+    pub token: Option<String>,
+}
+
+impl Polly {
+    /// Start with the default config (one `vfs` service) in `data_dir`.
+    pub fn start(data_dir: &Path) -> Polly {
+        Self::start_with(data_dir, None, None)
+    }
+
+    /// Start with a TOML config (written next to the data dir) and an optional admin token.
+    pub fn start_with(data_dir: &Path, config: Option<&str>, token: Option<&str>) -> Polly {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--libstorage-listen", "127.0.0.1:0"])
+            .env_remove("POLLY_CONFIG")
+            .env_remove("POLLY_ADMIN_TOKEN")
+            .env("POLLY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(c) = config {
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, c).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let mut child = cmd.spawn().expect("spawn polly");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut admin, mut libstorage) = (None, None);
+        loop {
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("polly did not become ready: {e}");
+                }
+            };
+            if let Some(a) = line.strip_prefix("polly: admin API on ") {
+                admin = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("polly: libStorage on ") {
+                libstorage = Some(a.to_string());
+            } else if line == "polly: ready" {
+                break;
+            }
+        }
+        Polly {
+            child,
+            admin: admin.expect("admin address printed"),
+            libstorage: libstorage.expect("libstorage address printed"),
+            data_dir: data_dir.to_path_buf(),
+            token: token.map(String::from),
+        }
+    }
+
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin, self.token.clone())
+    }
+
+    /// SIGKILL: no shutdown hooks, no flush.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Run the CLI against this server; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--admin-url", &self.admin]).args(args);
+        cmd.env_remove("POLLY_ADMIN_TOKEN")
+            .env_remove("POLLY_ADMIN_URL");
+        if let Some(t) = &self.token {
+            cmd.env("POLLY_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Run the CLI with `--json` and parse stdout; panics on a non-zero exit.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let (code, out, err) = self.cli(&a);
+        assert_eq!(code, 0, "polly {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
+    }
+}
+
+impl Drop for Polly {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The vfs back-end's volume directories of the default service in `data_dir`.
+pub fn vfs_volume_dirs(data_dir: &Path, service: &str) -> Vec<PathBuf> {
+    let dir = data_dir.join("vfs").join(service).join("volumes");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Poll `f` every 20 ms for up to 30 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
