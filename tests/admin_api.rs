@@ -212,7 +212,13 @@ async fn raw(
 }
 
 /// method, path, token, body, expected status
-type Case<'a> = (reqwest::Method, String, Option<&'a str>, Option<String>, u16);
+type Case<'a> = (
+    reqwest::Method,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    u16,
+);
 
 #[tokio::test]
 async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
