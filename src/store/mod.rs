@@ -262,6 +262,14 @@ impl Store {
         scan(&self.intents, TREE_INTENTS)
     }
 
+    pub fn intent(&self, id: u64) -> Result<Option<Intent>> {
+        let k = id.to_be_bytes();
+        self.intents
+            .get(k)?
+            .map(|v| decode(TREE_INTENTS, &k, &v))
+            .transpose()
+    }
+
     pub fn instances(&self) -> Result<Vec<Instance>> {
         scan(&self.instances, TREE_INSTANCES)
     }

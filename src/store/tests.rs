@@ -118,6 +118,9 @@ fn assert_matches(store: &Store, model: &Model) {
         store.intents().unwrap(),
         model.intents.values().cloned().collect::<Vec<_>>()
     );
+    for i in model.intents.values() {
+        assert_eq!(store.intent(i.id).unwrap().as_ref(), Some(i));
+    }
     assert_eq!(
         store.instances().unwrap(),
         model.instances.values().cloned().collect::<Vec<_>>()

@@ -57,6 +57,10 @@ impl Manager {
     }
 
     async fn resolve_locked(&self, intent: &Intent) -> Result<()> {
+        // The operation may have finished while this pass waited for its lock.
+        if self.inner.store.intent(intent.id)?.is_none() {
+            return Ok(());
+        }
         let Some(v) = self.inner.store.volume(&intent.volume_id)? else {
             return self.write(vec![Op::DeleteIntent(intent.id)]).await;
         };
