@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
+set -euo pipefail
 # Runs the benchmarks (`cargo bench --bench ops`) and rewrites the results block of
 # BENCHMARKS.md (between the bench:begin / bench:end markers) from criterion's estimates:
 # medians, the baselines measured in the same run, the ratios, and the machine.
 # Extra arguments go to criterion, e.g. `scripts/bench.sh cycle/` runs only the cycle group.
-set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
