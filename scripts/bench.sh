@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+set -euo pipefail
+# Runs the benchmarks (`cargo bench --bench ops`) and rewrites the results block of
+# BENCHMARKS.md (between the bench:begin / bench:end markers) from criterion's estimates:
+# medians, the baselines measured in the same run, the ratios, and the machine.
+# Extra arguments go to criterion, e.g. `scripts/bench.sh cycle/` runs only the cycle group.
+
+cd "$(dirname "$0")/.."
+
+cargo bench --bench ops -- "$@"
+
+# cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+BENCH_CRITERION_DIR="$target_dir/criterion"
+BENCH_CORES=$(nproc)
+BENCH_MEMORY_GIB=$(free -g | awk '/^Mem:/ { print $2 }')
+BENCH_KERNEL=$(uname -r)
+BENCH_CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+BENCH_FS=$(df -T "${POLLY_BENCH_DIR:-$target_dir}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true)
+BENCH_DATE=$(date -u +%Y-%m-%dT%H:%MZ)
+BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export BENCH_CRITERION_DIR BENCH_CORES BENCH_MEMORY_GIB BENCH_KERNEL BENCH_CPU BENCH_FS \
+    BENCH_DATE BENCH_COMMIT
+
+python3 - BENCHMARKS.md <<'PY'
+import json, os, sys
+
+path = sys.argv[1]
+root = os.environ["BENCH_CRITERION_DIR"]
+
+
+def median(bench):
+    """Median and its 95% confidence interval, in ns, or None if the bench did not run."""
+    f = os.path.join(root, bench, "new", "estimates.json")
+    if not os.path.exists(f):
+        return None
+    m = json.load(open(f))["median"]
+    ci = m["confidence_interval"]
+    return m["point_estimate"], ci["lower_bound"], ci["upper_bound"]
+
+
+def t(ns):
+    if ns is None:
+        return "n/a"
+    if abs(ns) >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if abs(ns) >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def per_s(ns):
+    return f"{1e9 / ns:,.0f}/s"
+
+
+names = {
+    "cycle/polly_vfs": "create + attach + detach + delete through Polly, `vfs` driver",
+    "cycle/driver_only_vfs": "baseline: the same four calls on the bare `vfs` driver",
+    "cycle/polly_vfs_overhead": "Polly's share of a `vfs` cycle, timed per iteration (total minus driver time)",
+    "cycle/polly_noop": "the cycle through Polly on a driver that does nothing",
+    "store/apply_flush": "one durable store write (`Store::apply`, one `PutVolume`, flushed)",
+    "disk/raw_fsync": "baseline: append 200 bytes + `fdatasync` on the same disk",
+    "disk/raw_sync_file_range": "append 200 bytes + `sync_file_range` (what sled's flush issues)",
+}
+m = {k: median(k) for k in names}
+
+lines = []
+lines.append(f"Run {os.environ['BENCH_DATE']} at commit `{os.environ['BENCH_COMMIT']}`: "
+             f"{os.environ['BENCH_CORES']} cores ({os.environ['BENCH_CPU'] or 'unknown cpu'}), "
+             f"{os.environ['BENCH_MEMORY_GIB']} GiB memory, Linux {os.environ['BENCH_KERNEL']}, "
+             f"files on {os.environ['BENCH_FS'] or 'unknown'}.")
+lines.append("")
+lines.append("| benchmark | what it measures | median | 95% CI of the median |")
+lines.append("|---|---|---:|---|")
+for k, what in names.items():
+    if m[k] is None:
+        continue
+    p, lo, hi = m[k]
+    lines.append(f"| `{k}` | {what} | {t(p)} | {t(lo)} – {t(hi)} |")
+lines.append("")
+
+target_ns = 1e6
+lines.append("Derived figures (each against its baseline from this run):")
+lines.append("")
+if m["cycle/polly_vfs"] and m["cycle/driver_only_vfs"]:
+    pv, dv = m["cycle/polly_vfs"][0], m["cycle/driver_only_vfs"][0]
+    spread = (m["cycle/polly_vfs"][2] - m["cycle/polly_vfs"][1]
+              + m["cycle/driver_only_vfs"][2] - m["cycle/driver_only_vfs"][1]) / 2
+    lines.append(f"- Polly overhead per `vfs` cycle, by subtraction (median `polly_vfs` − median "
+                 f"`driver_only_vfs`): **{t(pv - dv)}** (± about {t(spread)} from the two "
+                 f"confidence intervals); `polly_vfs` / `driver_only_vfs` = **{pv / dv:.3f}×**.")
+if m["cycle/polly_vfs_overhead"]:
+    o = m["cycle/polly_vfs_overhead"][0]
+    verdict = "meets" if o <= target_ns else "misses"
+    line = (f"- Polly overhead per `vfs` cycle, timed per iteration: **{t(o)}** median; "
+            f"this {verdict} the ≤ 1 ms target ({o / target_ns:.2f}× the target)")
+    if m["cycle/driver_only_vfs"]:
+        line += f", and is {o / m['cycle/driver_only_vfs'][0]:.1%} of the bare driver's cycle"
+    lines.append(line + ".")
+if m["cycle/polly_noop"]:
+    n = m["cycle/polly_noop"][0]
+    verdict = "meets" if n <= target_ns else "misses"
+    line = (f"- Polly alone (no-op driver): **{t(n)}** per cycle; {verdict} the ≤ 1 ms target "
+            f"({n / target_ns:.2f}× the target)")
+    if m["store/apply_flush"]:
+        s = m["store/apply_flush"][0]
+        line += (f". A cycle commits 8 durable batches (intent, then outcome, for each of the "
+                 f"four operations): 8 × `apply_flush` = {t(8 * s)}, "
+                 f"{8 * s / n:.0%} of the cycle")
+    lines.append(line + ".")
+if m["store/apply_flush"] and m["disk/raw_fsync"]:
+    s, f = m["store/apply_flush"][0], m["disk/raw_fsync"][0]
+    lines.append(f"- Durable store writes: **{per_s(s)}** vs raw fsyncs of the same disk: "
+                 f"**{per_s(f)}**; ratio store / raw fsync = **{f / s:.2f}×**.")
+if m["store/apply_flush"] and m["disk/raw_sync_file_range"]:
+    s, r = m["store/apply_flush"][0], m["disk/raw_sync_file_range"][0]
+    lines.append(f"- Durable store writes vs raw `sync_file_range` calls: {per_s(s)} vs "
+                 f"{per_s(r)}; ratio = {r / s:.2f}×.")
+lines.append("")
+
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+block = begin + "\n" + "\n".join(lines) + end
+try:
+    doc = open(path).read()
+except FileNotFoundError:
+    doc = "# Benchmarks\n\nRun `scripts/bench.sh` to reproduce.\n\n"
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+open(path, "w").write(doc)
+print("\n".join(lines))
+PY
+echo "wrote the results into BENCHMARKS.md"
