@@ -10,6 +10,8 @@
 
 mod error;
 pub mod headers;
+mod snapshots;
+mod tasks;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,7 @@ pub mod mask {
 #[derive(Clone)]
 pub struct LsState {
     pub manager: Manager,
+    pub tasks: Arc<tasks::Tasks>,
     /// Sent as `Libstorage-Servername` on every response.
     pub server_name: Arc<str>,
 }
@@ -63,6 +66,7 @@ impl LsState {
         let id = uuid::Uuid::new_v4().simple().to_string();
         LsState {
             manager,
+            tasks: Arc::default(),
             server_name: Arc::from(format!("polly-{}", &id[..8])),
         }
     }
@@ -92,12 +96,26 @@ pub fn router(state: LsState) -> Router {
             "/volumes/{service}/{volume}",
             get(volume_inspect).post(volume_post).delete(volume_delete),
         )
+        .route("/snapshots", get(snapshots::snapshots_all))
+        .route("/snapshots/{service}", get(snapshots::snapshots_service))
+        .route(
+            "/snapshots/{service}/{snapshot}",
+            get(snapshots::snapshot_inspect)
+                .post(snapshots::snapshot_post)
+                .delete(snapshots::snapshot_delete),
+        )
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{task}", get(tasks::inspect))
         .route("/help", get(help))
         .route("/help/version", get(help_version))
         .route("/help/config", get(help_admin))
         .route("/help/env", get(help_admin))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            tasks::run_async,
+        ))
         .layer(middleware::from_fn(client_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(move |mut r: Response| {
@@ -589,6 +607,14 @@ async fn volumes_service_post(
     Ok(json(StatusCode::CREATED, &w))
 }
 
+/// Request `opts` as labels (`fields` on the wire), values stringified like the Go server.
+fn labels_of(opts: &Option<BTreeMap<String, serde_json::Value>>) -> BTreeMap<String, String> {
+    opts.iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), types::stringify(v)))
+        .collect()
+}
+
 /// Create through the manager (idempotent by service and name). Size: GiB, default 1;
 /// `opts` become labels (`fields` on the wire); type/iops/encryption become driver fields.
 async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Volume, LsError> {
@@ -608,12 +634,7 @@ async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Vol
             format!("size {size_gib} GiB is too large"),
         )
     })?;
-    let labels = req
-        .opts
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), types::stringify(v)))
-        .collect();
+    let labels = labels_of(&req.opts);
     let mut fields = BTreeMap::new();
     if let Some(t) = req.kind.filter(|t| !t.is_empty()) {
         fields.insert("type".to_string(), t);
@@ -661,6 +682,10 @@ async fn volume_post(
         attach(&st, &client, &svc, &volume, parse_body(body)?).await
     } else if q.contains_key("detach") {
         detach(&st, &client, &svc, &volume, parse_body(body)?).await
+    } else if q.contains_key("copy") {
+        snapshots::volume_copy(&st, &client, &svc, &volume, parse_body(body)?).await
+    } else if q.contains_key("snapshot") {
+        snapshots::volume_snapshot(&st, &svc, &volume, parse_body(body)?).await
     } else {
         Err(no_route().await)
     }

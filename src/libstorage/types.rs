@@ -266,3 +266,76 @@ mod tests {
         assert_eq!(r.size, Some(2));
     }
 }
+
+/// Snapshot (reference §4.5). `volumeID` is the Polly id of the source volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireSnapshot {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub start_time: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(rename = "volumeID", default, skip_serializing_if = "String::is_empty")]
+    pub volume_id: String,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub volume_size: u64,
+}
+
+impl From<&crate::volumes::SnapshotInfo> for WireSnapshot {
+    fn from(s: &crate::volumes::SnapshotInfo) -> Self {
+        WireSnapshot {
+            id: s.snapshot.id.clone(),
+            name: s.snapshot.name.clone(),
+            start_time: s.snapshot.created_at,
+            status: "online".into(),
+            volume_id: s.volume_id.clone().unwrap_or_default(),
+            volume_size: gib_ceil(s.snapshot.size_bytes),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeCopyRequest {
+    pub volume_name: String,
+    #[serde(default)]
+    pub opts: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeSnapshotRequest {
+    pub snapshot_name: String,
+    #[serde(default)]
+    pub opts: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotCopyRequest {
+    pub snapshot_name: String,
+    #[serde(rename = "destinationID")]
+    pub destination_id: String,
+    #[serde(default)]
+    pub opts: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A task (reference §4.6): what `?async` answers with 202, and `/tasks` lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireTask {
+    pub id: u64,
+    pub queue_time: u64,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub start_time: u64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub complete_time: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+}
