@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::libstorage::{self, LsState};
 use crate::store::Store;
 use crate::volumes::Manager;
 
@@ -51,7 +50,7 @@ pub async fn serve(
         token: config.admin.token.as_deref().map(Arc::from),
         ready: ready.clone(),
     });
-    let ls_app = libstorage_placeholder();
+    let ls_app = libstorage::router(LsState::new(manager.clone()));
 
     let t = token.clone();
     let admin_task = tokio::spawn(async move {
@@ -138,21 +137,4 @@ pub async fn run(
     println!("polly: admin API on http://{}", admin.local_addr()?);
     println!("polly: libStorage on http://{}", ls.local_addr()?);
     serve(prepared, admin, ls, shutdown).await
-}
-
-/// The libStorage façade's listener; its routes arrive with the façade itself. Until then
-/// every request gets a libStorage-shaped 404 so clients fail clearly.
-fn libstorage_placeholder() -> axum::Router {
-    axum::Router::new().fallback(|| async {
-        (
-            StatusCode::NOT_FOUND,
-            [("Libstorage-Servername", "polly")],
-            axum::Json(serde_json::json!({
-                "message": "resource not found",
-                "status": 404,
-                "error": "the libStorage façade is not served by this polly version",
-            })),
-        )
-            .into_response()
-    })
 }

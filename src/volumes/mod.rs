@@ -6,6 +6,7 @@
 //! what actually happened and makes the store agree with it.
 
 mod reconcile;
+mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
 pub use reconcile::{Missing, Orphan, ReconcileReport};
+pub use snapshots::{SnapshotInfo, Source};
 
 /// Largest volume Polly accepts: 1 PiB.
 pub const MAX_SIZE_BYTES: u64 = 1 << 50;

@@ -1,0 +1,194 @@
+//! Snapshot routes (`/snapshots...`) and the volume routes that make snapshots and copies.
+//! Snapshots are visible through a service when their source volume is.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Extension;
+
+use super::types::{
+    SnapshotCopyRequest, VolumeCopyRequest, VolumeCreateRequest, VolumeSnapshotRequest,
+    WireSnapshot,
+};
+use super::{
+    flags, json, mask, masked, no_route, parse_body, visible, Client, LsError, LsState, Svc,
+};
+use crate::volumes::{CreateVolume, SnapshotInfo, Source};
+
+impl LsState {
+    /// Snapshots visible through `svc`.
+    async fn visible_snapshots(&self, svc: &str) -> Result<Vec<SnapshotInfo>, LsError> {
+        let mut out = Vec::new();
+        for s in self.manager.snapshots().await? {
+            let ok = match &s.volume_id {
+                Some(id) => self
+                    .manager
+                    .store()
+                    .volume(id)?
+                    .is_some_and(|v| visible(&v, svc)),
+                None => s.service == svc,
+            };
+            if ok {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn visible_snapshot(&self, svc: &str, id: &str) -> Result<SnapshotInfo, LsError> {
+        self.visible_snapshots(svc)
+            .await?
+            .into_iter()
+            .find(|s| s.snapshot.id == id)
+            .ok_or_else(|| LsError::not_found(id))
+    }
+}
+
+fn by_id(snaps: &[SnapshotInfo]) -> BTreeMap<String, WireSnapshot> {
+    snaps
+        .iter()
+        .map(|s| (s.snapshot.id.clone(), WireSnapshot::from(s)))
+        .collect()
+}
+
+pub(super) async fn snapshots_all(State(st): State<LsState>) -> Result<Response, LsError> {
+    let mut out = BTreeMap::new();
+    for svc in st.all_svcs() {
+        out.insert(
+            svc.name.clone(),
+            by_id(&st.visible_snapshots(&svc.name).await?),
+        );
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+pub(super) async fn snapshots_service(
+    State(st): State<LsState>,
+    Path(service): Path<String>,
+) -> Result<Response, LsError> {
+    let svc = st.svc(&service)?;
+    Ok(json(
+        StatusCode::OK,
+        &by_id(&st.visible_snapshots(&svc.name).await?),
+    ))
+}
+
+pub(super) async fn snapshot_inspect(
+    State(st): State<LsState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, LsError> {
+    let svc = st.svc(&service)?;
+    let s = st.visible_snapshot(&svc.name, &id).await?;
+    Ok(json(StatusCode::OK, &WireSnapshot::from(&s)))
+}
+
+pub(super) async fn snapshot_delete(
+    State(st): State<LsState>,
+    Path((service, id)): Path<(String, String)>,
+) -> Result<Response, LsError> {
+    let svc = st.svc(&service)?;
+    let s = st.visible_snapshot(&svc.name, &id).await?;
+    st.manager
+        .snapshot_remove(&s.service, &s.snapshot.id)
+        .await?;
+    Ok(json(StatusCode::RESET_CONTENT, &serde_json::Value::Null))
+}
+
+pub(super) async fn snapshot_post(
+    State(st): State<LsState>,
+    Extension(client): Client,
+    Path((service, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, LsError> {
+    let svc = st.svc(&service)?;
+    let q = flags(&q);
+    if q.contains_key("create") {
+        let req: VolumeCreateRequest = parse_body(body)?;
+        let s = st.visible_snapshot(&svc.name, &id).await?;
+        let size_bytes = match req.size {
+            Some(n) if n > 0 => (n as u64).saturating_mul(super::GIB),
+            _ => s.snapshot.size_bytes,
+        };
+        let iid = st.instance(&client, &svc, false).await?;
+        let v = st
+            .manager
+            .create_from(
+                CreateVolume {
+                    service: s.service.clone(),
+                    name: req.name,
+                    size_bytes,
+                    labels: super::labels_of(&req.opts),
+                    ..CreateVolume::default()
+                },
+                Source::Snapshot(s.snapshot.id.clone()),
+            )
+            .await?;
+        let w = masked(&v, &svc, mask::REQUESTED, iid.and_then(|i| i.resolved_id()))
+            .ok_or_else(|| LsError::not_found(&v.id))?;
+        Ok(json(StatusCode::CREATED, &w))
+    } else if q.contains_key("copy") {
+        let _req: SnapshotCopyRequest = parse_body(body)?;
+        st.visible_snapshot(&svc.name, &id).await?;
+        Err(LsError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "snapshot copy is not supported by driver {:?}; create a volume from the snapshot and snapshot that",
+                svc.driver
+            ),
+        ))
+    } else {
+        Err(no_route().await)
+    }
+}
+
+/// `POST /volumes/{svc}/{id}?copy`.
+pub(super) async fn volume_copy(
+    st: &LsState,
+    client: &super::ClientHeaders,
+    svc: &Svc,
+    volume: &str,
+    req: VolumeCopyRequest,
+) -> Result<Response, LsError> {
+    let v = st.visible_volume(&svc.name, volume)?;
+    let iid = st.instance(client, svc, false).await?;
+    let mut labels = v.labels.clone();
+    labels.extend(super::labels_of(&req.opts));
+    let copy = st
+        .manager
+        .create_from(
+            CreateVolume {
+                service: v.service.clone(),
+                name: req.volume_name,
+                size_bytes: v.size_bytes,
+                labels,
+                ..CreateVolume::default()
+            },
+            Source::Volume(v.id.clone()),
+        )
+        .await?;
+    let w = masked(
+        &copy,
+        svc,
+        mask::REQUESTED,
+        iid.and_then(|i| i.resolved_id()),
+    )
+    .ok_or_else(|| LsError::not_found(&copy.id))?;
+    Ok(json(StatusCode::CREATED, &w))
+}
+
+/// `POST /volumes/{svc}/{id}?snapshot`.
+pub(super) async fn volume_snapshot(
+    st: &LsState,
+    svc: &Svc,
+    volume: &str,
+    req: VolumeSnapshotRequest,
+) -> Result<Response, LsError> {
+    let v = st.visible_volume(&svc.name, volume)?;
+    let s = st.manager.snapshot(&v.id, &req.snapshot_name).await?;
+    Ok(json(StatusCode::CREATED, &WireSnapshot::from(&s)))
+}

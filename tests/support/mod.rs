@@ -1,0 +1,206 @@
+//! Starts the real `polly serve` on loopback with a temp data dir and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The REX-Ray 0.11 vfs client's headers, as captured.
+pub const IID_META: &str = "vfs=,,InZtIg=="; // metadata = base64("\"vm\"")
+pub const LD: &str = "vfs=/dev/xvda::,/dev/xvdb::,/dev/xvdc::,/dev/xvdd::";
+
+pub fn iid(svc: &str, id: &str) -> String {
+    format!("vfs:{svc}={id}")
+}
+
+pub fn tx() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("txID={}, txCR={now}", uuid::Uuid::new_v4())
+}
+
+pub struct Polly {
+    child: Child,
+    pub ls: String,
+    pub admin: String,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub raw: String,
+    pub json: Value,
+}
+
+impl Polly {
+    /// Start `polly serve` with one vfs service per name.
+    pub fn start(services: &[&str], extra_config: &str) -> Polly {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = String::new();
+        for s in services {
+            cfg.push_str(&format!("[[services]]\nname = \"{s}\"\ndriver = \"vfs\"\n"));
+        }
+        cfg.push_str(extra_config);
+        let cfg_path = dir.path().join("polly.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_polly"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
+            .arg("--libstorage-listen")
+            .arg("127.0.0.1:0")
+            .env("POLLY_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut ls, mut admin) = (None, None);
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("polly did not become ready");
+            if let Some(a) = line.strip_prefix("polly: libStorage on ") {
+                ls = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("polly: admin API on ") {
+                admin = Some(a.to_string());
+            } else if line == "polly: ready" {
+                break;
+            }
+        }
+        Polly {
+            child,
+            ls: ls.expect("no libStorage address printed"),
+            admin: admin.expect("no admin address printed"),
+            _dir: dir,
+            // A fresh connection per request: after a refused oversize body the server closes
+            // the connection, and a pooled one would fail the next request client-side.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// A libStorage request as REX-Ray sends it: no `Content-Type` on bodies.
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut r = self.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{}", self.ls, path),
+        );
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = resp.text().await.unwrap();
+        let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            raw,
+            json,
+        }
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{}", self.admin, path))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "admin GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}{}", self.admin, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "admin POST {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// The store's volumes, as the admin API shows them.
+    pub async fn volumes(&self) -> Vec<Value> {
+        self.admin_get("/admin/volumes").await["volumes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Polly {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Reply {
+    /// Every façade response names the server.
+    pub fn check_servername(&self) {
+        let n = self
+            .headers
+            .get("libstorage-servername")
+            .expect("no Libstorage-Servername header");
+        assert!(!n.is_empty());
+    }
+
+    /// A libStorage error: `{"message","status","error"}` with the HTTP status repeated.
+    pub fn check_error(&self, status: u16, message: &str) {
+        self.check_servername();
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.raw);
+        assert_eq!(self.json["status"], status, "body: {}", self.raw);
+        assert!(
+            self.json["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(message),
+            "message {:?} lacks {message:?}",
+            self.json["message"]
+        );
+        assert!(
+            !self.json["error"].is_null(),
+            "no error details: {}",
+            self.raw
+        );
+    }
+}
