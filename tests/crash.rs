@@ -165,31 +165,33 @@ async fn sigkill_during_a_burst_of_creates_loses_no_acknowledged_volume() {
     for round in 0..3 {
         let polly = Polly::start(&data);
         let c = polly.client();
-        // Four concurrent writers; the kill lands while requests are in flight.
+        // Four concurrent writers; the kill lands while requests are in flight, after at
+        // least eight creates of this round were acknowledged.
+        let round_acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for w in 0..4 {
             let c = c.clone();
+            let acks = round_acks.clone();
             tasks.push(tokio::spawn(async move {
-                let mut ok = Vec::new();
                 for i in 0.. {
                     match c.create(&req(&format!("r{round}-w{w}-{i}"))).await {
-                        Ok(v) => ok.push(v.id),
+                        Ok(v) => acks.lock().unwrap().push(v.id),
                         Err(_) => break,
                     }
                 }
-                ok
             }));
         }
         let mut waited = 0;
-        while vfs_volume_dirs(&data, "vfs").len() < acked.len() + 8 {
-            assert!(waited < 1500, "timed out waiting for creates");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while round_acks.lock().unwrap().len() < 8 {
+            assert!(waited < 3000, "timed out waiting for creates");
+            tokio::time::sleep(Duration::from_millis(10)).await;
             waited += 1;
         }
         polly.kill9();
         for t in tasks {
-            acked.extend(t.await.unwrap());
+            t.await.unwrap();
         }
+        acked.extend(round_acks.lock().unwrap().drain(..));
         let polly = Polly::start(&data);
         let vols = check_invariants(&polly).await;
         for id in &acked {
