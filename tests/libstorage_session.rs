@@ -2,6 +2,7 @@
 //! reference (§6) request by request, the attachments mask, service restrictions,
 //! single-writer with pre-emption, idempotency and a bad-input matrix.
 
+mod common;
 mod support;
 
 use serde_json::{json, Value};

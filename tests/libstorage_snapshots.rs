@@ -1,5 +1,6 @@
 //! Snapshots, copies and `?async` tasks through the libStorage façade of `polly serve`.
 
+mod common;
 mod support;
 
 use std::time::Duration;

@@ -1,11 +1,6 @@
 //! Starts the real `polly serve` on loopback with a temp data dir and talks HTTP to it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -27,7 +22,7 @@ pub fn tx() -> String {
 }
 
 pub struct Polly {
-    child: Child,
+    _server: crate::common::Polly,
     pub ls: String,
     pub admin: String,
     _dir: tempfile::TempDir,
@@ -42,7 +37,7 @@ pub struct Reply {
 }
 
 impl Polly {
-    /// Start `polly serve` with one vfs service per name.
+    /// Start `polly serve` (through the shared harness) with one vfs service per name.
     pub fn start(services: &[&str], extra_config: &str) -> Polly {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = String::new();
@@ -50,50 +45,11 @@ impl Polly {
             cfg.push_str(&format!("[[services]]\nname = \"{s}\"\ndriver = \"vfs\"\n"));
         }
         cfg.push_str(extra_config);
-        let cfg_path = dir.path().join("polly.toml");
-        std::fs::write(&cfg_path, cfg).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_polly"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&cfg_path)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--admin-listen")
-            .arg("127.0.0.1:0")
-            .arg("--libstorage-listen")
-            .arg("127.0.0.1:0")
-            .env("POLLY_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut ls, mut admin) = (None, None);
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("polly did not become ready");
-            if let Some(a) = line.strip_prefix("polly: libStorage on ") {
-                ls = Some(a.to_string());
-            } else if let Some(a) = line.strip_prefix("polly: admin API on ") {
-                admin = Some(a.to_string());
-            } else if line == "polly: ready" {
-                break;
-            }
-        }
+        let server = crate::common::Polly::start_with(&dir.path().join("data"), Some(&cfg), None);
         Polly {
-            child,
-            ls: ls.expect("no libStorage address printed"),
-            admin: admin.expect("no admin address printed"),
+            ls: server.libstorage.clone(),
+            admin: server.admin.clone(),
+            _server: server,
             _dir: dir,
             // A fresh connection per request: after a refused oversize body the server closes
             // the connection, and a pooled one would fail the next request client-side.
@@ -164,13 +120,6 @@ impl Polly {
             .as_array()
             .unwrap()
             .clone()
-    }
-}
-
-impl Drop for Polly {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
