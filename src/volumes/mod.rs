@@ -311,12 +311,18 @@ impl Manager {
     /// existing volume; the same name with another size is a conflict.
     pub async fn create(&self, req: CreateVolume) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.create_inner(req).await;
+        let res = self.create_inner(req, None).await;
         self.outcome("create", &res);
         res
     }
 
-    async fn create_inner(&self, req: CreateVolume) -> Result<Volume> {
+    /// Create a volume, empty or (with `source`) holding a copy of a volume's or a snapshot's
+    /// data. One path for all three, so each gets the same intent and resolution.
+    pub(super) async fn create_inner(
+        &self,
+        req: CreateVolume,
+        source: Option<Source>,
+    ) -> Result<Volume> {
         let svc = self.service(&req.service)?;
         if !valid_name(&req.name) {
             return Err(Error::InvalidArgument(format!(
@@ -334,6 +340,20 @@ impl Manager {
         for s in &req.restrict_services {
             self.service(s)?;
         }
+        let source_driver_id = match &source {
+            Some(Source::Volume(id)) => {
+                let src = self.usable(id)?;
+                if src.service != req.service {
+                    return Err(Error::InvalidArgument(format!(
+                        "volume {id} lives in service {:?}; copies stay in the same service",
+                        src.service
+                    )));
+                }
+                src.driver_id.unwrap_or_default()
+            }
+            Some(Source::Snapshot(s)) => s.clone(),
+            None => String::new(),
+        };
         let _g = self
             .lock(format!("name:{}/{}", req.service, req.name))
             .await;
@@ -389,14 +409,34 @@ impl Manager {
             Op::PutIntent(intent.clone()),
         ])
         .await?;
-        let res = self
-            .call(&svc.name, "create", svc.driver.create(&request))
-            .await;
+        let res = match &source {
+            None => {
+                self.call(&svc.name, "create", svc.driver.create(&request))
+                    .await
+            }
+            Some(Source::Volume(_)) => {
+                self.call(
+                    &svc.name,
+                    "copy",
+                    svc.driver.copy(&source_driver_id, &request),
+                )
+                .await
+            }
+            Some(Source::Snapshot(_)) => {
+                self.call(
+                    &svc.name,
+                    "create_from_snapshot",
+                    svc.driver.create_from_snapshot(&source_driver_id, &request),
+                )
+                .await
+            }
+        };
         match res {
             Ok(dv) => {
                 let mut done = vol;
                 done.status = VolumeStatus::Available;
                 done.driver_id = Some(dv.id);
+                done.size_bytes = dv.size_bytes;
                 done.pool = Some(dv.pool);
                 done.zone = dv.zone;
                 done.path = dv.path;
@@ -478,14 +518,30 @@ impl Manager {
                 svc.driver.attach(&driver_id, instance_id, &opts),
             )
             .await;
+        self.conclude(&intent, res, |a| {
+            let mut done = v;
+            done.attachments.push(Attachment {
+                instance_id: a.instance_id,
+                device: a.device,
+                attached_at: now_secs(),
+            });
+            done
+        })
+        .await
+    }
+
+    /// End an operation that changes an existing record: on success commit the new record
+    /// and drop the intent together; on a definite refusal just drop the intent; on an
+    /// uncertain failure resolve the intent against the back-end.
+    async fn conclude<T>(
+        &self,
+        intent: &Intent,
+        res: Result<T>,
+        done: impl FnOnce(T) -> Volume,
+    ) -> Result<Volume> {
         match res {
-            Ok(a) => {
-                let mut done = v;
-                done.attachments.push(Attachment {
-                    instance_id: a.instance_id,
-                    device: a.device,
-                    attached_at: now_secs(),
-                });
+            Ok(t) => {
+                let done = done(t);
                 self.write(vec![
                     Op::PutVolume(done.clone()),
                     Op::DeleteIntent(intent.id),
@@ -498,7 +554,7 @@ impl Manager {
                 Err(e)
             }
             Err(e) => {
-                self.resolve_logged(&intent).await;
+                self.resolve_logged(intent).await;
                 Err(e)
             }
         }
@@ -553,27 +609,13 @@ impl Manager {
                 .await
             }
         };
-        match res {
-            Ok(()) => {
-                let mut done = v;
-                done.attachments
-                    .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
-                self.write(vec![
-                    Op::PutVolume(done.clone()),
-                    Op::DeleteIntent(intent.id),
-                ])
-                .await?;
-                Ok(done)
-            }
-            Err(e) if is_definite(&e) => {
-                self.write(vec![Op::DeleteIntent(intent.id)]).await?;
-                Err(e)
-            }
-            Err(e) => {
-                self.resolve_logged(&intent).await;
-                Err(e)
-            }
-        }
+        self.conclude(&intent, res, |()| {
+            let mut done = v;
+            done.attachments
+                .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
+            done
+        })
+        .await
     }
 
     /// Delete a volume from the back-end and the store. Deleting an attached volume is a
