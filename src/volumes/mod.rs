@@ -433,13 +433,7 @@ impl Manager {
         };
         match res {
             Ok(dv) => {
-                let mut done = vol;
-                done.status = VolumeStatus::Available;
-                done.driver_id = Some(dv.id);
-                done.size_bytes = dv.size_bytes;
-                done.pool = Some(dv.pool);
-                done.zone = dv.zone;
-                done.path = dv.path;
+                let done = created(vol, dv);
                 self.write(vec![
                     Op::PutVolume(done.clone()),
                     Op::DeleteIntent(intent.id),
@@ -777,6 +771,17 @@ impl Manager {
             created_at: now_secs(),
         })
     }
+}
+
+/// The record of a volume whose create reached the back-end, with what the back-end reports.
+fn created(mut v: Volume, dv: driver::DriverVolume) -> Volume {
+    v.status = VolumeStatus::Available;
+    v.driver_id = Some(dv.id);
+    v.size_bytes = dv.size_bytes;
+    v.pool = Some(dv.pool);
+    v.zone = dv.zone;
+    v.path = dv.path;
+    v
 }
 
 fn holders(v: &Volume) -> String {

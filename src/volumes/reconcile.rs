@@ -75,14 +75,10 @@ impl Manager {
                 let ops = match found {
                     Some(d) => {
                         tracing::info!(volume = %v.id, driver_id = %d.id, "create finished by reconciler");
-                        let mut done = v;
-                        done.status = VolumeStatus::Available;
-                        done.driver_id = Some(d.id);
-                        done.size_bytes = d.size_bytes;
-                        done.pool = Some(d.pool);
-                        done.zone = d.zone;
-                        done.path = d.path;
-                        vec![Op::PutVolume(done), Op::DeleteIntent(intent.id)]
+                        vec![
+                            Op::PutVolume(super::created(v, d)),
+                            Op::DeleteIntent(intent.id),
+                        ]
                     }
                     None => {
                         tracing::info!(volume = %v.id, "create rolled back by reconciler");
