@@ -47,6 +47,10 @@ pub struct LibStorageConfig {
     pub services: BTreeMap<String, LibStorageServiceConfig>,
     /// `[libstorage.tls]`: serve the façade over TLS. Default: none (plain HTTP).
     pub tls: Option<TlsConfig>,
+    /// Milliseconds a synchronous request may run before the façade answers `408` with the
+    /// Task (which keeps running; poll `GET /tasks/{id}`), like libStorage's
+    /// `tasks.exeTimeout`. Default 60000.
+    pub exe_timeout_ms: u64,
 }
 
 /// JWT bearer authentication (reference §3). Off unless `allow` is non-empty; when on, a
@@ -141,6 +145,7 @@ impl Default for LibStorageConfig {
             auth: None,
             services: BTreeMap::new(),
             tls: None,
+            exe_timeout_ms: 60_000,
         }
     }
 }
@@ -267,6 +272,11 @@ impl Config {
                     "libstorage.services.{name}: no [[services]] entry is named {name:?}"
                 )));
             }
+        }
+        if self.libstorage.exe_timeout_ms == 0 {
+            return Err(Error::Invalid(
+                "libstorage.exe_timeout_ms must be positive".into(),
+            ));
         }
         crate::libstorage::auth::Auth::from_config(&self.libstorage).map_err(Error::Invalid)?;
         if let Some(t) = &self.libstorage.tls {

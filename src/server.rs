@@ -79,6 +79,7 @@ pub async fn serve(
     }
     let mut ls_state = LsState::new(manager.clone());
     ls_state.auth = Arc::new(auth);
+    ls_state.exe_timeout = Duration::from_millis(config.libstorage.exe_timeout_ms);
     let ls_app = libstorage::router(ls_state);
 
     let t = token.clone();

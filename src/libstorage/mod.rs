@@ -63,6 +63,8 @@ pub struct LsState {
     pub server_name: Arc<str>,
     /// JWT policies; the default checks nothing.
     pub auth: Arc<auth::Auth>,
+    /// How long a synchronous request may run before it answers `408` with its Task.
+    pub exe_timeout: std::time::Duration,
 }
 
 impl LsState {
@@ -73,6 +75,7 @@ impl LsState {
             tasks: Arc::default(),
             server_name: Arc::from(format!("polly-{}", &id[..8])),
             auth: Arc::default(),
+            exe_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
