@@ -2,6 +2,7 @@
 //! `POLLY_*` environment variables and command-line flags on top (flags win). Every field's
 //! default is stated next to it and repeated in the README.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,58 @@ pub struct AdminConfig {
 pub struct LibStorageConfig {
     /// libStorage façade listen address. Default `127.0.0.1:7979`.
     pub listen: SocketAddr,
+    /// `[libstorage.auth]`: JWT bearer auth checked on every façade route, `/` included.
+    /// Default: none. Also supplies `key`/`alg` to per-service auth that sets none.
+    pub auth: Option<AuthConfig>,
+    /// `[libstorage.services.<name>]`: per-service façade settings, keyed by a name from
+    /// `[[services]]`. Default: none.
+    pub services: BTreeMap<String, LibStorageServiceConfig>,
+    /// `[libstorage.tls]`: serve the façade over TLS. Default: none (plain HTTP).
+    pub tls: Option<TlsConfig>,
+    /// Milliseconds a synchronous request may run before the façade answers `408` with the
+    /// Task (which keeps running; poll `GET /tasks/{id}`), like libStorage's
+    /// `tasks.exeTimeout`. Default 60000.
+    pub exe_timeout_ms: u64,
+}
+
+/// JWT bearer authentication (reference §3). Off unless `allow` is non-empty; when on, a
+/// request needs `Authorization: Bearer <JWT>` signed with `key`/`alg`, currently valid
+/// (`exp`/`nbf`, no leeway), carrying `sub`, `iat`, `exp` and `nbf`, whose `sub` matches an
+/// `allow` entry and no `deny` entry (case-insensitive; deny wins).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC secret, or PEM public key (RS/PS/ES/EdDSA), or the path of a file holding either
+    /// (a value naming an existing file, or starting with `/`, `./` or `../`, is a path;
+    /// trailing newlines of an HMAC key file are dropped). Per-service auth without a key
+    /// uses the global one. Required where `allow` is set.
+    pub key: Option<String>,
+    /// `HS256` (default), `HS384`, `HS512`, `RS256/384/512`, `PS256/384/512`, `ES256/384`,
+    /// `EdDSA`. Per-service auth without an alg uses the global one.
+    pub alg: Option<String>,
+    /// Subjects let in: a bare subject, a whole JWT, or `tag:<JWT>` (the JWT's `sub` is used).
+    pub allow: Vec<String>,
+    /// Subjects refused even when allowed; same forms as `allow`.
+    pub deny: Vec<String>,
+}
+
+/// Façade settings of one service.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibStorageServiceConfig {
+    /// JWT auth checked on routes naming this service, and on the all-services routes
+    /// (`GET /services`, `GET /volumes`, `GET /snapshots`, `POST /volumes?detach`).
+    pub auth: Option<AuthConfig>,
+}
+
+/// TLS on the façade listener (rustls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Required.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key_file: PathBuf,
 }
 
 /// Which driver a service uses.
@@ -89,6 +142,10 @@ impl Default for LibStorageConfig {
     fn default() -> Self {
         LibStorageConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7979)),
+            auth: None,
+            services: BTreeMap::new(),
+            tls: None,
+            exe_timeout_ms: 60_000,
         }
     }
 }
@@ -208,6 +265,22 @@ impl Config {
             return Err(Error::Invalid(
                 "driver_timeout_secs must be positive".into(),
             ));
+        }
+        for name in self.libstorage.services.keys() {
+            if !self.services.iter().any(|s| &s.name == name) {
+                return Err(Error::Invalid(format!(
+                    "libstorage.services.{name}: no [[services]] entry is named {name:?}"
+                )));
+            }
+        }
+        if self.libstorage.exe_timeout_ms == 0 {
+            return Err(Error::Invalid(
+                "libstorage.exe_timeout_ms must be positive".into(),
+            ));
+        }
+        crate::libstorage::auth::Auth::from_config(&self.libstorage).map_err(Error::Invalid)?;
+        if let Some(t) = &self.libstorage.tls {
+            crate::libstorage::tls::server_config(t).map_err(Error::Invalid)?;
         }
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(

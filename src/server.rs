@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::libstorage::auth::Auth;
 use crate::libstorage::{self, LsState};
 use crate::store::Store;
 use crate::volumes::Manager;
@@ -24,15 +25,33 @@ const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Prepared {
     pub config: Config,
     pub manager: Manager,
+    /// The façade's JWT policies.
+    pub auth: Auth,
+    /// The façade's TLS config, when `[libstorage.tls]` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// Open the store and the drivers.
+/// Load the façade's auth keys and TLS files, open the store and the drivers.
 pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    let auth = Auth::from_config(&config.libstorage)
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+    let tls = match &config.libstorage.tls {
+        Some(t) => Some(
+            libstorage::tls::server_config(t)
+                .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?,
+        ),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = Store::open(&config.store_dir())?;
     let manager = Manager::new(store, &config).map_err(anyhow::Error::msg)?;
-    Ok(Prepared { config, manager })
+    Ok(Prepared {
+        config,
+        manager,
+        auth,
+        tls,
+    })
 }
 
 /// Serve on already-bound listeners until `shutdown` completes.
@@ -42,7 +61,12 @@ pub async fn serve(
     libstorage_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Prepared { config, manager } = prepared;
+    let Prepared {
+        config,
+        manager,
+        auth,
+        tls,
+    } = prepared;
     let token = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let admin_app = admin::router(AdminState {
@@ -50,7 +74,13 @@ pub async fn serve(
         token: config.admin.token.as_deref().map(Arc::from),
         ready: ready.clone(),
     });
-    let ls_app = libstorage::router(LsState::new(manager.clone()));
+    if auth.is_on() {
+        tracing::info!("libstorage: JWT authentication on");
+    }
+    let mut ls_state = LsState::new(manager.clone());
+    ls_state.auth = Arc::new(auth);
+    ls_state.exe_timeout = Duration::from_millis(config.libstorage.exe_timeout_ms);
+    let ls_app = libstorage::router(ls_state);
 
     let t = token.clone();
     let admin_task = tokio::spawn(async move {
@@ -59,11 +89,26 @@ pub async fn serve(
             .await
     });
     let t = token.clone();
-    let ls_task = tokio::spawn(async move {
-        axum::serve(libstorage_listener, ls_app)
-            .with_graceful_shutdown(t.cancelled_owned())
-            .await
-    });
+    let ls_task = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(libstorage_listener, ls_app)
+                .with_graceful_shutdown(t.cancelled_owned())
+                .await
+        }),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(
+                libstorage_listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )?
+            .handle(handle.clone());
+            tokio::spawn(async move {
+                t.cancelled().await;
+                handle.graceful_shutdown(None);
+            });
+            tokio::spawn(async move { server.serve(ls_app.into_make_service()).await })
+        }
+    };
 
     // Start-up reconciliation: finish or roll back what a previous run left half done,
     // then report orphans. Readiness turns on only after this.
@@ -135,6 +180,11 @@ pub async fn run(
             )
         })?;
     println!("polly: admin API on http://{}", admin.local_addr()?);
-    println!("polly: libStorage on http://{}", ls.local_addr()?);
+    let scheme = if prepared.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("polly: libStorage on {scheme}://{}", ls.local_addr()?);
     serve(prepared, admin, ls, shutdown).await
 }

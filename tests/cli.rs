@@ -208,6 +208,28 @@ fn invalid_config_fails_with_one_line_before_binding() {
             "[[services]]\nname = \"v\"\ndriver = \"vfs\"\n[services.fault]\nerror_rate = 2.0",
             "error_rate",
         ),
+        // libStorage auth and TLS
+        (
+            "[libstorage.auth]\nkey = \"k\"\nalg = \"HS999\"\nallow = [\"a\"]",
+            "libstorage.auth.alg",
+        ),
+        ("[libstorage.auth]\nallow = [\"a\"]", "no key"),
+        (
+            "[libstorage.auth]\nkey = \"/nonexistent/polly.key\"\nallow = [\"a\"]",
+            "cannot read key file /nonexistent/polly.key",
+        ),
+        (
+            "[libstorage.services.nosvc.auth]\nkey = \"k\"\nallow = [\"a\"]",
+            "nosvc",
+        ),
+        (
+            "[[services]]\nname = \"v\"\ndriver = \"vfs\"\n[libstorage.services.v.auth]\nkey = \"k\"\nalg = \"RS256\"\nallow = [\"a\"]",
+            "libstorage.services.v.auth.key",
+        ),
+        (
+            "[libstorage.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"",
+            "libstorage.tls.cert_file /nonexistent/c.pem",
+        ),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let data = dir.path().join("data");

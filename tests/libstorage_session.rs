@@ -842,3 +842,51 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(after["intents"], before["intents"]);
     assert_eq!(p.volumes().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_slow_synchronous_request_answers_408_and_finishes_as_a_task() {
+    // Every driver call of service `slow` takes 1.5 s; requests may take 0.3 s.
+    let p = Polly::start(
+        &["vfs"],
+        "[[services]]\nname = \"slow\"\ndriver = \"vfs\"\n[services.fault]\nlatency_ms = 1500\n\
+         [libstorage]\nexe_timeout_ms = 300\n",
+    );
+    let a = h("slow", "hostA");
+    let a = refs(&a);
+    // Requests that touch no driver answer normally.
+    let r = p.req("GET", "/volumes/slow", &a, None).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+
+    let started = std::time::Instant::now();
+    let r = p
+        .req(
+            "POST",
+            "/volumes/slow",
+            &a,
+            Some(r#"{"name":"late","size":1}"#),
+        )
+        .await;
+    assert_eq!(r.status, 408, "{}", r.raw);
+    r.check_servername();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1400),
+        "408 came only after the driver call: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.json["state"], "running", "{}", r.raw);
+    let id = r.json["id"].as_u64().unwrap();
+
+    // The task keeps running and reports the volume the synchronous call would have.
+    let mut task = Value::Null;
+    for _ in 0..300 {
+        task = p.req("GET", &format!("/tasks/{id}"), &[], None).await.json;
+        if task["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(task["state"], "success", "{task}");
+    assert_eq!(task["result"]["name"], "late", "{task}");
+    let vols = p.volumes().await;
+    assert!(vols.iter().any(|v| v["name"] == "late"), "{vols:?}");
+}

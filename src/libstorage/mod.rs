@@ -8,10 +8,12 @@
 //! A volume is visible through service `S` when it has no service restriction or is
 //! restricted to `S`; otherwise it is absent from `S`'s lists and not found by id or name.
 
+pub mod auth;
 mod error;
 pub mod headers;
 mod snapshots;
 mod tasks;
+pub mod tls;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,10 @@ pub struct LsState {
     pub tasks: Arc<tasks::Tasks>,
     /// Sent as `Libstorage-Servername` on every response.
     pub server_name: Arc<str>,
+    /// JWT policies; the default checks nothing.
+    pub auth: Arc<auth::Auth>,
+    /// How long a synchronous request may run before it answers `408` with its Task.
+    pub exe_timeout: std::time::Duration,
 }
 
 impl LsState {
@@ -68,6 +74,8 @@ impl LsState {
             manager,
             tasks: Arc::default(),
             server_name: Arc::from(format!("polly-{}", &id[..8])),
+            auth: Arc::default(),
+            exe_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -112,11 +120,20 @@ pub fn router(state: LsState) -> Router {
         .route("/help/env", get(help_admin))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
-        .layer(middleware::from_fn_with_state(
+        // The route layer added last runs first: per-service auth, then `?async`, then the handler.
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             tasks::run_async,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::check_service,
+        ))
         .layer(middleware::from_fn(client_headers))
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::check_global,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(move |mut r: Response| {
             let name = name.clone();

@@ -1,5 +1,6 @@
 //! Tasks: `?async` on any route runs the request in the background and answers `202` with a
-//! Task; `GET /tasks[/{id}]` reports its state and, once done, the body the synchronous call
+//! Task; a synchronous request running past `exe_timeout` answers `408` with its Task.
+//! `GET /tasks[/{id}]` reports a task's state and, once done, the body the synchronous call
 //! would have returned (`result`) or its error (`error`). Tasks live in memory only: a
 //! restart forgets them, like the Go server.
 
@@ -78,15 +79,17 @@ impl Tasks {
     }
 }
 
-/// Middleware: a request with `?async` runs in the background.
+/// Middleware: every request runs as a task. With `?async` the client gets `202` and the
+/// Task at once; otherwise it gets the response, or `408` and the Task when the request
+/// outlives `exe_timeout` (the work goes on; `GET /tasks/{id}` reports its outcome).
 pub(super) async fn run_async(State(st): State<LsState>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/tasks") {
+        return next.run(req).await;
+    }
     let is_async = req
         .uri()
         .query()
         .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "async"));
-    if !is_async || req.uri().path().starts_with("/tasks") {
-        return next.run(req).await;
-    }
     // Read the body now: the background run must not depend on the client's connection.
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
@@ -100,12 +103,18 @@ pub(super) async fn run_async(State(st): State<LsState>, req: Request, next: Nex
         }
     };
     let req = Request::from_parts(parts, Body::from(bytes));
+    let mut run = tokio::spawn(next.run(req));
+    if !is_async {
+        if let Ok(done) = tokio::time::timeout(st.exe_timeout, &mut run).await {
+            return done.unwrap_or_else(|e| panicked(&e));
+        }
+    }
     let task = st.tasks.queue();
     let tasks = st.tasks.clone();
     let id = task.id;
+    tasks.start(id);
     tokio::spawn(async move {
-        tasks.start(id);
-        let resp = next.run(req).await;
+        let resp = run.await.unwrap_or_else(|e| panicked(&e));
         let ok = resp.status().as_u16() < 300;
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -113,7 +122,21 @@ pub(super) async fn run_async(State(st): State<LsState>, req: Request, next: Nex
         let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         tasks.finish(id, ok, value);
     });
-    json(StatusCode::ACCEPTED, &task)
+    if is_async {
+        json(StatusCode::ACCEPTED, &task)
+    } else {
+        let task = st.tasks.with(|m| m.get(&id).cloned()).unwrap_or(task);
+        json(StatusCode::REQUEST_TIMEOUT, &task)
+    }
+}
+
+/// A handler that panicked (a bug): a 500 rather than a dropped connection.
+fn panicked(e: &tokio::task::JoinError) -> Response {
+    LsError::plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("request handler failed: {e}"),
+    )
+    .into_response()
 }
 
 pub(super) async fn list(State(st): State<LsState>) -> Response {
