@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 set -euo pipefail
-# Runs the benchmarks (`cargo bench --bench ops`) and rewrites the results block of
-# BENCHMARKS.md (between the bench:begin / bench:end markers) from criterion's estimates:
-# medians, the baselines measured in the same run, the ratios, and the machine.
-# Extra arguments go to criterion, e.g. `scripts/bench.sh cycle/` runs only the cycle group.
+# Runs the benchmarks and rewrites their blocks of BENCHMARKS.md: `cargo bench --bench ops`
+# (between the bench:begin / bench:end markers, from criterion's estimates: medians, the
+# baselines measured in the same run, the ratios, and the machine), then the façade load
+# benchmark `cargo bench --bench facade` (between the facade markers).
+# Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
 
 cd "$(dirname "$0")/.."
 
@@ -135,3 +136,21 @@ open(path, "w").write(doc)
 print("\n".join(lines))
 PY
 echo "wrote the results into BENCHMARKS.md"
+
+# The façade load benchmark (its own harness: concurrent clients, not criterion) writes a
+# markdown table; put it between the facade markers.
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench facade
+python3 - BENCHMARKS.md "$target_dir/polly-bench/facade.md" <<'PY'
+import sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+begin, end = "<!-- facade:begin -->", "<!-- facade:end -->"
+block = begin + "\n" + table.rstrip("\n") + "\n" + end
+doc = open(path).read()
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## libStorage façade under load\n\n" + block + "\n"
+open(path, "w").write(doc)
+PY
+echo "wrote the façade results into BENCHMARKS.md"
