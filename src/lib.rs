@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod driver;
+pub mod mesos;
 pub mod metrics;
 pub mod server;
 pub mod store;

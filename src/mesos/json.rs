@@ -1,0 +1,113 @@
+//! The Mesos JSON mapping (stout's `protobuf.hpp` conventions), both directions, driven by
+//! the compiled descriptors of `proto/`: proto field names (snake_case), enums as name
+//! strings, bytes as standard base64, 64-bit integers as numbers (strings accepted on
+//! input), maps as objects, unknown keys ignored and an unknown enum name dropped.
+//!
+//! Conversion goes through `prost_reflect::DynamicMessage`, so every field of every message
+//! follows the same rules without hand-written serde code that could drift from the protos.
+
+use std::sync::LazyLock;
+
+use prost::{Message, Name};
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
+};
+
+use super::Error;
+
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesos_descriptors.bin"));
+
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    // The bytes were produced by build.rs from the same protos; failing here is a build bug.
+    DescriptorPool::decode(DESCRIPTORS).expect("descriptor set written by build.rs decodes")
+});
+
+fn descriptor<M: Name>() -> Result<MessageDescriptor, Error> {
+    POOL.get_message_by_name(&M::full_name())
+        .ok_or_else(|| Error::UnknownMessage(M::full_name()))
+}
+
+fn ser_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .use_proto_field_name(true)
+        .use_enum_numbers(false)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(true)
+}
+
+fn de_options() -> DeserializeOptions {
+    DeserializeOptions::new().deny_unknown_fields(false)
+}
+
+fn to_dynamic<M: Message + Name>(m: &M) -> Result<DynamicMessage, Error> {
+    let desc = descriptor::<M>()?;
+    DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })
+}
+
+/// Serialize a message as Mesos JSON bytes.
+pub fn to_json<M: Message + Name>(m: &M) -> Result<Vec<u8>, Error> {
+    let dm = to_dynamic(m)?;
+    let mut ser = serde_json::Serializer::new(Vec::new());
+    dm.serialize_with_options(&mut ser, &ser_options())
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })?;
+    Ok(ser.into_inner())
+}
+
+/// Serialize a message as a Mesos JSON value.
+pub fn to_value<M: Message + Name>(m: &M) -> Result<serde_json::Value, Error> {
+    let dm = to_dynamic(m)?;
+    dm.serialize_with_options(serde_json::value::Serializer, &ser_options())
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })
+}
+
+/// Parse Mesos JSON bytes into a message.
+pub fn from_json<M: Message + Name + Default>(bytes: &[u8]) -> Result<M, Error> {
+    let desc = descriptor::<M>()?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let dm = DynamicMessage::deserialize_with_options(desc, &mut de, &de_options())
+        .and_then(|dm| de.end().map(|()| dm))
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })?;
+    finish(dm)
+}
+
+/// Parse a Mesos JSON value into a message.
+pub fn from_value<M: Message + Name + Default>(v: &serde_json::Value) -> Result<M, Error> {
+    let desc = descriptor::<M>()?;
+    let dm = DynamicMessage::deserialize_with_options(desc, v, &de_options()).map_err(|e| {
+        Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        }
+    })?;
+    finish(dm)
+}
+
+fn finish<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
+    dm.transcode_to::<M>().map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })
+}
+
+/// Parse protobuf bytes into a message, with this module's error type.
+pub fn from_protobuf<M: Message + Name + Default>(bytes: &[u8]) -> Result<M, Error> {
+    M::decode(bytes).map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
