@@ -1,6 +1,7 @@
 //! Mesos v1: the generated protobuf types (from `proto/`), the Mesos JSON mapping, the
 //! RecordIO framing, and the scheduler client that subscribes Polly to a Mesos master.
 
+pub mod client;
 pub mod json;
 pub mod recordio;
 
