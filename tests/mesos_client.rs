@@ -399,6 +399,9 @@ async fn revive_finds_new_agents_and_operator_api_fills_the_inventory() {
     let mut cfg = config(&cluster, 1, MesosContentType::Json);
     cfg.revive_interval_secs = 0.5;
     cfg.operator_agents = true;
+    cfg.principal = Some("polly-svc".into());
+    cfg.secret = Some("s3cret".into());
+    cfg.roles = vec!["storage".into()];
     let p = Running::start(cfg);
     eventually("operator-only agent", || {
         p.handle
@@ -424,7 +427,54 @@ async fn revive_finds_new_agents_and_operator_api_fills_the_inventory() {
     })
     .await;
     assert!(!cluster.calls_of("REVIVE").is_empty());
+    let sub = &cluster.subscribes()[0];
+    // base64("polly-svc:s3cret")
+    assert_eq!(
+        sub.authorization.as_deref(),
+        Some("Basic cG9sbHktc3ZjOnMzY3JldA==")
+    );
+    assert_eq!(sub.framework_info["principal"], "polly-svc");
+    assert_eq!(sub.framework_info["roles"], json!(["storage"]));
+    assert_eq!(sub.framework_info["checkpoint"], true);
+    assert_eq!(
+        sub.framework_info["capabilities"],
+        json!([{"type":"MULTI_ROLE"},{"type":"RESERVATION_REFINEMENT"},{"type":"REGION_AWARE"}])
+    );
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_past_a_refused_connection_and_a_master_that_never_answers() {
+    let cluster = Cluster::start(1, HEARTBEAT, default_agents()).await;
+    // A port nobody listens on, and one that accepts and then says nothing.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let mut cfg = config(&cluster, 1, MesosContentType::Json);
+    cfg.masters = vec![closed_addr, silent_addr.clone(), cluster.addr(0)];
+    cfg.request_timeout_secs = 0.5;
+    let p = Running::start(cfg);
+    eventually("subscribed to the third master", || {
+        p.handle.status().state == ConnState::Subscribed
+    })
+    .await;
+    assert_eq!(p.handle.status().master, Some(cluster.addr(0)));
+    assert!(p
+        .handle
+        .status()
+        .last_error
+        .unwrap()
+        .contains("no SUBSCRIBE response"));
+    p.stop().await;
+    held.abort();
 }
 
 /// The fake master itself follows the reference's rules (so the tests above mean something).

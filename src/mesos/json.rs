@@ -3,6 +3,9 @@
 //! strings, bytes as standard base64, 64-bit integers as numbers (strings accepted on
 //! input), maps as objects, unknown keys ignored and an unknown enum name dropped.
 //!
+//! As in Mesos, a message missing a `required` field (also one whose required enum had an
+//! unknown name) is rejected, naming the fields.
+//!
 //! Conversion goes through `prost_reflect::DynamicMessage`, so every field of every message
 //! follows the same rules without hand-written serde code that could drift from the protos.
 
@@ -10,7 +13,8 @@ use std::sync::LazyLock;
 
 use prost::{Message, Name};
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
+    Cardinality, DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor,
+    ReflectMessage, SerializeOptions, Value,
 };
 
 use super::Error;
@@ -95,10 +99,53 @@ pub fn from_value<M: Message + Name + Default>(v: &serde_json::Value) -> Result<
 }
 
 fn finish<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
+    let mut missing = Vec::new();
+    missing_required(&dm, "", &mut missing);
+    if !missing.is_empty() {
+        return Err(Error::Json {
+            message: M::full_name(),
+            detail: format!("missing required fields: {}", missing.join(", ")),
+        });
+    }
     dm.transcode_to::<M>().map_err(|e| Error::Protobuf {
         message: M::full_name(),
         detail: e.to_string(),
     })
+}
+
+/// Paths of unset `required` fields, recursively through set sub-messages.
+fn missing_required(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
+    for f in m.descriptor().fields() {
+        let name = if path.is_empty() {
+            f.name().to_string()
+        } else {
+            format!("{path}.{}", f.name())
+        };
+        if !m.has_field(&f) {
+            if f.cardinality() == Cardinality::Required {
+                out.push(name);
+            }
+            continue;
+        }
+        match &*m.get_field(&f) {
+            Value::Message(sub) => missing_required(sub, &name, out),
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::Message(sub) = item {
+                        missing_required(sub, &format!("{name}[{i}]"), out);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for (k, v) in map {
+                    if let Value::Message(sub) = v {
+                        missing_required(sub, &format!("{name}[{k:?}]"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Parse protobuf bytes into a message, with this module's error type.

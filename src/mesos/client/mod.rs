@@ -33,6 +33,8 @@ pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
 /// The operator endpoint on a master.
 pub const OPERATOR_PATH: &str = "/api/v1";
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
+/// How much of an error response body is read (the rest is dropped unread).
+const ERROR_BODY_LIMIT: usize = 4096;
 /// Consecutive redirects followed before backing off (guards against redirect loops).
 const MAX_REDIRECTS: u32 = 4;
 
@@ -306,7 +308,7 @@ impl Client {
             };
         }
         if status != StatusCode::OK {
-            let text = tokio::time::timeout(timeout, resp.text())
+            let text = tokio::time::timeout(timeout, read_limited(resp, ERROR_BODY_LIMIT))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -314,7 +316,7 @@ impl Client {
             return fail(Error::Status {
                 master: master.to_string(),
                 status: status.as_u16(),
-                body: text.chars().take(200).collect(),
+                body: String::from_utf8_lossy(&text).chars().take(200).collect(),
             });
         }
         let Some(stream_id) = resp
@@ -679,6 +681,21 @@ async fn call_sender(
     }
 }
 
+/// At most `limit` bytes of a response body (never buffers an unbounded body).
+async fn read_limited(resp: reqwest::Response, limit: usize) -> reqwest::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let room = limit - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// The operator API's `GET_AGENTS` (JSON), as agents.
 pub async fn operator_agents(
     http: &reqwest::Client,
@@ -709,14 +726,13 @@ pub async fn operator_agents(
             body: String::new(),
         });
     }
-    let body = resp
-        .bytes()
+    let limit = usize::try_from(cfg.max_record_bytes).unwrap_or(usize::MAX);
+    let body = read_limited(resp, limit.saturating_add(1))
         .await
         .map_err(|e| err(format!("GET_AGENTS body: {e}")))?;
-    if body.len() as u64 > cfg.max_record_bytes {
+    if body.len() > limit {
         return Err(err(format!(
-            "GET_AGENTS response of {} bytes is too large",
-            body.len()
+            "GET_AGENTS response exceeds max_record_bytes ({limit} bytes)"
         )));
     }
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Json {

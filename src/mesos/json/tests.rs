@@ -223,3 +223,25 @@ fn maps_are_objects() {
         .quantities[0];
     assert_eq!(q.quantities["disk"].value, 1024.0);
 }
+
+#[test]
+fn missing_required_fields_are_rejected_by_name() {
+    let e = from_json::<Event>(
+        br#"{"type":"OFFERS","offers":{"offers":[{"id":{"value":"o"},
+        "framework_id":{"value":"f"},"agent_id":{"value":"a"},
+        "resources":[{"name":"disk","type":"SCALAR","scalar":{}}]}]}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("offers.offers[0].hostname"), "{e}");
+    assert!(
+        e.contains("offers.offers[0].resources[0].scalar.value"),
+        "{e}"
+    );
+    // An unknown name in a required enum leaves it unset, which is an error.
+    let e = from_json::<v1::Attribute>(br#"{"name":"rack","type":"COLOUR"}"#).unwrap_err();
+    assert!(
+        e.to_string().contains("missing required fields: type"),
+        "{e}"
+    );
+}
