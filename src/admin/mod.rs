@@ -411,8 +411,11 @@ async fn store_erase(
     Ok(Json(serde_json::json!({"erased": true})))
 }
 
-async fn list_agents(State(st): State<AdminState>) -> Json<Vec<crate::mesos::client::Agent>> {
-    Json(st.mesos.agents())
+async fn list_agents(
+    State(st): State<AdminState>,
+) -> Result<Json<Vec<crate::mesos::client::Agent>>, ApiError> {
+    let instances = st.manager.store().instances()?;
+    Ok(Json(st.mesos.agents_with_instances(&instances)))
 }
 
 async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client::MesosStatus> {

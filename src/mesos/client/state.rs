@@ -53,6 +53,8 @@ pub enum AgentSource {
     Offer,
     Operator,
     Static,
+    /// A host a REX-Ray client reported (the store's instance table).
+    Instance,
 }
 
 /// One agent, `GET /admin/agents`.
@@ -156,6 +158,25 @@ impl Agent {
         }
     }
 
+    /// A host a REX-Ray client reported; its `zone`/`region` fields give its placement.
+    pub fn from_instance(i: &crate::store::Instance) -> Agent {
+        let field = |k: &str| i.fields.get(k).cloned();
+        Agent {
+            id: i.instance_id.clone(),
+            hostname: i.hostname.clone().unwrap_or_default(),
+            region: field("region"),
+            zone: field("zone").or_else(|| field("availabilityZone")),
+            attributes: i.fields.clone(),
+            source: AgentSource::Instance,
+            lost: false,
+            lost_at: None,
+            last_seen: humantime::format_rfc3339_seconds(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(i.last_seen),
+            )
+            .to_string(),
+        }
+    }
+
     /// Same identity and placement (ignoring timestamps).
     fn same_as(&self, o: &Agent) -> bool {
         self.hostname == o.hostname
@@ -227,6 +248,22 @@ impl Handle {
 
     pub fn agents(&self) -> Vec<Agent> {
         lock(&self.inner.agents).values().cloned().collect()
+    }
+
+    /// Known agents plus REX-Ray instances that are not already known by id or hostname
+    /// (in embedded mode these and static config are the only source).
+    pub fn agents_with_instances(&self, instances: &[crate::store::Instance]) -> Vec<Agent> {
+        let mut out = self.agents();
+        for i in instances {
+            let a = Agent::from_instance(i);
+            let known = out
+                .iter()
+                .any(|k| k.id == a.id || (!a.hostname.is_empty() && k.hostname == a.hostname));
+            if !known {
+                out.push(a);
+            }
+        }
+        out
     }
 
     pub fn metrics(&self) -> &MesosMetrics {
