@@ -3,6 +3,10 @@
 //! strings, bytes as standard base64, 64-bit integers as numbers (strings accepted on
 //! input), maps as objects, unknown keys ignored and an unknown enum name dropped.
 //!
+//! Output also prints unset optional fields that have an explicit default and are not
+//! deprecated (`failover_timeout: 0`, `checkpoint: false`, `refuse_seconds: 5`, an agent's
+//! `port`), as stout does; deprecated ones (`role: "*"`) appear only when set.
+//!
 //! As in Mesos, a message missing a `required` field (also one whose required enum had an
 //! unknown name) is rejected, naming the fields.
 //!
@@ -45,10 +49,51 @@ fn de_options() -> DeserializeOptions {
 
 fn to_dynamic<M: Message + Name>(m: &M) -> Result<DynamicMessage, Error> {
     let desc = descriptor::<M>()?;
-    DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).map_err(|e| Error::Protobuf {
-        message: M::full_name(),
-        detail: e.to_string(),
-    })
+    let mut dm = DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).map_err(|e| {
+        Error::Protobuf {
+            message: M::full_name(),
+            detail: e.to_string(),
+        }
+    })?;
+    fill_defaults(&mut dm);
+    Ok(dm)
+}
+
+/// Set unset optional fields with an explicit, non-deprecated default to that default,
+/// recursively through set sub-messages (stout prints them).
+fn fill_defaults(m: &mut DynamicMessage) {
+    for f in m.descriptor().fields() {
+        let proto = f.field_descriptor_proto();
+        let deprecated = proto.options.as_ref().and_then(|o| o.deprecated) == Some(true);
+        if !m.has_field(&f) {
+            if f.cardinality() == Cardinality::Optional
+                && proto.default_value.is_some()
+                && !deprecated
+            {
+                let v = m.get_field(&f).into_owned();
+                m.set_field(&f, v);
+            }
+            continue;
+        }
+        match m.get_field_mut(&f) {
+            Value::Message(sub) => fill_defaults(sub),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(sub) = item {
+                        fill_defaults(sub);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for v in map.values_mut() {
+                    if let Value::Message(sub) = v {
+                        fill_defaults(sub);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Serialize a message as Mesos JSON bytes.

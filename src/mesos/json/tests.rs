@@ -212,8 +212,50 @@ fn invalid_json_is_a_clear_error() {
 }
 
 #[test]
+fn explicit_defaults_are_printed_deprecated_ones_are_not() {
+    let fi = FrameworkInfo {
+        user: "u".into(),
+        name: "n".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        to_value(&fi).unwrap(),
+        json!({"user":"u","name":"n","failover_timeout":0.0,"checkpoint":false})
+    );
+    let d = call::Decline::default();
+    let v = to_value(&Call {
+        r#type: Some(call::Type::Decline as i32),
+        decline: Some(call::Decline {
+            filters: Some(v1::Filters::default()),
+            ..d
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"DECLINE","decline":{"filters":{"refuse_seconds":5.0}}})
+    );
+    let a = v1::AgentInfo {
+        hostname: "h".into(),
+        ..Default::default()
+    };
+    assert_eq!(to_value(&a).unwrap(), json!({"hostname":"h","port":5051}));
+    let r = v1::Resource {
+        name: "disk".into(),
+        r#type: value::Type::Scalar as i32,
+        scalar: Some(value::Scalar { value: 1.0 }),
+        ..Default::default()
+    };
+    assert_eq!(
+        to_value(&r).unwrap(),
+        json!({"name":"disk","type":"SCALAR","scalar":{"value":1.0}})
+    );
+}
+
+#[test]
 fn maps_are_objects() {
-    let j = json!({"user":"u","name":"n","offer_filters":{"storage":{"min_allocatable_resources":
+    let j = json!({"user":"u","name":"n","failover_timeout":0,"checkpoint":false,"offer_filters":{"storage":{"min_allocatable_resources":
       {"quantities":[{"quantities":{"disk":{"value":1024}}}]}}}});
     let fi: FrameworkInfo = round_trip(&j);
     let q = &fi.offer_filters["storage"]
