@@ -193,8 +193,15 @@ async fn leader_change_503_dropped_stream_and_missed_heartbeats_keep_the_framewo
         cluster.rejected().iter().filter(|r| r.1 == 503).count() >= 3
     })
     .await;
-    let st = p.handle.status();
-    assert_eq!(st.state, ConnState::BackingOff);
+    let mut seen = None;
+    eventually("backing off", || {
+        let s = p.handle.status();
+        let backing_off = s.state == ConnState::BackingOff;
+        seen = Some(s);
+        backing_off
+    })
+    .await;
+    let st = seen.unwrap();
     assert!(st.last_error.unwrap().contains("503"));
     assert!(st.backoff_ms.unwrap() <= 400);
     cluster.set_recovering(false);
