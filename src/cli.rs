@@ -53,6 +53,9 @@ pub enum Command {
     /// Hosts that reported themselves to polly.
     #[command(subcommand)]
     Instance(ListCmd),
+    /// Mesos agents: from the master's offers, the operator API or static config.
+    #[command(subcommand)]
+    Agent(ListCmd),
     /// Back-end volumes polly has no record of (never deleted automatically).
     #[command(subcommand)]
     Orphan(ListCmd),
@@ -448,6 +451,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             i.instance_id.clone(),
                             i.hostname.clone().unwrap_or_else(|| "-".into()),
                             i.last_seen.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+            Ok(())
+        }
+        Command::Agent(ListCmd::Ls) => {
+            let agents = client.agents().await?;
+            if json {
+                return print_json(&agents);
+            }
+            let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            table(
+                &[
+                    "ID",
+                    "HOSTNAME",
+                    "REGION",
+                    "ZONE",
+                    "STATE",
+                    "SOURCE",
+                    "ATTRIBUTES",
+                ],
+                agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.id.clone(),
+                            a.hostname.clone(),
+                            dash(&a.region),
+                            dash(&a.zone),
+                            if a.lost { "lost" } else { "active" }.to_string(),
+                            format!("{:?}", a.source).to_lowercase(),
+                            a.attributes
+                                .iter()
+                                .map(|(k, v)| format!("{k}:{v}"))
+                                .collect::<Vec<_>>()
+                                .join(";"),
                         ]
                     })
                     .collect(),

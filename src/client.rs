@@ -227,6 +227,14 @@ impl AdminClient {
         self.get("/admin/instances").await
     }
 
+    pub async fn agents(&self) -> Result<Vec<crate::mesos::client::Agent>> {
+        self.get("/admin/agents").await
+    }
+
+    pub async fn mesos(&self) -> Result<crate::mesos::client::MesosStatus> {
+        self.get("/admin/mesos").await
+    }
+
     pub async fn orphans(&self) -> Result<ReconcileReport> {
         self.get("/admin/orphans").await
     }

@@ -27,8 +27,22 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 22))
 }
 
+/// The Mesos scheduler client's gauges and counters (cheap to clone; clones share values).
+#[derive(Clone, Debug, Default)]
+pub struct MesosMetrics {
+    /// 1 while subscribed to a master.
+    pub connected: Gauge<i64, AtomicU64Compat>,
+    pub agents: Gauge<i64, AtomicU64Compat>,
+    pub agents_lost: Gauge<i64, AtomicU64Compat>,
+    pub subscriptions: Counter,
+    pub reconnects: Counter,
+    pub heartbeats: Counter,
+    pub offers_declined: Counter,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub mesos: MesosMetrics,
     pub operations: Family<OpLabels, Counter>,
     pub driver_seconds: Family<DriverLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Gauge<i64, AtomicU64Compat>,
@@ -68,8 +82,41 @@ impl Default for Metrics {
             "Durable (flushed) store batches",
             store_writes.clone(),
         );
+        let mesos = MesosMetrics::default();
+        registry.register(
+            "mesos_connected",
+            "1 while subscribed to a Mesos master",
+            mesos.connected.clone(),
+        );
+        registry.register("mesos_agents", "Mesos agents known", mesos.agents.clone());
+        registry.register(
+            "mesos_agents_lost",
+            "Mesos agents reported lost",
+            mesos.agents_lost.clone(),
+        );
+        registry.register(
+            "mesos_subscriptions",
+            "SUBSCRIBED events received",
+            mesos.subscriptions.clone(),
+        );
+        registry.register(
+            "mesos_reconnects",
+            "Subscription attempts that failed or ended",
+            mesos.reconnects.clone(),
+        );
+        registry.register(
+            "mesos_heartbeats",
+            "HEARTBEAT events received",
+            mesos.heartbeats.clone(),
+        );
+        registry.register(
+            "mesos_offers_declined",
+            "Offers declined",
+            mesos.offers_declined.clone(),
+        );
         Metrics {
             registry,
+            mesos,
             operations,
             driver_seconds,
             in_flight,

@@ -69,10 +69,12 @@ pub async fn serve(
     } = prepared;
     let token = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
     let admin_app = admin::router(AdminState {
         manager: manager.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         ready: ready.clone(),
+        mesos: mesos.clone(),
     });
     if auth.is_on() {
         tracing::info!("libstorage: JWT authentication on");
@@ -150,6 +152,18 @@ pub async fn serve(
         }
     });
 
+    // The Mesos subscription, only when a master is configured (else embedded mode).
+    let mesos_task = if config.mesos.enabled() {
+        let client = crate::mesos::client::Client::new(
+            config.mesos.clone(),
+            manager.store().clone(),
+            mesos.clone(),
+        )?;
+        Some(tokio::spawn(client.run(token.clone())))
+    } else {
+        None
+    };
+
     let t = token.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -159,6 +173,9 @@ pub async fn serve(
     ls_task.await?.context("libstorage server")?;
     token.cancel();
     let _ = resolver.await;
+    if let Some(m) = mesos_task {
+        let _ = m.await;
+    }
     manager.store().apply(&[])?;
     Ok(())
 }

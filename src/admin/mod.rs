@@ -35,6 +35,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// Set once start-up reconciliation has finished.
     pub ready: Arc<AtomicBool>,
+    /// The Mesos scheduler client's state (disabled in embedded mode).
+    pub mesos: crate::mesos::client::Handle,
 }
 
 /// The admin router.
@@ -58,6 +60,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/operations", get(list_operations))
         .route("/admin/store/dump", get(store_dump))
         .route("/admin/store/erase", post(store_erase))
+        .route("/admin/agents", get(list_agents))
+        .route("/admin/mesos", get(mesos_status))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
@@ -405,6 +409,17 @@ async fn store_erase(
     }
     st.manager.store().erase()?;
     Ok(Json(serde_json::json!({"erased": true})))
+}
+
+async fn list_agents(
+    State(st): State<AdminState>,
+) -> Result<Json<Vec<crate::mesos::client::Agent>>, ApiError> {
+    let instances = st.manager.store().instances()?;
+    Ok(Json(st.mesos.agents_with_instances(&instances)))
+}
+
+async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client::MesosStatus> {
+    Json(st.mesos.status())
 }
 
 #[cfg(test)]

@@ -1,0 +1,22 @@
+//! Compiles the Mesos v1 `.proto` files in `proto/` with protox (pure Rust, no system
+//! `protoc`) into prost types, and writes the encoded descriptor set that the Mesos JSON
+//! mapping reads at run time.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = ["mesos/v1/mesos.proto", "mesos/v1/scheduler/scheduler.proto"];
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(files)?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("mesos_descriptors.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    prost_build::Config::new()
+        .enable_type_names()
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The Mesos JSON mapping (stout's `protobuf.hpp` conventions), both directions, driven by
+//! the compiled descriptors of `proto/`: proto field names (snake_case), enums as name
+//! strings, bytes as standard base64, 64-bit integers as numbers (strings accepted on
+//! input), maps as objects, unknown keys ignored and an unknown enum name dropped.
+//!
+//! Output also prints unset optional fields that have an explicit default and are not
+//! deprecated (`failover_timeout: 0`, `checkpoint: false`, `refuse_seconds: 5`, an agent's
+//! `port`), as stout does; deprecated ones (`role: "*"`) appear only when set.
+//!
+//! As in Mesos, a message missing a `required` field (also one whose required enum had an
+//! unknown name) is rejected, naming the fields.
+//!
+//! Conversion goes through `prost_reflect::DynamicMessage`, so every field of every message
+//! follows the same rules without hand-written serde code that could drift from the protos.
+
+use std::sync::LazyLock;
+
+use prost::{Message, Name};
+use prost_reflect::{
+    Cardinality, DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor,
+    ReflectMessage, SerializeOptions, Value,
+};
+
+use super::Error;
+
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesos_descriptors.bin"));
+
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    // The bytes were produced by build.rs from the same protos; failing here is a build bug.
+    DescriptorPool::decode(DESCRIPTORS).expect("descriptor set written by build.rs decodes")
+});
+
+fn descriptor<M: Name>() -> Result<MessageDescriptor, Error> {
+    POOL.get_message_by_name(&M::full_name())
+        .ok_or_else(|| Error::UnknownMessage(M::full_name()))
+}
+
+fn ser_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .use_proto_field_name(true)
+        .use_enum_numbers(false)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(true)
+}
+
+fn de_options() -> DeserializeOptions {
+    DeserializeOptions::new().deny_unknown_fields(false)
+}
+
+fn to_dynamic<M: Message + Name>(m: &M) -> Result<DynamicMessage, Error> {
+    let desc = descriptor::<M>()?;
+    let mut dm = DynamicMessage::decode(desc, m.encode_to_vec().as_slice()).map_err(|e| {
+        Error::Protobuf {
+            message: M::full_name(),
+            detail: e.to_string(),
+        }
+    })?;
+    fill_defaults(&mut dm);
+    Ok(dm)
+}
+
+/// Set unset optional fields with an explicit, non-deprecated default to that default,
+/// recursively through set sub-messages (stout prints them).
+fn fill_defaults(m: &mut DynamicMessage) {
+    for f in m.descriptor().fields() {
+        let proto = f.field_descriptor_proto();
+        let deprecated = proto.options.as_ref().and_then(|o| o.deprecated) == Some(true);
+        if !m.has_field(&f) {
+            if f.cardinality() == Cardinality::Optional
+                && proto.default_value.is_some()
+                && !deprecated
+            {
+                let v = m.get_field(&f).into_owned();
+                m.set_field(&f, v);
+            }
+            continue;
+        }
+        match m.get_field_mut(&f) {
+            Value::Message(sub) => fill_defaults(sub),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(sub) = item {
+                        fill_defaults(sub);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for v in map.values_mut() {
+                    if let Value::Message(sub) = v {
+                        fill_defaults(sub);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Serialize a message as Mesos JSON bytes.
+pub fn to_json<M: Message + Name>(m: &M) -> Result<Vec<u8>, Error> {
+    let dm = to_dynamic(m)?;
+    let mut ser = serde_json::Serializer::new(Vec::new());
+    dm.serialize_with_options(&mut ser, &ser_options())
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })?;
+    Ok(ser.into_inner())
+}
+
+/// Serialize a message as a Mesos JSON value.
+pub fn to_value<M: Message + Name>(m: &M) -> Result<serde_json::Value, Error> {
+    let dm = to_dynamic(m)?;
+    dm.serialize_with_options(serde_json::value::Serializer, &ser_options())
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })
+}
+
+/// Parse Mesos JSON bytes into a message.
+pub fn from_json<M: Message + Name + Default>(bytes: &[u8]) -> Result<M, Error> {
+    let desc = descriptor::<M>()?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let dm = DynamicMessage::deserialize_with_options(desc, &mut de, &de_options())
+        .and_then(|dm| de.end().map(|()| dm))
+        .map_err(|e| Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        })?;
+    finish(dm)
+}
+
+/// Parse a Mesos JSON value into a message.
+pub fn from_value<M: Message + Name + Default>(v: &serde_json::Value) -> Result<M, Error> {
+    let desc = descriptor::<M>()?;
+    let dm = DynamicMessage::deserialize_with_options(desc, v, &de_options()).map_err(|e| {
+        Error::Json {
+            message: M::full_name(),
+            detail: e.to_string(),
+        }
+    })?;
+    finish(dm)
+}
+
+fn finish<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
+    let mut missing = Vec::new();
+    missing_required(&dm, "", &mut missing);
+    if !missing.is_empty() {
+        return Err(Error::Json {
+            message: M::full_name(),
+            detail: format!("missing required fields: {}", missing.join(", ")),
+        });
+    }
+    dm.transcode_to::<M>().map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })
+}
+
+/// Paths of unset `required` fields, recursively through set sub-messages.
+fn missing_required(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
+    for f in m.descriptor().fields() {
+        let name = if path.is_empty() {
+            f.name().to_string()
+        } else {
+            format!("{path}.{}", f.name())
+        };
+        if !m.has_field(&f) {
+            if f.cardinality() == Cardinality::Required {
+                out.push(name);
+            }
+            continue;
+        }
+        match &*m.get_field(&f) {
+            Value::Message(sub) => missing_required(sub, &name, out),
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::Message(sub) = item {
+                        missing_required(sub, &format!("{name}[{i}]"), out);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for (k, v) in map {
+                    if let Value::Message(sub) = v {
+                        missing_required(sub, &format!("{name}[{k:?}]"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Parse protobuf bytes into a message, with this module's error type.
+pub fn from_protobuf<M: Message + Name + Default>(bytes: &[u8]) -> Result<M, Error> {
+    M::decode(bytes).map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
