@@ -513,14 +513,15 @@ async fn list_for(
     let iid = st.instance(client, svc, requires_instance(m)).await?;
     let me = iid.and_then(|i| i.resolved_id());
     let mut out = BTreeMap::new();
-    for v in st.visible_volumes(&svc.name)? {
+    let all = st.manager.store().volumes_shared()?;
+    for v in all.iter().filter(|v| visible(v, &svc.name)) {
         if name
             .as_ref()
             .is_some_and(|n| !v.name.eq_ignore_ascii_case(n))
         {
             continue;
         }
-        if let Some(w) = masked(&v, svc, m, me) {
+        if let Some(w) = masked(v, svc, m, me) {
             out.insert(v.id.clone(), w);
         }
     }

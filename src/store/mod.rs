@@ -78,6 +78,9 @@ pub struct Dump {
     pub instances: Vec<Instance>,
 }
 
+/// The decoded volume list and the store generation it was read at.
+type CachedVolumes = (u64, std::sync::Arc<Vec<Volume>>);
+
 /// Handle to the store; cheap to clone (all clones share one database).
 #[derive(Clone)]
 pub struct Store {
@@ -86,6 +89,11 @@ pub struct Store {
     /// file metadata nor flushes the disk's write cache; `fdatasync` on this handle after each
     /// flush makes an acknowledged batch survive power loss, not just a process crash.
     log: std::sync::Arc<std::fs::File>,
+    /// Bumped by every committed write; tags the cached volume list.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The decoded volumes tree as of some generation, shared by readers (list calls decode
+    /// every record otherwise, once per request).
+    volume_cache: std::sync::Arc<std::sync::Mutex<Option<CachedVolumes>>>,
     meta: Tree,
     volumes: Tree,
     names: Tree,
@@ -140,6 +148,8 @@ impl Store {
             .map_err(|e| Error::Sled(format!("cannot open {}: {e}", dir.join("db").display())))?;
         let store = Store {
             log: std::sync::Arc::new(log),
+            generation: Default::default(),
+            volume_cache: Default::default(),
             meta: db.open_tree(TREE_META)?,
             volumes: db.open_tree(TREE_VOLUMES)?,
             names: db.open_tree(TREE_NAMES)?,
@@ -237,7 +247,7 @@ impl Store {
             Ok(())
         });
         match res {
-            Ok(()) => {}
+            Ok(()) => self.bump(),
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         }
@@ -269,6 +279,31 @@ impl Store {
     /// All volumes, sorted by Polly id.
     pub fn volumes(&self) -> Result<Vec<Volume>> {
         scan(&self.volumes, TREE_VOLUMES)
+    }
+
+    /// All volumes, sorted by Polly id, shared: decoded once per store change rather than
+    /// once per call. Never older than the last write that returned before the call.
+    pub fn volumes_shared(&self) -> Result<std::sync::Arc<Vec<Volume>>> {
+        use std::sync::atomic::Ordering;
+        let generation = self.generation.load(Ordering::Acquire);
+        let lock = || self.volume_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, v)) = lock().as_ref() {
+            if *g == generation {
+                return Ok(v.clone());
+            }
+        }
+        // Read after loading the generation: the list is at least as new as `generation`.
+        let vols = std::sync::Arc::new(self.volumes()?);
+        let mut cache = lock();
+        if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
+            *cache = Some((generation, vols.clone()));
+        }
+        Ok(vols)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Unfinished operation intents, oldest first.
@@ -337,6 +372,7 @@ impl Store {
         for t in [&self.volumes, &self.names, &self.intents, &self.instances] {
             t.clear()?;
         }
+        self.bump();
         let keys: Vec<_> = self
             .meta
             .iter()

@@ -108,6 +108,11 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 fn assert_matches(store: &Store, model: &Model) {
     let vols: Vec<Volume> = model.volumes.values().cloned().collect();
     assert_eq!(store.volumes().unwrap(), vols);
+    assert_eq!(
+        *store.volumes_shared().unwrap(),
+        vols,
+        "cached list is stale"
+    );
     for v in &vols {
         assert_eq!(
             store.volume_by_name(&v.service, &v.name).unwrap().as_ref(),
