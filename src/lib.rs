@@ -9,6 +9,7 @@ pub mod config;
 pub mod driver;
 pub mod libstorage;
 pub mod metrics;
+pub mod offers;
 pub mod server;
 pub mod store;
 pub mod volumes;
