@@ -284,24 +284,28 @@ pub fn allocate(s: &Snapshot) -> Allocation {
     }
     let budget: Vec<u64> = (0..n_pools).map(|p| l.budget(s, p)).collect();
     for (p, entries) in raw_by_pool.iter().enumerate() {
-        let shares = |rescinded: &[Option<RescindReason>]| {
-            let mut per_fw: HashMap<usize, u64> = HashMap::new();
-            for &(_, f, mb) in entries.iter().filter(|e| rescinded[e.0].is_none()) {
-                let e = per_fw.entry(f).or_default();
-                *e = (*e).max(mb);
-            }
-            per_fw.values().fold(0u64, |a, &b| a.saturating_add(b))
-        };
-        if shares(&rescinded) <= budget[p] {
-            continue;
+        // Each framework's offers of this pool (in id order) and its share: the largest.
+        let mut per_fw: HashMap<usize, (Vec<(usize, u64)>, u64)> = HashMap::new();
+        for &(i, f, mb) in entries.iter().filter(|e| rescinded[e.0].is_none()) {
+            let e = per_fw.entry(f).or_default();
+            e.0.push((i, mb));
+            e.1 = e.1.max(mb);
         }
+        let mut total = per_fw.values().fold(0u64, |a, e| a.saturating_add(e.1));
         // `entries` is in id order: walk it backwards.
-        for &(i, _, _) in entries.iter().rev() {
-            if rescinded[i].is_none() {
-                rescinded[i] = Some(RescindReason::CapacityLoss);
-                if shares(&rescinded) <= budget[p] {
-                    break;
-                }
+        for &(i, f, _) in entries.iter().rev() {
+            if total <= budget[p] {
+                break;
+            }
+            if rescinded[i].is_some() {
+                continue;
+            }
+            rescinded[i] = Some(RescindReason::CapacityLoss);
+            if let Some(e) = per_fw.get_mut(&f) {
+                e.0.retain(|&(j, _)| j != i);
+                let new_share = e.0.iter().map(|&(_, mb)| mb).max().unwrap_or(0);
+                total = total.saturating_sub(e.1).saturating_add(new_share);
+                e.1 = new_share;
             }
         }
     }
