@@ -10,6 +10,7 @@ pub mod driver;
 pub mod libstorage;
 pub mod mesos;
 pub mod metrics;
+pub mod offers;
 pub mod server;
 pub mod store;
 pub mod volumes;

@@ -1,0 +1,156 @@
+//! ACCEPT: check what a framework used against the offer, and name the framework's other
+//! offers that showed the same share or volume, so the share is never spent twice.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::round::Ledger;
+use super::{
+    AcceptError, Accepted, DiskOffer, OfferId, Rescind, RescindReason, Reservation, Snapshot, Use,
+};
+
+/// Apply an ACCEPT of offer `offer_id` by `framework_id` that used `uses` (the rest of the
+/// offer is declined, as in Mesos). `s` is the current snapshot, whose `outstanding` must
+/// still hold the offer. Returns what to record and which other offers to rescind: every
+/// other offer of the framework that carries a pool it created a volume from, or a volume it
+/// took. Pure: the caller applies the result (removes the accepted and rescinded offers from
+/// its outstanding list, stores the reservations, marks the volumes reserved).
+pub fn apply_accept(
+    s: &Snapshot,
+    framework_id: &str,
+    offer_id: OfferId,
+    uses: &[Use],
+) -> Result<Accepted, AcceptError> {
+    let offer = s
+        .outstanding
+        .iter()
+        .find(|o| o.id == offer_id)
+        .ok_or(AcceptError::UnknownOffer(offer_id))?;
+    if offer.framework_id != framework_id {
+        return Err(AcceptError::WrongFramework {
+            offer_id,
+            framework_id: framework_id.to_string(),
+        });
+    }
+    let mut raw_used: HashMap<&str, u64> = HashMap::new();
+    let mut volumes_taken: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Accepted::default();
+    for u in uses {
+        match u {
+            Use::Raw { pool_id, mb } => {
+                let offered_mb = offer
+                    .disks
+                    .iter()
+                    .find_map(|d| match d {
+                        DiskOffer::Raw { pool_id: p, mb, .. } if p == pool_id => Some(*mb),
+                        _ => None,
+                    })
+                    .ok_or_else(|| AcceptError::PoolNotOffered {
+                        offer_id,
+                        pool_id: pool_id.clone(),
+                    })?;
+                let total = raw_used.entry(pool_id.as_str()).or_default();
+                *total = total.saturating_add(*mb);
+                if *total > offered_mb {
+                    return Err(AcceptError::MoreThanOffered {
+                        pool_id: pool_id.clone(),
+                        offered_mb,
+                        used_mb: *total,
+                    });
+                }
+                out.reservations.push(Reservation {
+                    framework_id: framework_id.to_string(),
+                    pool_id: pool_id.clone(),
+                    volume_id: None,
+                    mb: *mb,
+                });
+            }
+            Use::Volume { volume_id } => {
+                let offered = offer
+                    .disks
+                    .iter()
+                    .any(|d| matches!(d, DiskOffer::Volume { volume_id: v, .. } if v == volume_id));
+                if !offered {
+                    return Err(AcceptError::VolumeNotOffered {
+                        offer_id,
+                        volume_id: volume_id.clone(),
+                    });
+                }
+                if volumes_taken.insert(volume_id.as_str()) {
+                    out.reserved_volumes.push(volume_id.clone());
+                }
+            }
+        }
+    }
+
+    let mut others = s
+        .outstanding
+        .iter()
+        .filter(|o| o.id != offer_id && o.framework_id == framework_id)
+        .collect::<Vec<_>>();
+    others.sort_unstable_by_key(|o| o.id);
+    let mut kept = Vec::new();
+    for o in others {
+        let clash = o.disks.iter().any(|d| match d {
+            DiskOffer::Raw { pool_id, .. } => raw_used.contains_key(pool_id.as_str()),
+            DiskOffer::Volume { volume_id, .. } => volumes_taken.contains(volume_id.as_str()),
+        });
+        if clash {
+            out.rescinds.push(Rescind {
+                offer_id: o.id,
+                reason: RescindReason::Accepted,
+            });
+        } else {
+            kept.push(o);
+        }
+    }
+
+    // Volume quota: each RAW use creates a volume. Count what the framework would hold plus
+    // the slots its remaining offers keep (one per pool shared, one per unowned volume).
+    let l = Ledger::new(s);
+    if let Some(&f) = l.frameworks.get(framework_id) {
+        if let Some(max) = s.frameworks[f].quota.max_volumes {
+            let newly_owned = volumes_taken
+                .iter()
+                .filter(|v| {
+                    l.volumes
+                        .get(**v)
+                        .is_none_or(|&i| s.volumes[i].reserved_by.is_none())
+                })
+                .count() as u64;
+            let mut pools = BTreeSet::new();
+            let mut unowned = BTreeSet::new();
+            for o in &kept {
+                for d in &o.disks {
+                    match d {
+                        DiskOffer::Raw { pool_id, .. } => {
+                            pools.insert(pool_id.as_str());
+                        }
+                        DiskOffer::Volume { volume_id, .. } => {
+                            let owned = l
+                                .volumes
+                                .get(volume_id.as_str())
+                                .is_some_and(|&i| s.volumes[i].reserved_by.is_some());
+                            if !owned {
+                                unowned.insert(volume_id.as_str());
+                            }
+                        }
+                    }
+                }
+            }
+            let total = l.held_volumes[f]
+                + out.reservations.len() as u64
+                + newly_owned
+                + pools.len() as u64
+                + unowned.len() as u64;
+            // Taking a volume one already owns adds nothing, even over a lowered quota.
+            let adds = out.reservations.len() as u64 + newly_owned;
+            if adds > 0 && total > u64::from(max) {
+                return Err(AcceptError::VolumeQuota {
+                    framework_id: framework_id.to_string(),
+                    max_volumes: max,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
