@@ -65,6 +65,9 @@ pub struct LsState {
     pub auth: Arc<auth::Auth>,
     /// How long a synchronous request may run before it answers `408` with its Task.
     pub exe_timeout: std::time::Duration,
+    /// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), each tagged
+    /// with the store generation it was rendered at; a store write makes them stale.
+    list_cache: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, Bytes)>>>,
 }
 
 impl LsState {
@@ -76,6 +79,7 @@ impl LsState {
             server_name: Arc::from(format!("polly-{}", &id[..8])),
             auth: Arc::default(),
             exe_timeout: std::time::Duration::from_secs(60),
+            list_cache: Arc::default(),
         }
     }
 }
@@ -502,16 +506,80 @@ async fn service_one(
 }
 
 /// The volumes of one service after the mask and the name filter.
+/// What a volume list depends on besides the volumes themselves.
+struct ListArgs {
+    mask: u32,
+    name: Option<String>,
+    me: Option<String>,
+}
+
+async fn list_args(
+    st: &LsState,
+    client: &ClientHeaders,
+    svc: &Svc,
+    q: &BTreeMap<String, String>,
+) -> Result<ListArgs, LsError> {
+    let mask = attachment_mask(q.get("attachments").map(String::as_str));
+    let name = name_filter(q.get("filter"))?;
+    let iid = st.instance(client, svc, requires_instance(mask)).await?;
+    let me = iid.and_then(|i| i.resolved_id()).map(str::to_string);
+    Ok(ListArgs { mask, name, me })
+}
+
 async fn list_for(
     st: &LsState,
     client: &ClientHeaders,
     svc: &Svc,
     q: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, WireVolume>, LsError> {
-    let m = attachment_mask(q.get("attachments").map(String::as_str));
-    let name = name_filter(q.get("filter"))?;
-    let iid = st.instance(client, svc, requires_instance(m)).await?;
-    let me = iid.and_then(|i| i.resolved_id());
+    let args = list_args(st, client, svc, q).await?;
+    render_list(st, svc, &args)
+}
+
+/// One service's list as JSON bytes, rendered once per store generation and argument set:
+/// REX-Ray agents poll lists, and a large list costs far more to render than to send.
+async fn list_body(
+    st: &LsState,
+    client: &ClientHeaders,
+    svc: &Svc,
+    q: &BTreeMap<String, String>,
+) -> Result<Bytes, LsError> {
+    let args = list_args(st, client, svc, q).await?;
+    let generation = st.manager.store().generation();
+    let key = format!(
+        "{}\0{}\0{}\0{}",
+        svc.name,
+        args.mask,
+        args.me.as_deref().unwrap_or("\u{1}"),
+        args.name.as_deref().unwrap_or("\u{1}")
+    );
+    let cache = || st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((g, body)) = cache().get(&key) {
+        if *g == generation {
+            return Ok(body.clone());
+        }
+    }
+    let out = render_list(st, svc, &args)?;
+    let body = Bytes::from(serde_json::to_vec(&out).map_err(|e| {
+        LsError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("render list: {e}"),
+        )
+    })?);
+    let mut c = cache();
+    if c.len() >= 1024 {
+        c.retain(|_, (g, _)| *g == generation);
+    }
+    c.insert(key, (generation, body.clone()));
+    Ok(body)
+}
+
+fn render_list(
+    st: &LsState,
+    svc: &Svc,
+    args: &ListArgs,
+) -> Result<BTreeMap<String, WireVolume>, LsError> {
+    let (m, name, me) = (args.mask, &args.name, args.me.as_deref());
     let mut out = BTreeMap::new();
     let all = st.manager.store().volumes_shared()?;
     for v in all.iter().filter(|v| visible(v, &svc.name)) {
@@ -560,8 +628,16 @@ async fn volumes_service(
     RawQuery(q): RawQuery,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
-    let out = list_for(&st, &client, &svc, &flags(&q)).await?;
-    Ok(json(StatusCode::OK, &out))
+    let body = list_body(&st, &client, &svc, &flags(&q)).await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn volume_inspect(

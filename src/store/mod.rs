@@ -301,6 +301,12 @@ impl Store {
         Ok(vols)
     }
 
+    /// A counter bumped by every committed write: equal values mean nothing changed between
+    /// two reads, so derived views (rendered lists) can be reused.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn bump(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
