@@ -154,3 +154,62 @@ else:
 open(path, "w").write(doc)
 PY
 echo "wrote the façade results into BENCHMARKS.md"
+
+# Mesos decoding and offer rounds (criterion): medians, throughput, and ratios against the
+# baselines in the same run (untyped JSON parse for decoding; the smallest round for rounds).
+cargo bench --bench mesos_decode --bench offers
+python3 - BENCHMARKS.md "$target_dir/criterion" <<'PY'
+import json, os, sys
+path, root = sys.argv[1], sys.argv[2]
+
+def entries(group):
+    out = []
+    gdir = os.path.join(root, group)
+    for dirpath, _, files in os.walk(gdir):
+        if os.path.basename(dirpath) == "new" and "estimates.json" in files:
+            est = json.load(open(os.path.join(dirpath, "estimates.json")))["median"]
+            bench = json.load(open(os.path.join(dirpath, "benchmark.json")))
+            out.append((bench["title"], est["point_estimate"],
+                        est["confidence_interval"]["lower_bound"],
+                        est["confidence_interval"]["upper_bound"], bench.get("throughput")))
+    return sorted(out)
+
+def t(ns):
+    return f"{ns / 1e6:.2f} ms" if ns >= 1e6 else f"{ns / 1e3:.1f} µs"
+
+lines = ["| benchmark | median | 95% CI | throughput |", "|---|---:|---|---:|"]
+dec = entries("mesos_decode")
+for title, p, lo, hi, tp in dec:
+    thr = ""
+    if tp and "Bytes" in tp:
+        thr = f"{tp['Bytes'] / (p / 1e9) / 2**20:,.1f} MiB/s, {1e9 / p:,.0f} events/s"
+    lines.append(f"| `{title}` | {t(p)} | {t(lo)} – {t(hi)} | {thr} |")
+base = {x[0]: x[1] for x in dec}.get("mesos_decode/baseline_json_value_parse")
+if base:
+    lines.append("")
+    for title, p, *_ in dec:
+        if not title.endswith("baseline_json_value_parse"):
+            lines.append(f"- `{title}` takes {p / base:.2f}× the untyped JSON parse of the same event.")
+rounds = entries("offer_round")
+lines.append("")
+lines.append("| offer round | median | 95% CI |")
+lines.append("|---|---:|---|")
+for title, p, lo, hi, _ in rounds:
+    lines.append(f"| `{title}` | {t(p)} | {t(lo)} – {t(hi)} |")
+if rounds:
+    small = min(rounds, key=lambda r: r[1])
+    lines.append("")
+    for title, p, *_ in rounds:
+        lines.append(f"- `{title}`: {p / small[1]:.1f}× the smallest round (`{small[0]}`).")
+block = "<!-- criterion:begin -->\n" + "\n".join(lines) + "\n<!-- criterion:end -->"
+doc = open(path).read()
+begin, end = "<!-- criterion:begin -->", "<!-- criterion:end -->"
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## Mesos decoding and offer rounds\n\n" + block + "\n"
+open(path, "w").write(doc)
+print("\n".join(lines))
+PY
+echo "wrote the Mesos decoding and offer round results into BENCHMARKS.md"
