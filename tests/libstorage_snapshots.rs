@@ -92,15 +92,45 @@ async fn snapshot_copy_and_create_from_snapshot() {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
 
-    // Snapshot copy is refused clearly (the vfs driver cannot copy snapshots).
-    p.req(
-        "POST",
-        &format!("/snapshots/vfs/{snap}?copy"),
-        &h,
-        Some(r#"{"snapshotName":"s2","destinationID":"x"}"#),
-    )
-    .await
-    .check_error(500, "not supported");
+    // ?copy → 201 Snapshot: a second snapshot of the same volume; the same copy again is
+    // the same snapshot; a new volume from the copy holds the snapshot-time data.
+    let r = p
+        .req(
+            "POST",
+            &format!("/snapshots/vfs/{snap}?copy"),
+            &h,
+            Some(r#"{"snapshotName":"s2","destinationID":"here"}"#),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.raw);
+    r.check_servername();
+    let copy = r.json["id"].as_str().unwrap().to_string();
+    assert_ne!(copy, snap);
+    assert_eq!(r.json["name"], "s2");
+    assert_eq!(r.json["volumeID"], src.as_str());
+    let again = p
+        .req(
+            "POST",
+            &format!("/snapshots/vfs/{snap}?copy"),
+            &h,
+            Some(r#"{"snapshotName":"s2","destinationID":"here"}"#),
+        )
+        .await;
+    assert_eq!(again.json["id"], copy.as_str());
+    let listed = p.req("GET", "/snapshots/vfs", &[], None).await;
+    assert!(listed.json.get(&copy).is_some(), "{}", listed.raw);
+    // Both names are required, as the request schema says.
+    let r = p
+        .req(
+            "POST",
+            &format!("/snapshots/vfs/{snap}?copy"),
+            &h,
+            Some(r#"{"snapshotName":"s3"}"#),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.raw);
+    p.req("DELETE", &format!("/snapshots/vfs/{copy}"), &[], None)
+        .await;
 
     // DELETE → 205 with a JSON null body; then it is gone.
     let r = p

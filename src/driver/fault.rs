@@ -26,6 +26,7 @@ pub const METHODS: &[&str] = &[
     "detach",
     "force_detach",
     "snapshot_create",
+    "snapshot_copy",
     "snapshot_list",
     "snapshot_remove",
     "create_from_snapshot",
@@ -237,6 +238,13 @@ impl Driver for FaultDriver {
         self.before("snapshot_create").await?;
         let out = self.inner.snapshot_create(volume_id, name).await;
         self.after("snapshot_create").await;
+        out
+    }
+
+    async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        self.before("snapshot_copy").await?;
+        let out = self.inner.snapshot_copy(snapshot_id, name).await;
+        self.after("snapshot_copy").await;
         out
     }
 

@@ -172,6 +172,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Remove every attachment of the volume, whoever holds it.
     async fn force_detach(&self, id: &str) -> Result<()>;
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot>;
+    /// A new snapshot of the same volume holding the same data as `snapshot_id`; idempotent
+    /// by (volume, name) like `snapshot_create`. Back-ends that cannot copy snapshots say so.
+    async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        let _ = name;
+        Err(Error::InvalidArgument(format!(
+            "driver {:?} cannot copy snapshots (asked to copy {snapshot_id:?}); create a volume from the snapshot and snapshot that",
+            self.kind()
+        )))
+    }
     /// Snapshots of one volume, or of all volumes when `volume_id` is `None`.
     async fn snapshot_list(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>>;
     /// Removing an unknown snapshot succeeds.

@@ -514,20 +514,47 @@ impl Inner {
 
     fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let vol = self.get_volume(volume_id)?;
-        if let Some(snap) = self
-            .list_snapshots(Some(volume_id))?
-            .into_iter()
-            .find(|s| s.name == name)
-        {
+        if let Some(snap) = self.find_snapshot(volume_id, name)? {
             return Ok(snap);
         }
+        let data = self.volume_dir(volume_id)?.join(DATA_DIR);
+        self.stage_snapshot(&data, volume_id, name, vol.size_bytes)
+    }
+
+    /// A second snapshot holding the same data as `snapshot_id`, of the same volume.
+    fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        let src = self
+            .load_snapshot(snapshot_id)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "snapshot",
+                id: snapshot_id.to_string(),
+            })?;
+        if let Some(snap) = self.find_snapshot(&src.volume_id, name)? {
+            return Ok(snap);
+        }
+        let data = self.snapshot_dir(snapshot_id)?.join(DATA_DIR);
+        self.stage_snapshot(&data, &src.volume_id, name, src.size_bytes)
+    }
+
+    fn find_snapshot(&self, volume_id: &str, name: &str) -> Result<Option<Snapshot>> {
+        Ok(self
+            .list_snapshots(Some(volume_id))?
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// Build a snapshot of `data` under `tmp/` and rename it into the listing.
+    fn stage_snapshot(
+        &self,
+        data: &Path,
+        volume_id: &str,
+        name: &str,
+        size_bytes: u64,
+    ) -> Result<Snapshot> {
         let id = self.next_snapshot_id()?;
         let staging = self.tmp_dir().join(&id);
         create_dir(&staging)?;
-        copy_tree(
-            &self.volume_dir(volume_id)?.join(DATA_DIR),
-            &staging.join(DATA_DIR),
-        )?;
+        copy_tree(data, &staging.join(DATA_DIR))?;
         let created_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -536,7 +563,7 @@ impl Inner {
             id: id.clone(),
             name: name.to_string(),
             volume_id: volume_id.to_string(),
-            size_bytes: vol.size_bytes,
+            size_bytes,
             created_at,
         };
         write_json_atomic(&staging.join(SNAPSHOT_META), &snap)?;
@@ -630,6 +657,12 @@ impl Driver for VfsDriver {
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let (volume_id, name) = (volume_id.to_string(), name.to_string());
         self.mutate(move |i| i.snapshot_create(&volume_id, &name))
+            .await
+    }
+
+    async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        let (snapshot_id, name) = (snapshot_id.to_string(), name.to_string());
+        self.mutate(move |i| i.snapshot_copy(&snapshot_id, &name))
             .await
     }
 

@@ -132,15 +132,12 @@ pub(super) async fn snapshot_post(
             .ok_or_else(|| LsError::not_found(&v.id))?;
         Ok(json(StatusCode::CREATED, &w))
     } else if q.contains_key("copy") {
-        let _req: SnapshotCopyRequest = parse_body(body)?;
-        st.visible_snapshot(&svc.name, &id).await?;
-        Err(LsError::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "snapshot copy is not supported by driver {:?}; create a volume from the snapshot and snapshot that",
-                svc.driver
-            ),
-        ))
+        let req: SnapshotCopyRequest = parse_body(body)?;
+        let s = st.visible_snapshot(&svc.name, &id).await?;
+        // Polly's back-ends have one location per service, so `destinationID` is required (as
+        // the schema says) but names no other place: the copy lands beside the source.
+        let copy = st.manager.snapshot_copy(&s, &req.snapshot_name).await?;
+        Ok(json(StatusCode::CREATED, &WireSnapshot::from(&copy)))
     } else {
         Err(no_route().await)
     }

@@ -78,6 +78,28 @@ impl Manager {
         Ok(out)
     }
 
+    /// Copy a snapshot within its service's back-end (idempotent by volume and name).
+    pub async fn snapshot_copy(&self, src: &SnapshotInfo, name: &str) -> Result<SnapshotInfo> {
+        if !valid_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot name {name:?} must be 1-128 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        let svc = self.service(&src.service)?;
+        let snapshot = self
+            .call(
+                &svc.name,
+                "snapshot_copy",
+                svc.driver.snapshot_copy(&src.snapshot.id, name),
+            )
+            .await?;
+        Ok(SnapshotInfo {
+            service: src.service.clone(),
+            snapshot,
+            volume_id: src.volume_id.clone(),
+        })
+    }
+
     /// Remove a snapshot from a service's back-end (unknown ids succeed).
     pub async fn snapshot_remove(&self, service: &str, snapshot_id: &str) -> Result<()> {
         let svc = self.service(service)?;
