@@ -152,6 +152,12 @@ pub async fn serve(
         }
     });
 
+    let poller = tokio::spawn(
+        manager
+            .clone()
+            .run_capacity_poller(config.offers.poll_interval(), token.clone()),
+    );
+
     // The Mesos subscription, only when a master is configured (else embedded mode).
     let mesos_task = if config.mesos.enabled() {
         let client = crate::mesos::client::Client::new(
@@ -173,6 +179,7 @@ pub async fn serve(
     ls_task.await?.context("libstorage server")?;
     token.cancel();
     let _ = resolver.await;
+    let _ = poller.await;
     if let Some(m) = mesos_task {
         let _ = m.await;
     }
