@@ -20,6 +20,7 @@ use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, P
 use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
+pub(crate) use capacity::now_ms;
 pub use capacity::{backoff as capacity_backoff, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 pub use snapshots::{SnapshotInfo, Source};
