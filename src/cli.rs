@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// libStorage façade listen address. Default 127.0.0.1:7979.
     #[arg(long, env = "POLLY_LIBSTORAGE_LISTEN")]
     pub libstorage_listen: Option<SocketAddr>,
+    /// Storage-offer endpoint (Mesos v1 scheduler API) listen address. Default 127.0.0.1:7980.
+    #[arg(long, env = "POLLY_OFFERS_LISTEN")]
+    pub offers_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +368,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_listen: a.admin_listen,
                 admin_token: cli.token,
                 libstorage_listen: a.libstorage_listen,
+                offers_listen: a.offers_listen,
             };
             let config = Config::load(a.config.as_deref(), &overrides)?;
             let prepared = crate::server::prepare(config)?;
@@ -407,6 +411,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         "".into(),
                         svc.volumes.to_string(),
                         human_size(svc.provisioned_bytes),
+                        poll_state(svc),
                     ]);
                 }
                 for c in &svc.capacity {
@@ -419,6 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         human_size(c.free_bytes),
                         svc.volumes.to_string(),
                         human_size(svc.provisioned_bytes),
+                        poll_state(svc),
                     ]);
                 }
             }
@@ -432,6 +438,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "FREE",
                     "VOLUMES",
                     "PROVISIONED",
+                    "POLLED",
                 ],
                 rows,
             );
@@ -749,6 +756,18 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// The capacity poller's view of a service, for `polly service ls`.
+fn poll_state(s: &crate::volumes::ServiceInfo) -> String {
+    match (&s.polled_at, s.available) {
+        (Some(t), true) => t.clone(),
+        (_, false) => match &s.poll_error {
+            Some(e) => format!("unavailable: {e}"),
+            None => "not yet".into(),
+        },
+        (None, true) => "-".into(),
     }
 }
 

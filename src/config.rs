@@ -25,6 +25,72 @@ pub struct Config {
     /// The Mesos master Polly subscribes to as a framework. Default: none (embedded mode).
     #[serde(default)]
     pub mesos: MesosConfig,
+    /// The capacity poller and the storage-offer endpoint (`[offers]`).
+    #[serde(default)]
+    pub offers: OffersConfig,
+}
+
+/// `[offers]`: the capacity poller and the Mesos storage-offer endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffersConfig {
+    /// Storage-offer endpoint (Mesos v1 scheduler API). Default 127.0.0.1:7980 (not 5051,
+    /// which a Mesos agent on the same node holds).
+    pub listen: SocketAddr,
+    /// Capacity poll period per service. Default 10.
+    pub poll_interval_secs: f64,
+    /// An offer not answered within this is rescinded. Default 60.
+    pub offer_timeout_secs: f64,
+    /// HEARTBEAT period on subscription streams. Default 15 (as a Mesos master).
+    pub heartbeat_interval_secs: f64,
+    /// Period of allocation rounds (they also run after every call). Default 1000.
+    pub allocation_interval_ms: u64,
+    /// Kept free in every pool, never offered. Default 0.
+    pub headroom_bytes: u64,
+    /// Agent attribute naming the instance id volumes are attached to. Default "polly_instance".
+    pub instance_attribute: String,
+    /// Static agent id (or hostname) to instance id map; used when no REX-Ray client has
+    /// reported an instance for the agent's hostname and it has no instance attribute.
+    pub instances: BTreeMap<String, String>,
+}
+
+impl Default for OffersConfig {
+    fn default() -> Self {
+        OffersConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7980)),
+            poll_interval_secs: 10.0,
+            offer_timeout_secs: 60.0,
+            heartbeat_interval_secs: 15.0,
+            allocation_interval_ms: 1000,
+            headroom_bytes: 0,
+            instance_attribute: "polly_instance".into(),
+            instances: BTreeMap::new(),
+        }
+    }
+}
+
+impl OffersConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("poll_interval_secs", self.poll_interval_secs),
+            ("offer_timeout_secs", self.offer_timeout_secs),
+            ("heartbeat_interval_secs", self.heartbeat_interval_secs),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1e9) {
+                return Err(format!(
+                    "offers.{name} must be a positive number of seconds"
+                ));
+            }
+        }
+        if self.allocation_interval_ms == 0 {
+            return Err("offers.allocation_interval_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.poll_interval_secs)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +236,7 @@ impl Default for Config {
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
+            offers: OffersConfig::default(),
         }
     }
 }
@@ -354,6 +421,7 @@ pub struct Overrides {
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub libstorage_listen: Option<SocketAddr>,
+    pub offers_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -383,6 +451,9 @@ impl Config {
         }
         if let Some(a) = overrides.libstorage_listen {
             cfg.libstorage.listen = a;
+        }
+        if let Some(a) = overrides.offers_listen {
+            cfg.offers.listen = a;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -446,6 +517,7 @@ impl Config {
             crate::libstorage::tls::server_config(t).map_err(Error::Invalid)?;
         }
         self.mesos.validate().map_err(Error::Invalid)?;
+        self.offers.validate().map_err(Error::Invalid)?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(
                 "admin and libstorage both listen on {}",
@@ -478,6 +550,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./polly-data"));
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:7978");
         assert_eq!(c.libstorage.listen.to_string(), "127.0.0.1:7979");
+        assert_eq!(c.offers.listen.to_string(), "127.0.0.1:7980");
+        assert_eq!(c.offers.poll_interval_secs, 10.0);
         assert_eq!(c.services.len(), 1);
         assert_eq!(c.services[0].name, "vfs");
         assert_eq!(c.services[0].driver, DriverKind::Vfs);

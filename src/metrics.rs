@@ -40,8 +40,30 @@ pub struct MesosMetrics {
     pub offers_declined: Counter,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub service: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub service: String,
+    pub pool: String,
+    pub zone: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Capacity poller: polls by outcome, availability and free bytes per pool.
+    pub capacity_polls: Family<PollLabels, Counter>,
+    pub capacity_up: Family<ServiceLabels, Gauge<i64, AtomicU64Compat>>,
+    pub capacity_free_bytes: Family<PoolLabels, Gauge<i64, AtomicU64Compat>>,
     pub mesos: MesosMetrics,
     pub operations: Family<OpLabels, Counter>,
     pub driver_seconds: Family<DriverLabels, Histogram, fn() -> Histogram>,
@@ -114,8 +136,29 @@ impl Default for Metrics {
             "Offers declined",
             mesos.offers_declined.clone(),
         );
+        let capacity_polls = Family::<PollLabels, Counter>::default();
+        let capacity_up = Family::<ServiceLabels, Gauge<i64, AtomicU64Compat>>::default();
+        let capacity_free_bytes = Family::<PoolLabels, Gauge<i64, AtomicU64Compat>>::default();
+        registry.register(
+            "capacity_polls",
+            "Capacity polls by service and outcome",
+            capacity_polls.clone(),
+        );
+        registry.register(
+            "capacity_available",
+            "1 while the service's last capacity poll succeeded",
+            capacity_up.clone(),
+        );
+        registry.register(
+            "capacity_free_bytes",
+            "Free bytes per service, pool and zone at the last successful poll",
+            capacity_free_bytes.clone(),
+        );
         Metrics {
             registry,
+            capacity_polls,
+            capacity_up,
+            capacity_free_bytes,
             mesos,
             operations,
             driver_seconds,
@@ -142,6 +185,33 @@ impl Metrics {
                 call: call.to_string(),
             })
             .observe(secs);
+    }
+
+    pub fn capacity_poll(&self, service: &str, ok: bool) {
+        self.capacity_polls
+            .get_or_create(&PollLabels {
+                service: service.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn capacity_available(&self, service: &str, up: bool) {
+        self.capacity_up
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn capacity_free(&self, service: &str, pool: &str, zone: Option<&str>, bytes: u64) {
+        self.capacity_free_bytes
+            .get_or_create(&PoolLabels {
+                service: service.to_string(),
+                pool: pool.to_string(),
+                zone: zone.unwrap_or("").to_string(),
+            })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

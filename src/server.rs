@@ -59,6 +59,7 @@ pub async fn serve(
     prepared: Prepared,
     admin_listener: TcpListener,
     libstorage_listener: TcpListener,
+    offers_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -70,6 +71,11 @@ pub async fn serve(
     let token = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
+    let offers = crate::mesos::endpoint::Endpoint::new(
+        manager.clone(),
+        mesos.clone(),
+        config.offers.clone(),
+    );
     let admin_app = admin::router(AdminState {
         manager: manager.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
@@ -152,6 +158,20 @@ pub async fn serve(
         }
     });
 
+    // The storage-offer endpoint; its rounds start after start-up reconciliation, so
+    // operations a previous run left pending resume on settled volume records.
+    let offers_task = tokio::spawn(crate::mesos::endpoint::serve(
+        offers.clone(),
+        offers_listener,
+        token.clone(),
+    ));
+    let offers_rounds = tokio::spawn(offers.run(token.clone()));
+    let poller = tokio::spawn(
+        manager
+            .clone()
+            .run_capacity_poller(config.offers.poll_interval(), token.clone()),
+    );
+
     // The Mesos subscription, only when a master is configured (else embedded mode).
     let mesos_task = if config.mesos.enabled() {
         let client = crate::mesos::client::Client::new(
@@ -173,6 +193,9 @@ pub async fn serve(
     ls_task.await?.context("libstorage server")?;
     token.cancel();
     let _ = resolver.await;
+    let _ = poller.await;
+    let _ = offers_rounds.await;
+    offers_task.await?.context("storage-offer endpoint")?;
     if let Some(m) = mesos_task {
         let _ = m.await;
     }
@@ -203,5 +226,14 @@ pub async fn run(
         "http"
     };
     println!("polly: libStorage on {scheme}://{}", ls.local_addr()?);
-    serve(prepared, admin, ls, shutdown).await
+    let offers = TcpListener::bind(prepared.config.offers.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind the storage-offer endpoint on {}",
+                prepared.config.offers.listen
+            )
+        })?;
+    println!("polly: storage offers on http://{}", offers.local_addr()?);
+    serve(prepared, admin, ls, offers, shutdown).await
 }

@@ -1,7 +1,9 @@
 //! Mesos v1: the generated protobuf types (from `proto/`), the Mesos JSON mapping, the
-//! RecordIO framing, and the scheduler client that subscribes Polly to a Mesos master.
+//! RecordIO framing, the scheduler client that subscribes Polly to a Mesos master, and the
+//! storage-offer endpoint that serves the scheduler API to frameworks (`endpoint`).
 
 pub mod client;
+pub mod endpoint;
 pub mod json;
 pub mod recordio;
 

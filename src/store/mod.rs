@@ -11,7 +11,9 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::Tree;
 
-pub use types::{Attachment, Instance, Intent, IntentOp, Volume, VolumeStatus};
+pub use types::{
+    Attachment, Instance, Intent, IntentOp, OperationRecord, Reservation, Volume, VolumeStatus,
+};
 
 /// The on-disk layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -21,6 +23,8 @@ const TREE_VOLUMES: &str = "volumes";
 const TREE_NAMES: &str = "volume_names";
 const TREE_INTENTS: &str = "intents";
 const TREE_INSTANCES: &str = "instances";
+const TREE_RESERVATIONS: &str = "reservations";
+const TREE_OPERATIONS: &str = "offer_operations";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,18 @@ pub enum Op {
     PutInstance(Instance),
     /// Small string settings (e.g. the Mesos framework id).
     PutMeta(String, String),
+    /// Insert or replace a framework's reservation of a volume.
+    PutReservation(Reservation),
+    DeleteReservation {
+        framework_id: String,
+        volume_id: String,
+    },
+    /// Insert or replace an offer operation's record (keyed by framework and operation id).
+    PutOperation(OperationRecord),
+    DeleteOperation {
+        framework_id: String,
+        operation_id: String,
+    },
 }
 
 /// Everything in the store, for `polly store dump` and backups.
@@ -76,6 +92,10 @@ pub struct Dump {
     pub volumes: Vec<Volume>,
     pub intents: Vec<Intent>,
     pub instances: Vec<Instance>,
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
+    #[serde(default)]
+    pub operations: Vec<OperationRecord>,
 }
 
 /// The decoded volume list and the store generation it was read at.
@@ -99,6 +119,8 @@ pub struct Store {
     names: Tree,
     intents: Tree,
     instances: Tree,
+    reservations: Tree,
+    operations: Tree,
 }
 
 fn name_key(service: &str, name: &str) -> Vec<u8> {
@@ -155,6 +177,8 @@ impl Store {
             names: db.open_tree(TREE_NAMES)?,
             intents: db.open_tree(TREE_INTENTS)?,
             instances: db.open_tree(TREE_INSTANCES)?,
+            reservations: db.open_tree(TREE_RESERVATIONS)?,
+            operations: db.open_tree(TREE_OPERATIONS)?,
             db,
         };
         match store.meta.get(KEY_SCHEMA)? {
@@ -196,56 +220,80 @@ impl Store {
             &self.intents,
             &self.instances,
             &self.meta,
+            &self.reservations,
+            &self.operations,
         );
-        let res = trees.transaction(|(volumes, names, intents, instances, meta)| {
-            for op in ops {
-                match op {
-                    Op::PutVolume(v) => {
-                        let nk = name_key(&v.service, &v.name);
-                        if let Some(holder) = names.get(&nk)? {
-                            if holder.as_ref() != v.id.as_bytes() {
-                                return Err(ConflictableTransactionError::Abort(
-                                    Error::NameTaken {
-                                        service: v.service.clone(),
-                                        name: v.name.clone(),
-                                        holder: String::from_utf8_lossy(&holder).into_owned(),
-                                    },
-                                ));
+        let res = trees.transaction(
+            |(volumes, names, intents, instances, meta, reservations, operations)| {
+                for op in ops {
+                    match op {
+                        Op::PutVolume(v) => {
+                            let nk = name_key(&v.service, &v.name);
+                            if let Some(holder) = names.get(&nk)? {
+                                if holder.as_ref() != v.id.as_bytes() {
+                                    return Err(ConflictableTransactionError::Abort(
+                                        Error::NameTaken {
+                                            service: v.service.clone(),
+                                            name: v.name.clone(),
+                                            holder: String::from_utf8_lossy(&holder).into_owned(),
+                                        },
+                                    ));
+                                }
+                            }
+                            if let Some(old) = volumes.insert(v.id.as_bytes(), encode(v))? {
+                                let old: Volume = decode(TREE_VOLUMES, v.id.as_bytes(), &old)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                let ok = name_key(&old.service, &old.name);
+                                if ok != nk {
+                                    names.remove(ok)?;
+                                }
+                            }
+                            names.insert(nk, v.id.as_bytes())?;
+                        }
+                        Op::DeleteVolume(id) => {
+                            if let Some(old) = volumes.remove(id.as_bytes())? {
+                                let old: Volume = decode(TREE_VOLUMES, id.as_bytes(), &old)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                names.remove(name_key(&old.service, &old.name))?;
                             }
                         }
-                        if let Some(old) = volumes.insert(v.id.as_bytes(), encode(v))? {
-                            let old: Volume = decode(TREE_VOLUMES, v.id.as_bytes(), &old)
-                                .map_err(ConflictableTransactionError::Abort)?;
-                            let ok = name_key(&old.service, &old.name);
-                            if ok != nk {
-                                names.remove(ok)?;
-                            }
+                        Op::PutIntent(i) => {
+                            intents.insert(&i.id.to_be_bytes(), encode(i))?;
                         }
-                        names.insert(nk, v.id.as_bytes())?;
-                    }
-                    Op::DeleteVolume(id) => {
-                        if let Some(old) = volumes.remove(id.as_bytes())? {
-                            let old: Volume = decode(TREE_VOLUMES, id.as_bytes(), &old)
-                                .map_err(ConflictableTransactionError::Abort)?;
-                            names.remove(name_key(&old.service, &old.name))?;
+                        Op::DeleteIntent(id) => {
+                            intents.remove(&id.to_be_bytes())?;
                         }
-                    }
-                    Op::PutIntent(i) => {
-                        intents.insert(&i.id.to_be_bytes(), encode(i))?;
-                    }
-                    Op::DeleteIntent(id) => {
-                        intents.remove(&id.to_be_bytes())?;
-                    }
-                    Op::PutInstance(i) => {
-                        instances.insert(instance_key(&i.driver, &i.instance_id), encode(i))?;
-                    }
-                    Op::PutMeta(k, v) => {
-                        meta.insert(k.as_bytes(), v.as_bytes())?;
+                        Op::PutInstance(i) => {
+                            instances.insert(instance_key(&i.driver, &i.instance_id), encode(i))?;
+                        }
+                        Op::PutMeta(k, v) => {
+                            meta.insert(k.as_bytes(), v.as_bytes())?;
+                        }
+                        Op::PutReservation(r) => {
+                            reservations
+                                .insert(name_key(&r.framework_id, &r.volume_id), encode(r))?;
+                        }
+                        Op::DeleteReservation {
+                            framework_id,
+                            volume_id,
+                        } => {
+                            reservations.remove(name_key(framework_id, volume_id))?;
+                        }
+                        Op::PutOperation(o) => {
+                            operations
+                                .insert(name_key(&o.framework_id, &o.operation_id), encode(o))?;
+                        }
+                        Op::DeleteOperation {
+                            framework_id,
+                            operation_id,
+                        } => {
+                            operations.remove(name_key(framework_id, operation_id))?;
+                        }
                     }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         match res {
             Ok(()) => self.bump(),
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -343,6 +391,28 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
+    /// Every framework's reservations, sorted by framework id then volume id.
+    pub fn reservations(&self) -> Result<Vec<Reservation>> {
+        scan(&self.reservations, TREE_RESERVATIONS)
+    }
+
+    /// Every recorded offer operation, sorted by framework id then operation id.
+    pub fn operations(&self) -> Result<Vec<OperationRecord>> {
+        scan(&self.operations, TREE_OPERATIONS)
+    }
+
+    pub fn operation(
+        &self,
+        framework_id: &str,
+        operation_id: &str,
+    ) -> Result<Option<OperationRecord>> {
+        let k = name_key(framework_id, operation_id);
+        self.operations
+            .get(&k)?
+            .map(|v| decode(TREE_OPERATIONS, &k, &v))
+            .transpose()
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .meta
@@ -369,13 +439,22 @@ impl Store {
             volumes: self.volumes()?,
             intents: self.intents()?,
             instances: self.instances()?,
+            reservations: self.reservations()?,
+            operations: self.operations()?,
         })
     }
 
     /// Remove every record (the schema version stays). Back-end volumes are untouched: after
     /// an erase they show up as orphans.
     pub fn erase(&self) -> Result<()> {
-        for t in [&self.volumes, &self.names, &self.intents, &self.instances] {
+        for t in [
+            &self.volumes,
+            &self.names,
+            &self.intents,
+            &self.instances,
+            &self.reservations,
+            &self.operations,
+        ] {
             t.clear()?;
         }
         self.bump();

@@ -47,6 +47,8 @@ struct Model {
     intents: BTreeMap<u64, Intent>,
     instances: BTreeMap<(String, String), Instance>,
     meta: BTreeMap<String, String>,
+    reservations: BTreeMap<(String, String), Reservation>,
+    operations: BTreeMap<(String, String), OperationRecord>,
 }
 
 impl Model {
@@ -81,6 +83,28 @@ impl Model {
                 Op::PutMeta(k, v) => {
                     next.meta.insert(k.clone(), v.clone());
                 }
+                Op::PutReservation(r) => {
+                    next.reservations
+                        .insert((r.framework_id.clone(), r.volume_id.clone()), r.clone());
+                }
+                Op::DeleteReservation {
+                    framework_id,
+                    volume_id,
+                } => {
+                    next.reservations
+                        .remove(&(framework_id.clone(), volume_id.clone()));
+                }
+                Op::PutOperation(o) => {
+                    next.operations
+                        .insert((o.framework_id.clone(), o.operation_id.clone()), o.clone());
+                }
+                Op::DeleteOperation {
+                    framework_id,
+                    operation_id,
+                } => {
+                    next.operations
+                        .remove(&(framework_id.clone(), operation_id.clone()));
+                }
             }
         }
         *self = next;
@@ -102,6 +126,38 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             fields: Default::default(),
         })),
         1 => (0u8..2, 0u8..9).prop_map(|(k, v)| Op::PutMeta(format!("k{k}"), format!("v{v}"))),
+        1 => (0u8..3, 0u8..4, 1u64..1000).prop_map(|(f, v, b)| Op::PutReservation(Reservation {
+            framework_id: format!("fw{f}"),
+            role: "r".into(),
+            principal: (b % 2 == 0).then(|| "p".into()),
+            volume_id: format!("pv-{v}"),
+            bytes: b,
+            created_at: b,
+        })),
+        1 => (0u8..3, 0u8..4).prop_map(|(f, v)| Op::DeleteReservation {
+            framework_id: format!("fw{f}"),
+            volume_id: format!("pv-{v}"),
+        }),
+        1 => (0u8..3, 0u8..4, any::<bool>(), 0u8..3).prop_map(|(f, o, ack, st)| Op::PutOperation(OperationRecord {
+            operation_id: format!("op{o}"),
+            framework_id: format!("fw{f}"),
+            agent_id: "a1".into(),
+            kind: "CREATE_DISK".into(),
+            state: ["OPERATION_PENDING", "OPERATION_FINISHED", "OPERATION_FAILED"][st as usize].into(),
+            message: None,
+            converted_resources: (st == 1).then(|| "[]".into()),
+            acknowledged: ack,
+            uuid: format!("u{o}{st}"),
+            request: "{}".into(),
+            volume_id: None,
+            role: "*".into(),
+            principal: None,
+            updated_at: 1,
+        })),
+        1 => (0u8..3, 0u8..4).prop_map(|(f, o)| Op::DeleteOperation {
+            framework_id: format!("fw{f}"),
+            operation_id: format!("op{o}"),
+        }),
     ]
 }
 
@@ -131,6 +187,17 @@ fn assert_matches(store: &Store, model: &Model) {
         model.instances.values().cloned().collect::<Vec<_>>()
     );
     assert_eq!(store.dump().unwrap().meta, model.meta);
+    assert_eq!(
+        store.reservations().unwrap(),
+        model.reservations.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.operations().unwrap(),
+        model.operations.values().cloned().collect::<Vec<_>>()
+    );
+    for ((f, o), r) in &model.operations {
+        assert_eq!(store.operation(f, o).unwrap().as_ref(), Some(r));
+    }
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 

@@ -1,4 +1,5 @@
-//! Records the store keeps: volumes, instances and operation intents (serialized as JSON).
+//! Records the store keeps: volumes, instances, operation intents, and the storage-offer
+//! endpoint's framework reservations and offer operations (serialized as JSON).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,4 +100,52 @@ pub struct Intent {
     pub op: IntentOp,
     /// Unix seconds.
     pub created_at: u64,
+}
+
+/// Storage a Mesos framework holds through the storage-offer endpoint: one volume, keyed by
+/// the framework's id (the one it has at its real Mesos master) and the volume id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub framework_id: String,
+    pub role: String,
+    pub principal: Option<String>,
+    pub volume_id: String,
+    pub bytes: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// An offer operation a framework asked for with an `operation_id`: its latest status, kept
+/// until the framework acknowledges it (and afterwards, so a repeated id is not run twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    pub operation_id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    /// Mesos operation type name, e.g. `CREATE_DISK`.
+    pub kind: String,
+    /// Mesos `OperationState` name, e.g. `OPERATION_PENDING`.
+    pub state: String,
+    pub message: Option<String>,
+    /// Mesos JSON array of the converted resources (set when finished).
+    pub converted_resources: Option<String>,
+    pub acknowledged: bool,
+    /// The status uuid the framework must echo to acknowledge (hex of 16 bytes).
+    pub uuid: String,
+    /// The operation as received (Mesos JSON of `Offer.Operation`), to resume it after a crash.
+    pub request: String,
+    /// The volume the operation created or acts on, once known.
+    pub volume_id: Option<String>,
+    /// The framework's role and principal when it asked (for the reservation it creates).
+    pub role: String,
+    pub principal: Option<String>,
+    /// Unix seconds.
+    pub updated_at: u64,
+}
+
+impl OperationRecord {
+    /// Terminal states end the operation; only the status remains to be acknowledged.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self.state.as_str(), "OPERATION_PENDING")
+    }
 }

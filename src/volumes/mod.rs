@@ -5,6 +5,7 @@
 //! uncertain driver error are resolved by [`Manager::resolve`], which asks the back-end
 //! what actually happened and makes the store agree with it.
 
+mod capacity;
 mod reconcile;
 mod snapshots;
 
@@ -19,6 +20,8 @@ use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, P
 use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
+pub(crate) use capacity::now_ms;
+pub use capacity::{backoff as capacity_backoff, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 pub use snapshots::{SnapshotInfo, Source};
 
@@ -107,6 +110,16 @@ pub struct ServiceInfo {
     pub capacity_error: Option<String>,
     pub volumes: usize,
     pub provisioned_bytes: u64,
+    /// The capacity poller's last reading of this service (RFC 3339), if any.
+    #[serde(default)]
+    pub polled_at: Option<String>,
+    /// The poller's verdict: false before the first good reading and after a failed one
+    /// (its pools are then not offered).
+    #[serde(default)]
+    pub available: bool,
+    /// The poller's last error, while unavailable.
+    #[serde(default)]
+    pub poll_error: Option<String>,
 }
 
 /// Restriction changes; empty sets change nothing.
@@ -125,6 +138,8 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     driver_timeout: Duration,
     metrics: Metrics,
+    /// The capacity poller's readings by service (`capacity.rs`).
+    capacity: Mutex<BTreeMap<String, capacity::CapacityReading>>,
 }
 
 /// Shared handle to the manager.
@@ -175,6 +190,7 @@ impl Manager {
                 locks: Mutex::new(HashMap::new()),
                 driver_timeout,
                 metrics: Metrics::default(),
+                capacity: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -731,6 +747,7 @@ impl Manager {
     /// Services with their live capacity.
     pub async fn service_infos(&self) -> Result<Vec<ServiceInfo>> {
         let vols = self.inner.store.volumes()?;
+        let readings = self.capacity_readings();
         let mut out = Vec::new();
         for s in self.inner.services.values() {
             let (capacity, capacity_error) =
@@ -739,7 +756,14 @@ impl Manager {
                     Err(e) => (vec![], Some(e.to_string())),
                 };
             let mine: Vec<_> = vols.iter().filter(|v| v.service == s.name).collect();
+            let reading = readings.get(&s.name);
             out.push(ServiceInfo {
+                polled_at: reading.and_then(|r| r.read_at_ms).map(|ms| {
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms))
+                        .to_string()
+                }),
+                available: reading.is_some_and(|r| r.available),
+                poll_error: reading.and_then(|r| r.last_error.clone()),
                 name: s.name.clone(),
                 driver: s.driver.kind().to_string(),
                 capacity,

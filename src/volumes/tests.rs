@@ -197,3 +197,41 @@ async fn delete_retries_until_the_backend_removes() {
     assert!(f.manager.store().volume(&v.id).unwrap().is_none());
     assert!(f.vfs.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn capacity_poller_records_readings_and_marks_failing_services_unavailable() {
+    let f = fixture(Duration::from_millis(300));
+    let interval = Duration::from_secs(10);
+    assert!(f.manager.poll_capacity("vfs", interval).await);
+    let r = f.manager.capacity_readings()["vfs"].clone();
+    assert!(r.available && r.read_at_ms.is_some() && !r.pools.is_empty());
+    let first = r.read_at_ms;
+    // Not due again until the interval has passed.
+    assert_eq!(f.manager.poll_due_capacity(interval).await, 0);
+
+    f.fault.set_config(FaultConfig {
+        hang: vec!["capacity".into()],
+        ..Default::default()
+    });
+    assert!(!f.manager.poll_capacity("vfs", interval).await);
+    assert!(!f.manager.poll_capacity("vfs", interval).await);
+    let r = f.manager.capacity_readings()["vfs"].clone();
+    assert!(!r.available);
+    assert_eq!(r.failures, 2);
+    assert_eq!(r.read_at_ms, first, "a failed poll is not a reading");
+    assert!(r.last_error.unwrap().contains("timed out"));
+    // Backed off: the next poll is at least 4 intervals away.
+    assert!(r.next_poll_ms >= first.unwrap() + 4 * 10_000 - 1000);
+    let infos = f.manager.service_infos().await.unwrap();
+    assert!(!infos[0].available && infos[0].poll_error.is_some());
+    assert!(f
+        .manager
+        .metrics()
+        .render()
+        .contains("polly_capacity_available{service=\"vfs\"} 0"));
+
+    f.fault.set_config(FaultConfig::default());
+    assert!(f.manager.poll_capacity("vfs", interval).await);
+    let r = f.manager.capacity_readings()["vfs"].clone();
+    assert!(r.available && r.failures == 0 && r.last_error.is_none());
+}

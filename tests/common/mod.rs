@@ -16,6 +16,8 @@ pub struct Polly {
     child: Child,
     pub admin: String,
     pub libstorage: String,
+    /// The storage-offer endpoint (Mesos v1 scheduler API), `http://ADDR`.
+    pub offers: String,
     pub data_dir: PathBuf,
     pub token: Option<String>,
 }
@@ -34,6 +36,7 @@ impl Polly {
             .arg(data_dir)
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--libstorage-listen", "127.0.0.1:0"])
+            .args(["--offers-listen", "127.0.0.1:0"])
             .env_remove("POLLY_CONFIG")
             .env_remove("POLLY_ADMIN_TOKEN")
             .env("POLLY_LOG", "warn")
@@ -57,7 +60,7 @@ impl Polly {
                 }
             }
         });
-        let (mut admin, mut libstorage) = (None, None);
+        let (mut admin, mut libstorage, mut offers) = (None, None, None);
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => l,
@@ -70,6 +73,8 @@ impl Polly {
                 admin = Some(a.to_string());
             } else if let Some(a) = line.strip_prefix("polly: libStorage on ") {
                 libstorage = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("polly: storage offers on ") {
+                offers = Some(a.to_string());
             } else if line == "polly: ready" {
                 break;
             }
@@ -78,6 +83,7 @@ impl Polly {
             child,
             admin: admin.expect("admin address printed"),
             libstorage: libstorage.expect("libstorage address printed"),
+            offers: offers.expect("storage-offer address printed"),
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
         }

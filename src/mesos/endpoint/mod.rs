@@ -1,0 +1,937 @@
+//! The storage-offer endpoint: a Mesos v1 scheduler API served as a master serves it
+//! (`POST /api/v1/scheduler`, `/master/api/v1/scheduler`, `GET /version`), on its own
+//! listener. Frameworks subscribe (JSON or protobuf), receive OFFERS of disk built by the pure
+//! offer engine (`crate::offers`) from the capacity poller's readings and the known agents,
+//! and ACCEPT them with operations (CREATE_DISK, DESTROY_DISK, RESERVE, UNRESERVE) that the
+//! volume manager carries out; each operation with an id gets UPDATE_OPERATION_STATUS events,
+//! kept in the store until acknowledged (see `ops.rs`).
+//!
+//! Status codes follow the reference (`mesos-v1.md` section 1): 400 for unparsable or
+//! incomplete calls and stream-id problems, 403 for a known framework that is not
+//! subscribed, 405 for a method other than POST, 406/415 for media types, 501 for `UNKNOWN`,
+//! 202 with an empty body for every accepted call.
+
+mod ops;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::v1::scheduler::{call, event, Call, Event};
+use super::v1::{self, resource, value};
+use super::{json, recordio};
+use crate::config::OffersConfig;
+use crate::mesos::client;
+use crate::offers::{self, DiskOffer, OfferId, Snapshot};
+use crate::volumes::Manager;
+
+/// The version `GET /version` reports: purely numeric (pymesos parses it as integers).
+pub const MESOS_VERSION: &str = "1.11.0";
+/// `Resource.DiskInfo.Source.vendor` of every disk Polly offers.
+pub const VENDOR: &str = "polly";
+
+const STREAM_ID: &str = "mesos-stream-id";
+const CT_JSON: &str = "application/json";
+const CT_PROTO: &str = "application/x-protobuf";
+
+/// Wire encoding of a subscription or call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ct {
+    Json,
+    Proto,
+}
+
+impl Ct {
+    fn mime(self) -> &'static str {
+        match self {
+            Ct::Json => CT_JSON,
+            Ct::Proto => CT_PROTO,
+        }
+    }
+}
+
+/// One framework known to the endpoint.
+struct Fw {
+    name: String,
+    role: String,
+    principal: Option<String>,
+    multi_role: bool,
+    stream_id: Option<String>,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    suppressed: bool,
+    filters: Vec<offers::Filter>,
+    subscribed_at: String,
+}
+
+#[derive(Default)]
+struct State_ {
+    frameworks: BTreeMap<String, Fw>,
+    outstanding: Vec<offers::Offer>,
+    next_offer_id: OfferId,
+    /// Shares accepted for CREATE_DISK whose volume is being created.
+    pending: Vec<offers::Reservation>,
+}
+
+struct Inner {
+    manager: Manager,
+    agents: client::Handle,
+    cfg: OffersConfig,
+    /// Makes offer ids unique across restarts: an offer of a previous run is unknown.
+    run_id: String,
+    state: Mutex<State_>,
+    wake: Notify,
+}
+
+/// Cheap-to-clone handle on the endpoint; the admin API reads it.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+/// `GET /admin/frameworks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub principal: Option<String>,
+    pub connected: bool,
+    pub suppressed: bool,
+    pub offers: usize,
+    pub filters: usize,
+    pub subscribed_at: String,
+}
+
+/// `GET /admin/offers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferView {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub hostname: String,
+    /// RFC 3339.
+    pub expires: String,
+    pub disks: Vec<DiskOffer>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic while holding the lock cannot leave it half updated in a way that
+    // matters more than stopping the endpoint would.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The pool id the engine and the wire (`provider_id`) use for a service's pool in a zone.
+pub fn pool_id(service: &str, pool: &str, zone: Option<&str>) -> String {
+    format!("{service}/{pool}/{}", zone.unwrap_or("-"))
+}
+
+fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(header::CONNECTION, "close"), (header::CONTENT_LENGTH, "0")],
+    )
+        .into_response()
+}
+
+fn encode_event(ct: Ct, e: &Event) -> Vec<u8> {
+    let bytes = match ct {
+        Ct::Json => json::to_json(e).unwrap_or_default(),
+        Ct::Proto => e.encode_to_vec(),
+    };
+    recordio::encode(&bytes)
+}
+
+fn event_type(t: event::Type) -> Option<i32> {
+    Some(t as i32)
+}
+
+impl Endpoint {
+    pub fn new(manager: Manager, agents: client::Handle, cfg: OffersConfig) -> Endpoint {
+        Endpoint {
+            inner: Arc::new(Inner {
+                manager,
+                agents,
+                cfg,
+                run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+                state: Mutex::new(State_ {
+                    next_offer_id: 1,
+                    ..Default::default()
+                }),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    fn offer_id_string(&self, id: OfferId) -> String {
+        format!("{}-O{id}", self.inner.run_id)
+    }
+
+    fn parse_offer_id(&self, s: &str) -> Option<OfferId> {
+        s.strip_prefix(&self.inner.run_id)?
+            .strip_prefix("-O")?
+            .parse()
+            .ok()
+    }
+
+    /// Run an allocation round soon.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    pub fn frameworks(&self) -> Vec<FrameworkView> {
+        let st = lock(&self.inner.state);
+        st.frameworks
+            .iter()
+            .map(|(id, f)| FrameworkView {
+                id: id.clone(),
+                name: f.name.clone(),
+                role: f.role.clone(),
+                principal: f.principal.clone(),
+                connected: f.tx.is_some(),
+                suppressed: f.suppressed,
+                offers: st
+                    .outstanding
+                    .iter()
+                    .filter(|o| &o.framework_id == id)
+                    .count(),
+                filters: f.filters.len(),
+                subscribed_at: f.subscribed_at.clone(),
+            })
+            .collect()
+    }
+
+    pub fn offers(&self) -> Vec<OfferView> {
+        let st = lock(&self.inner.state);
+        st.outstanding
+            .iter()
+            .map(|o| OfferView {
+                id: self.offer_id_string(o.id),
+                framework_id: o.framework_id.clone(),
+                agent_id: o.agent_id.clone(),
+                hostname: o.hostname.clone(),
+                expires: rfc3339_ms(o.expires_ms),
+                disks: o.disks.clone(),
+            })
+            .collect()
+    }
+
+    /// The HTTP routes of the endpoint.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v1/scheduler", post(scheduler))
+            .route("/master/api/v1/scheduler", post(scheduler))
+            .route("/version", get(version))
+            .with_state(self.clone())
+    }
+
+    /// Allocation rounds until `token` is cancelled: every `allocation_interval_ms` and after
+    /// every call that may change the outcome. Resumes operations a previous run left pending.
+    pub async fn run(self, token: CancellationToken) {
+        self.resume_operations();
+        let every = Duration::from_millis(self.inner.cfg.allocation_interval_ms);
+        loop {
+            if let Err(e) = self.round() {
+                tracing::warn!(error = %e, "offer round failed");
+            }
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+                _ = self.inner.wake.notified() => {}
+            }
+        }
+        // Close every subscription stream.
+        let mut st = lock(&self.inner.state);
+        for f in st.frameworks.values_mut() {
+            f.tx = None;
+        }
+    }
+
+    /// The engine's view of the world now (frameworks and offers from `st`).
+    fn snapshot(&self, st: &State_, now_ms: u64) -> Result<Snapshot, crate::store::Error> {
+        let store = self.inner.manager.store();
+        let readings = self.inner.manager.capacity_readings();
+        let mut pools = Vec::new();
+        let mut profiles = BTreeMap::new();
+        for (service, r) in &readings {
+            for p in &r.pools {
+                let id = pool_id(service, &p.pool, p.zone.as_deref());
+                profiles.insert(id.clone(), p.pool.clone());
+                pools.push(offers::Pool {
+                    id,
+                    service: service.clone(),
+                    pool: p.pool.clone(),
+                    profile: p.pool.clone(),
+                    zone: p.zone.clone(),
+                    total_mb: p.total_bytes >> 20,
+                    free_mb: p.free_bytes >> 20,
+                    available: r.available,
+                });
+            }
+        }
+        let instances = store.instances()?;
+        let known = self.inner.agents.agents_with_instances(&instances);
+        let agents: Vec<offers::Agent> = known
+            .iter()
+            .filter(|a| !a.lost)
+            .map(|a| offers::Agent {
+                id: a.id.clone(),
+                hostname: a.hostname.clone(),
+                zone: a.zone.clone(),
+            })
+            .collect();
+        let reserved: BTreeMap<String, String> = store
+            .reservations()?
+            .into_iter()
+            .map(|r| (r.volume_id, r.framework_id))
+            .collect();
+        let mut volumes = Vec::new();
+        for v in store.volumes_shared()?.iter() {
+            let reserved_by = reserved.get(&v.id).cloned();
+            if v.status != crate::store::VolumeStatus::Available
+                || (v.restrict_frameworks.is_empty() && reserved_by.is_none())
+            {
+                continue;
+            }
+            let attached_to_agent = v.attachments.first().and_then(|a| {
+                known
+                    .iter()
+                    .find(|k| self.instance_for(k, &instances).as_deref() == Some(&a.instance_id))
+                    .map(|k| k.id.clone())
+            });
+            if !v.attachments.is_empty() && attached_to_agent.is_none() {
+                continue; // attached somewhere no agent stands for
+            }
+            volumes.push(offers::ExistingVolume {
+                volume_id: v.id.clone(),
+                pool_id: pool_id(
+                    &v.service,
+                    v.pool.as_deref().unwrap_or("default"),
+                    v.zone.as_deref(),
+                ),
+                zone: v.zone.clone(),
+                mb: (v.size_bytes >> 20).max(1),
+                frameworks: v.restrict_frameworks.iter().cloned().collect(),
+                reserved_by,
+                attached_to_agent,
+                kind: offers::VolumeKind::Mount,
+            });
+        }
+        let frameworks = st
+            .frameworks
+            .iter()
+            .filter(|(_, f)| f.tx.is_some())
+            .map(|(id, f)| offers::Framework {
+                id: id.clone(),
+                role: f.role.clone(),
+                weight: 1.0,
+                quota: Default::default(),
+                suppressed: f.suppressed,
+                filters: f.filters.clone(),
+            })
+            .collect();
+        Ok(Snapshot {
+            now_ms,
+            next_offer_id: st.next_offer_id,
+            config: offers::Config {
+                headroom_mb: self.inner.cfg.headroom_bytes >> 20,
+                offer_timeout_ms: (self.inner.cfg.offer_timeout_secs * 1000.0) as u64,
+                min_offer_mb: 1,
+            },
+            pools,
+            agents,
+            frameworks,
+            role_weights: BTreeMap::new(),
+            reservations: st.pending.clone(),
+            volumes,
+            outstanding: st.outstanding.clone(),
+        })
+    }
+
+    /// One allocation round: send new offers, rescind what the engine withdraws.
+    fn round(&self) -> Result<(), crate::store::Error> {
+        let now = crate::volumes::now_ms();
+        let mut st = lock(&self.inner.state);
+        for f in st.frameworks.values_mut() {
+            f.filters.retain(|x| x.until_ms > now);
+        }
+        let snap = self.snapshot(&st, now)?;
+        let alloc = offers::allocate(&snap);
+        st.next_offer_id = alloc.next_offer_id;
+        let gone: BTreeSet<OfferId> = alloc.rescinds.iter().map(|r| r.offer_id).collect();
+        let mut rescinded = Vec::new();
+        st.outstanding.retain(|o| {
+            if gone.contains(&o.id) {
+                rescinded.push((o.framework_id.clone(), o.id));
+                false
+            } else {
+                true
+            }
+        });
+        for (fw, id) in rescinded {
+            self.send_locked(&st, &fw, self.rescind_event(id));
+        }
+        let agents = self.inner.agents.agents();
+        let mut by_fw: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
+        for o in &alloc.new_offers {
+            if let Some(f) = st.frameworks.get(&o.framework_id) {
+                let agent = agents.iter().find(|a| a.id == o.agent_id);
+                let profiles: BTreeMap<&str, &str> = snap
+                    .pools
+                    .iter()
+                    .map(|p| (p.id.as_str(), p.profile.as_str()))
+                    .collect();
+                by_fw
+                    .entry(o.framework_id.clone())
+                    .or_default()
+                    .push(self.offer_to_v1(o, f, agent, &profiles));
+            }
+        }
+        st.outstanding.extend(alloc.new_offers);
+        for (fw, offers) in by_fw {
+            let ev = Event {
+                r#type: event_type(event::Type::Offers),
+                offers: Some(event::Offers { offers }),
+                ..Default::default()
+            };
+            self.send_locked(&st, &fw, ev);
+        }
+        Ok(())
+    }
+
+    fn rescind_event(&self, id: OfferId) -> Event {
+        Event {
+            r#type: event_type(event::Type::Rescind),
+            rescind: Some(event::Rescind {
+                offer_id: v1::OfferId {
+                    value: self.offer_id_string(id),
+                },
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn send_locked(&self, st: &State_, fw: &str, ev: Event) {
+        if let Some(tx) = st.frameworks.get(fw).and_then(|f| f.tx.as_ref()) {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn send(&self, fw: &str, ev: Event) {
+        let st = lock(&self.inner.state);
+        self.send_locked(&st, fw, ev);
+    }
+
+    fn offer_to_v1(
+        &self,
+        o: &offers::Offer,
+        f: &Fw,
+        agent: Option<&client::Agent>,
+        profiles: &BTreeMap<&str, &str>,
+    ) -> v1::Offer {
+        let alloc = f.multi_role.then(|| resource::AllocationInfo {
+            role: Some(f.role.clone()),
+        });
+        let resources = o
+            .disks
+            .iter()
+            .map(|d| match d {
+                DiskOffer::Raw {
+                    pool_id,
+                    profile,
+                    mb,
+                } => disk_resource(pool_id, profile, None, *mb, alloc.clone()),
+                DiskOffer::Volume {
+                    volume_id,
+                    pool_id,
+                    mb,
+                    ..
+                } => disk_resource(
+                    pool_id,
+                    profiles.get(pool_id.as_str()).copied().unwrap_or("default"),
+                    Some(volume_id),
+                    *mb,
+                    alloc.clone(),
+                ),
+            })
+            .collect();
+        let domain = agent.and_then(|a| {
+            let zone = a.zone.clone()?;
+            Some(v1::DomainInfo {
+                fault_domain: Some(v1::domain_info::FaultDomain {
+                    region: v1::domain_info::fault_domain::RegionInfo {
+                        name: a.region.clone().unwrap_or_else(|| "default".into()),
+                    },
+                    zone: v1::domain_info::fault_domain::ZoneInfo { name: zone },
+                }),
+            })
+        });
+        v1::Offer {
+            id: v1::OfferId {
+                value: self.offer_id_string(o.id),
+            },
+            framework_id: v1::FrameworkId {
+                value: o.framework_id.clone(),
+            },
+            agent_id: v1::AgentId {
+                value: o.agent_id.clone(),
+            },
+            hostname: o.hostname.clone(),
+            domain,
+            resources,
+            allocation_info: alloc,
+            ..Default::default()
+        }
+    }
+
+    /// The instance id volumes are attached to for an agent: an instance REX-Ray reported
+    /// for the agent's hostname, else the agent's instance attribute, else static config.
+    fn instance_for(
+        &self,
+        a: &client::Agent,
+        instances: &[crate::store::Instance],
+    ) -> Option<String> {
+        if a.source == client::AgentSource::Instance {
+            return Some(a.id.clone());
+        }
+        if !a.hostname.is_empty() {
+            if let Some(i) = instances
+                .iter()
+                .filter(|i| i.hostname.as_deref() == Some(a.hostname.as_str()))
+                .max_by_key(|i| i.last_seen)
+            {
+                return Some(i.instance_id.clone());
+            }
+        }
+        if let Some(v) = a.attributes.get(&self.inner.cfg.instance_attribute) {
+            return Some(v.clone());
+        }
+        let c = &self.inner.cfg.instances;
+        c.get(&a.id).or_else(|| c.get(&a.hostname)).cloned()
+    }
+
+    /// Close a framework's stream (if it is still `stream_id`'s) and return its offers.
+    fn disconnected(&self, fw: &str, stream_id: &str) {
+        let mut st = lock(&self.inner.state);
+        let Some(f) = st.frameworks.get_mut(fw) else {
+            return;
+        };
+        if f.stream_id.as_deref() != Some(stream_id) {
+            return;
+        }
+        f.tx = None;
+        st.outstanding.retain(|o| o.framework_id != fw);
+        drop(st);
+        tracing::info!(
+            framework = fw,
+            "framework disconnected from the storage-offer endpoint"
+        );
+        self.wake();
+    }
+}
+
+fn disk_resource(
+    pool_id: &str,
+    profile: &str,
+    volume_id: Option<&str>,
+    mb: u64,
+    alloc: Option<resource::AllocationInfo>,
+) -> v1::Resource {
+    use resource::disk_info::source::Type as T;
+    v1::Resource {
+        name: "disk".into(),
+        r#type: value::Type::Scalar as i32,
+        scalar: Some(value::Scalar { value: mb as f64 }),
+        provider_id: Some(v1::ResourceProviderId {
+            value: pool_id.to_string(),
+        }),
+        allocation_info: alloc,
+        disk: Some(resource::DiskInfo {
+            source: Some(resource::disk_info::Source {
+                r#type: if volume_id.is_some() {
+                    T::Mount
+                } else {
+                    T::Raw
+                } as i32,
+                vendor: Some(VENDOR.into()),
+                id: volume_id.map(String::from),
+                profile: Some(profile.to_string()),
+                mount: volume_id.map(|_| resource::disk_info::source::Mount { root: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Ends a framework's subscription when its response stream is dropped (client gone).
+struct StreamGuard {
+    ep: Endpoint,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.ep.disconnected(&self.framework_id, &self.stream_id);
+    }
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": MESOS_VERSION,
+        "build_user": "polly",
+        "build_date": "",
+        "build_time": 0,
+        "git_tag": format!("polly-{}", env!("CARGO_PKG_VERSION")),
+    }))
+}
+
+/// Decode a call; JSON acknowledgements are accepted in pymesos' shape too (the whole
+/// status object, with `uuid` as `{"value": …}`).
+fn decode_call(ct: Ct, body: &[u8]) -> Result<Call, String> {
+    match ct {
+        Ct::Proto => json::from_protobuf::<Call>(body).map_err(|e| e.to_string()),
+        Ct::Json => {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+            if !v.is_object() {
+                return Err("invalid JSON: expected an object".into());
+            }
+            if let Some(ack) = v.get_mut("acknowledge_operation_status") {
+                if let Some(u) = ack.get("uuid").and_then(|u| u.get("value")).cloned() {
+                    ack["uuid"] = u;
+                }
+            }
+            json::from_value::<Call>(&v).map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) -> Response {
+    let ct = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'Content-Type' to be present",
+            )
+        }
+        Some(Ok(CT_JSON)) => Ct::Json,
+        Some(Ok(CT_PROTO)) => Ct::Proto,
+        Some(_) => {
+            return bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Expecting 'Content-Type' of {CT_JSON} or {CT_PROTO}"),
+            )
+        }
+    };
+    let call = match decode_call(ct, &body) {
+        Ok(c) => c,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse body: {e}"),
+            )
+        }
+    };
+    let Some(t) = call.r#type else {
+        return bad(StatusCode::BAD_REQUEST, "Expecting 'type' to be present");
+    };
+    let t = call::Type::try_from(t).unwrap_or(call::Type::Unknown);
+    if t == call::Type::Unknown {
+        return bad(StatusCode::NOT_IMPLEMENTED, "Received 'UNKNOWN' call");
+    }
+    if t == call::Type::Subscribe {
+        return ep.subscribe(&headers, call);
+    }
+    let Some(fw) = call.framework_id.as_ref().map(|f| f.value.clone()) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Expecting 'framework_id' to be present",
+        );
+    };
+    {
+        let st = lock(&ep.inner.state);
+        let Some(f) = st.frameworks.get(&fw) else {
+            return bad(StatusCode::BAD_REQUEST, "Framework cannot be found");
+        };
+        if f.tx.is_none() {
+            return bad(StatusCode::FORBIDDEN, "Framework is not subscribed");
+        }
+        let given = headers.get(STREAM_ID).and_then(|v| v.to_str().ok());
+        match given {
+            None => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+                )
+            }
+            Some(s) if Some(s) != f.stream_id.as_deref() => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("The stream ID '{s}' included in this request didn't match the stream ID currently associated with framework ID {fw}"),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    match t {
+        call::Type::Teardown => {
+            ep.teardown(&fw);
+        }
+        call::Type::Accept => {
+            let Some(a) = call.accept else {
+                return bad(StatusCode::BAD_REQUEST, "Expecting 'accept' to be present");
+            };
+            ep.accept(&fw, a).await;
+        }
+        call::Type::Decline => {
+            let Some(d) = call.decline else {
+                return bad(StatusCode::BAD_REQUEST, "Expecting 'decline' to be present");
+            };
+            ep.decline(&fw, &d.offer_ids, d.filters.as_ref());
+        }
+        call::Type::Revive => {
+            let mut st = lock(&ep.inner.state);
+            if let Some(f) = st.frameworks.get_mut(&fw) {
+                f.suppressed = false;
+                f.filters.clear();
+            }
+            drop(st);
+            ep.wake();
+        }
+        call::Type::Suppress => {
+            if let Some(f) = lock(&ep.inner.state).frameworks.get_mut(&fw) {
+                f.suppressed = true;
+            }
+        }
+        call::Type::AcknowledgeOperationStatus => {
+            let Some(a) = call.acknowledge_operation_status else {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "Expecting 'acknowledge_operation_status' to be present",
+                );
+            };
+            if let Err(e) = ep.acknowledge(&fw, &a).await {
+                return bad(StatusCode::BAD_REQUEST, e);
+            }
+        }
+        call::Type::ReconcileOperations => {
+            let ids: Vec<String> = call
+                .reconcile_operations
+                .map(|r| {
+                    r.operations
+                        .into_iter()
+                        .map(|o| o.operation_id.value)
+                        .collect()
+                })
+                .unwrap_or_default();
+            ep.reconcile(&fw, &ids);
+        }
+        // Task calls and the rest have nothing to act on here (Polly runs no tasks).
+        _ => {}
+    }
+    accepted()
+}
+
+impl Endpoint {
+    #[allow(deprecated)] // `FrameworkInfo.role`: still what single-role frameworks send.
+    fn subscribe(&self, headers: &HeaderMap, call: Call) -> Response {
+        if headers.contains_key(STREAM_ID) {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+            );
+        }
+        let Some(sub) = call.subscribe else {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'subscribe' to be present",
+            );
+        };
+        let info = sub.framework_info;
+        let info_id = info.id.as_ref().map(|i| i.value.clone());
+        let call_id = call.framework_id.as_ref().map(|i| i.value.clone());
+        if call_id.is_some() && call_id != info_id {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "'framework_id' differs from 'subscribe.framework_info.id'",
+            );
+        }
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("*/*");
+        let ct = if accept.contains(CT_JSON) || accept.contains("*/*") {
+            Ct::Json
+        } else if accept.contains(CT_PROTO) {
+            Ct::Proto
+        } else {
+            return bad(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("Expecting 'Accept' to allow {CT_JSON} or {CT_PROTO}"),
+            );
+        };
+        let id = info_id.unwrap_or_else(|| format!("polly-{}", uuid::Uuid::new_v4()));
+        let multi_role = info
+            .capabilities
+            .iter()
+            .any(|c| c.r#type == Some(v1::framework_info::capability::Type::MultiRole as i32));
+        let role = if multi_role {
+            info.roles.first().cloned()
+        } else {
+            info.role.clone()
+        }
+        .unwrap_or_else(|| "*".into());
+        let stream_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hb = Duration::from_secs_f64(self.inner.cfg.heartbeat_interval_secs);
+        let _ = tx.send(Event {
+            r#type: event_type(event::Type::Subscribed),
+            subscribed: Some(event::Subscribed {
+                framework_id: v1::FrameworkId { value: id.clone() },
+                heartbeat_interval_seconds: Some(hb.as_secs_f64()),
+                master_info: None,
+            }),
+            ..Default::default()
+        });
+        // As a master does: a HEARTBEAT right after SUBSCRIBED, then one per interval.
+        let _ = tx.send(Event {
+            r#type: event_type(event::Type::Heartbeat),
+            ..Default::default()
+        });
+        {
+            let mut st = lock(&self.inner.state);
+            // A new subscription replaces the old stream; its offers are withdrawn.
+            st.outstanding.retain(|o| o.framework_id != id);
+            st.frameworks.insert(
+                id.clone(),
+                Fw {
+                    name: info.name.clone(),
+                    role,
+                    principal: info.principal.clone(),
+                    multi_role,
+                    stream_id: Some(stream_id.clone()),
+                    tx: Some(tx.clone()),
+                    suppressed: !sub.suppressed_roles.is_empty(),
+                    filters: Vec::new(),
+                    subscribed_at: rfc3339_ms(crate::volumes::now_ms()),
+                },
+            );
+        }
+        tracing::info!(framework = %id, name = %info.name, "framework subscribed to the storage-offer endpoint");
+        // Statuses not yet acknowledged are sent again on every subscription.
+        self.resend_unacknowledged(&id, &tx);
+        let guard = StreamGuard {
+            ep: self.clone(),
+            framework_id: id,
+            stream_id: stream_id.clone(),
+        };
+        let mut iv = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stream = futures::stream::unfold(
+            (rx, iv, guard),
+            move |(mut rx, mut iv, g)| async move {
+                let ev = tokio::select! {
+                    biased;
+                    ev = rx.recv() => ev?,
+                    _ = iv.tick() => Event { r#type: event_type(event::Type::Heartbeat), ..Default::default() },
+                };
+                Some((
+                    Ok::<_, Infallible>(Bytes::from(encode_event(ct, &ev))),
+                    (rx, iv, g),
+                ))
+            },
+        );
+        self.wake();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, ct.mime())
+            .header(STREAM_ID, stream_id)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| bad(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+    }
+
+    fn teardown(&self, fw: &str) {
+        let mut st = lock(&self.inner.state);
+        st.outstanding.retain(|o| o.framework_id != fw);
+        // Dropping the sender ends the stream; reservations stay (never released implicitly).
+        st.frameworks.remove(fw);
+        drop(st);
+        tracing::info!(
+            framework = fw,
+            "framework tore down; its reservations are kept"
+        );
+        self.wake();
+    }
+
+    fn decline(&self, fw: &str, ids: &[v1::OfferId], filters: Option<&v1::Filters>) {
+        let refuse = filters.and_then(|f| f.refuse_seconds).unwrap_or(5.0);
+        let now = crate::volumes::now_ms();
+        let until = now + (refuse.clamp(0.0, 365.0 * 86400.0) * 1000.0) as u64;
+        let mut st = lock(&self.inner.state);
+        let mut agents = Vec::new();
+        for id in ids {
+            let Some(n) = self.parse_offer_id(&id.value) else {
+                continue;
+            };
+            if let Some(pos) = st
+                .outstanding
+                .iter()
+                .position(|o| o.id == n && o.framework_id == fw)
+            {
+                agents.push(st.outstanding.remove(pos).agent_id);
+            }
+        }
+        if until > now {
+            if let Some(f) = st.frameworks.get_mut(fw) {
+                for agent_id in agents {
+                    f.filters.push(offers::Filter {
+                        agent_id,
+                        pool_id: None,
+                        until_ms: until,
+                    });
+                }
+            }
+        }
+        drop(st);
+        self.wake();
+    }
+}
+
+/// Serve the endpoint on `listener` until `token` is cancelled.
+pub async fn serve(
+    ep: Endpoint,
+    listener: tokio::net::TcpListener,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, ep.router())
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+}

@@ -1,0 +1,821 @@
+//! Offer operations: ACCEPT checked by the offer engine, then CREATE_DISK, DESTROY_DISK,
+//! RESERVE and UNRESERVE carried out through the volume manager. An operation with an id is
+//! recorded in the store (PENDING) before anything is done, and its status is kept until the
+//! framework acknowledges it; one left PENDING by a crash is resumed at start-up, and every
+//! step is idempotent (the volume's name derives from the framework and operation ids, and
+//! attach to the same instance is a no-op), so a resumed operation never creates twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::sync::mpsc;
+
+use super::{event, lock, pool_id, v1, Endpoint, Event};
+use crate::mesos::json;
+use crate::mesos::v1::offer::operation::Type as OpType;
+use crate::mesos::v1::scheduler::call;
+use crate::offers::{self, AcceptError, Use};
+use crate::store::{Op, OperationRecord, Reservation};
+use crate::volumes::CreateVolume;
+
+const PENDING: &str = "OPERATION_PENDING";
+const FINISHED: &str = "OPERATION_FINISHED";
+const FAILED: &str = "OPERATION_FAILED";
+const ERROR: &str = "OPERATION_ERROR";
+const DROPPED: &str = "OPERATION_DROPPED";
+
+/// An ACCEPT the engine took: agent id, hostname, and the framework's role and principal.
+type Checked = (String, String, Option<(String, Option<String>)>);
+
+/// What one operation of an ACCEPT asks for, checked.
+#[derive(Debug, Clone)]
+enum Plan {
+    CreateDisk { pool_id: String, mb: u64 },
+    DestroyDisk { volume_id: String },
+    Reserve { volume_id: String },
+    Unreserve { volume_id: String },
+}
+
+/// The name of the volume an operation creates: stable, so a resumed create finds it.
+pub fn volume_name(framework_id: &str, operation_id: &str) -> String {
+    // FNV-1a 64: no need for a cryptographic hash, only for a stable, short one.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in framework_id.bytes().chain([0]).chain(operation_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let readable: String = operation_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    format!("mesos-{h:016x}-{readable}")
+        .trim_end_matches(['-', '.'])
+        .to_string()
+}
+
+fn source_id(r: &v1::Resource) -> Option<String> {
+    r.disk.as_ref()?.source.as_ref()?.id.clone()
+}
+
+/// Check one operation; `Err` is the OPERATION_ERROR message.
+fn plan(op: &v1::offer::Operation) -> Result<Plan, String> {
+    let t = op
+        .r#type
+        .and_then(|t| OpType::try_from(t).ok())
+        .unwrap_or(OpType::Unknown);
+    use v1::resource::disk_info::source::Type as T;
+    match t {
+        OpType::CreateDisk => {
+            let c = op
+                .create_disk
+                .as_ref()
+                .ok_or("CREATE_DISK without 'create_disk'")?;
+            let src = &c.source;
+            let pool = src
+                .provider_id
+                .as_ref()
+                .ok_or("CREATE_DISK source has no 'provider_id'; copy it from the offer")?;
+            let ty = src
+                .disk
+                .as_ref()
+                .and_then(|d| d.source.as_ref())
+                .map(|s| s.r#type);
+            if ty != Some(T::Raw as i32) || source_id(src).is_some() {
+                return Err("CREATE_DISK source must be a RAW disk of a pool (no 'id')".into());
+            }
+            if c.target_type != T::Mount as i32 && c.target_type != T::Block as i32 {
+                return Err("CREATE_DISK target_type must be MOUNT or BLOCK".into());
+            }
+            let mb = src.scalar.as_ref().map(|s| s.value).unwrap_or(0.0);
+            if !(mb.is_finite() && mb >= 1.0) {
+                return Err(format!("CREATE_DISK of {mb} MB: at least 1 MB is needed"));
+            }
+            Ok(Plan::CreateDisk {
+                pool_id: pool.value.clone(),
+                mb: mb as u64,
+            })
+        }
+        OpType::DestroyDisk => {
+            let d = op
+                .destroy_disk
+                .as_ref()
+                .ok_or("DESTROY_DISK without 'destroy_disk'")?;
+            let volume_id = source_id(&d.source).ok_or("DESTROY_DISK source has no 'id'")?;
+            Ok(Plan::DestroyDisk { volume_id })
+        }
+        OpType::Reserve => {
+            let r = op.reserve.as_ref().ok_or("RESERVE without 'reserve'")?;
+            let volume_id = r
+                .resources
+                .iter()
+                .chain(&r.source)
+                .find_map(source_id)
+                .ok_or("RESERVE names no volume (a disk with 'id')")?;
+            Ok(Plan::Reserve { volume_id })
+        }
+        OpType::Unreserve => {
+            let r = op
+                .unreserve
+                .as_ref()
+                .ok_or("UNRESERVE without 'unreserve'")?;
+            let volume_id = r
+                .resources
+                .iter()
+                .find_map(source_id)
+                .ok_or("UNRESERVE names no volume (a disk with 'id')")?;
+            Ok(Plan::Unreserve { volume_id })
+        }
+        OpType::Launch | OpType::LaunchGroup => {
+            Err("Polly offers storage only: launch tasks through your Mesos master".into())
+        }
+        other => Err(format!(
+            "operation {} is not supported by Polly",
+            other.as_str_name()
+        )),
+    }
+}
+
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// UPDATE_OPERATION_STATUS for a record; `uuid` only when it still awaits acknowledgement.
+fn status_event(rec: &OperationRecord) -> Event {
+    let converted = rec
+        .converted_resources
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Vec<serde_json::Value>>(s).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| json::from_value::<v1::Resource>(v).ok())
+        .collect();
+    let uuid = (!rec.acknowledged)
+        .then(|| uuid::Uuid::parse_str(&rec.uuid).ok())
+        .flatten()
+        .map(|u| v1::Uuid {
+            value: u.as_bytes().to_vec(),
+        });
+    Event {
+        r#type: Some(event::Type::UpdateOperationStatus as i32),
+        update_operation_status: Some(event::UpdateOperationStatus {
+            status: v1::OperationStatus {
+                operation_id: Some(v1::OperationId {
+                    value: rec.operation_id.clone(),
+                }),
+                state: v1::OperationState::from_str_name(&rec.state)
+                    .unwrap_or(v1::OperationState::OperationUnknown) as i32,
+                message: rec.message.clone(),
+                converted_resources: converted,
+                uuid,
+                agent_id: Some(v1::AgentId {
+                    value: rec.agent_id.clone(),
+                }),
+                resource_provider_id: None,
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+/// A status for an operation nobody asked to record (no uuid: nothing to acknowledge).
+fn transient_status(operation_id: &str, agent_id: &str, state: &str, message: String) -> Event {
+    status_event(&OperationRecord {
+        operation_id: operation_id.to_string(),
+        framework_id: String::new(),
+        agent_id: agent_id.to_string(),
+        kind: String::new(),
+        state: state.to_string(),
+        message: Some(message),
+        converted_resources: None,
+        acknowledged: true,
+        uuid: String::new(),
+        request: String::new(),
+        volume_id: None,
+        role: String::new(),
+        principal: None,
+        updated_at: 0,
+    })
+}
+
+impl Endpoint {
+    fn store_apply(&self, ops: &[Op]) -> Result<(), crate::store::Error> {
+        self.inner.manager.store().apply(ops)
+    }
+
+    pub(super) fn resend_unacknowledged(&self, fw: &str, tx: &mpsc::UnboundedSender<Event>) {
+        match self.inner.manager.store().operations() {
+            Ok(all) => {
+                for r in all
+                    .iter()
+                    .filter(|r| r.framework_id == fw && !r.acknowledged)
+                {
+                    let _ = tx.send(status_event(r));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read operation records"),
+        }
+    }
+
+    pub(super) fn reconcile(&self, fw: &str, ids: &[String]) {
+        let all = self.inner.manager.store().operations().unwrap_or_default();
+        let mine: Vec<&OperationRecord> = all.iter().filter(|r| r.framework_id == fw).collect();
+        if ids.is_empty() {
+            for r in mine {
+                self.send(fw, status_event(r));
+            }
+            return;
+        }
+        for id in ids {
+            match mine.iter().find(|r| &r.operation_id == id) {
+                Some(r) => self.send(fw, status_event(r)),
+                None => self.send(
+                    fw,
+                    transient_status(id, "", "OPERATION_UNKNOWN", "operation unknown".into()),
+                ),
+            }
+        }
+    }
+
+    pub(super) async fn acknowledge(
+        &self,
+        fw: &str,
+        a: &call::AcknowledgeOperationStatus,
+    ) -> Result<(), String> {
+        let uuid = uuid::Uuid::from_slice(&a.uuid)
+            .map_err(|_| "'uuid' must be 16 bytes (the status uuid, base64 in JSON)".to_string())?;
+        let store = self.inner.manager.store();
+        let rec = store
+            .operation(fw, &a.operation_id.value)
+            .map_err(|e| e.to_string())?;
+        if let Some(mut r) = rec {
+            if !r.acknowledged && uuid::Uuid::parse_str(&r.uuid).ok() == Some(uuid) {
+                // Only a terminal status ends the record's retries; a PENDING ack just
+                // confirms delivery.
+                if r.is_terminal() {
+                    r.acknowledged = true;
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || store.apply(&[Op::PutOperation(r)]))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// ACCEPT: check with the engine, record, answer PENDING, then run the operations.
+    pub(super) async fn accept(&self, fw: &str, a: call::Accept) {
+        let ops = a.operations;
+        let ids: Vec<Option<offers::OfferId>> = a
+            .offer_ids
+            .iter()
+            .map(|o| self.parse_offer_id(&o.value))
+            .collect();
+        let now = crate::volumes::now_ms();
+        // Plan every operation first; invalid ones are answered with OPERATION_ERROR.
+        let mut planned = Vec::new();
+        let mut errors = Vec::new();
+        for op in &ops {
+            match plan(op) {
+                Ok(p) => planned.push((op.clone(), p)),
+                Err(m) => errors.push((op.clone(), m)),
+            }
+        }
+        let outcome: Result<Checked, (String, String)> = (|| {
+            let mut st = lock(&self.inner.state);
+            let mine: Vec<offers::Offer> = ids
+                .iter()
+                .filter_map(|id| {
+                    st.outstanding
+                        .iter()
+                        .find(|o| Some(o.id) == *id && o.framework_id == fw)
+                        .cloned()
+                })
+                .collect();
+            if ids.is_empty() || mine.len() != ids.len() {
+                return Err((
+                    DROPPED.to_string(),
+                    "offer is unknown, expired, rescinded, already used or not made to this framework; nothing was done".to_string(),
+                ));
+            }
+            let agent_id = mine[0].agent_id.clone();
+            if mine.iter().any(|o| o.agent_id != agent_id) {
+                return Err((
+                    ERROR.into(),
+                    "all offers of one ACCEPT must be on one agent".into(),
+                ));
+            }
+            let first = mine[0].id;
+            let uses: Vec<Use> = planned
+                .iter()
+                .filter_map(|(_, p)| match p {
+                    Plan::CreateDisk { pool_id, mb } => Some(Use::Raw {
+                        pool_id: pool_id.clone(),
+                        mb: *mb,
+                    }),
+                    Plan::Reserve { volume_id } => Some(Use::Volume {
+                        volume_id: volume_id.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let snap = self
+                .snapshot(&st, now)
+                .map_err(|e| (ERROR.into(), e.to_string()))?;
+            let acc = offers::apply_accept(&snap, fw, first, &uses).map_err(|e| match e {
+                AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
+                    (DROPPED.to_string(), e.to_string())
+                }
+                _ => (ERROR.to_string(), e.to_string()),
+            })?;
+            let used: BTreeSet<offers::OfferId> = ids.iter().flatten().copied().collect();
+            let gone: BTreeSet<offers::OfferId> = acc.rescinds.iter().map(|r| r.offer_id).collect();
+            st.outstanding
+                .retain(|o| !used.contains(&o.id) && !gone.contains(&o.id));
+            for id in gone {
+                self.send_locked(&st, fw, self.rescind_event(id));
+            }
+            st.pending.extend(acc.reservations);
+            let refuse = a
+                .filters
+                .as_ref()
+                .and_then(|f| f.refuse_seconds)
+                .unwrap_or(5.0);
+            let f = st.frameworks.get_mut(fw);
+            let who = f.as_ref().map(|f| (f.role.clone(), f.principal.clone()));
+            if let Some(f) = f {
+                if refuse > 0.0 {
+                    f.filters.push(offers::Filter {
+                        agent_id: agent_id.clone(),
+                        pool_id: None,
+                        until_ms: now + (refuse.min(365.0 * 86400.0) * 1000.0) as u64,
+                    });
+                }
+            }
+            let hostname = mine[0].hostname.clone();
+            Ok((agent_id, hostname, who))
+        })();
+        self.wake();
+        let (agent_id, _hostname, who) = match outcome {
+            Ok(v) => v,
+            Err((state, msg)) => {
+                for op in &ops {
+                    if let Some(id) = &op.id {
+                        self.send(fw, transient_status(&id.value, "", &state, msg.clone()));
+                    }
+                }
+                return;
+            }
+        };
+        let (role, principal) = who.unwrap_or_else(|| ("*".into(), None));
+        for (op, msg) in errors {
+            if let Some(id) = &op.id {
+                self.send(fw, transient_status(&id.value, &agent_id, ERROR, msg));
+            }
+        }
+        for (op, p) in planned {
+            let rec = match &op.id {
+                None => None,
+                Some(id) => {
+                    let store = self.inner.manager.store();
+                    match store.operation(fw, &id.value) {
+                        Ok(Some(old)) => {
+                            // Idempotent by operation id: report, never run twice.
+                            self.send(fw, status_event(&old));
+                            if let Plan::CreateDisk { pool_id, mb } = &p {
+                                self.release_pending(fw, pool_id, *mb);
+                            }
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot read operation record"),
+                    }
+                    let r = OperationRecord {
+                        operation_id: id.value.clone(),
+                        framework_id: fw.to_string(),
+                        agent_id: agent_id.clone(),
+                        kind: op
+                            .r#type
+                            .and_then(|t| OpType::try_from(t).ok())
+                            .map(|t| t.as_str_name().to_string())
+                            .unwrap_or_default(),
+                        state: PENDING.into(),
+                        message: None,
+                        converted_resources: None,
+                        acknowledged: false,
+                        uuid: new_uuid(),
+                        request: json::to_value(&op)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        volume_id: None,
+                        role: role.clone(),
+                        principal: principal.clone(),
+                        updated_at: crate::volumes::now_secs(),
+                    };
+                    if let Err(e) = self.store_apply(&[Op::PutOperation(r.clone())]) {
+                        self.send(
+                            fw,
+                            transient_status(
+                                &id.value,
+                                &agent_id,
+                                ERROR,
+                                format!("cannot record the operation: {e}"),
+                            ),
+                        );
+                        if let Plan::CreateDisk { pool_id, mb } = &p {
+                            self.release_pending(fw, pool_id, *mb);
+                        }
+                        continue;
+                    }
+                    self.send(fw, status_event(&r));
+                    Some(r)
+                }
+            };
+            let ep = self.clone();
+            let (fw, agent_id, role, principal) = (
+                fw.to_string(),
+                agent_id.clone(),
+                role.clone(),
+                principal.clone(),
+            );
+            tokio::spawn(async move {
+                ep.execute(&fw, &agent_id, &role, principal, p, rec).await;
+            });
+        }
+    }
+
+    fn release_pending(&self, fw: &str, pool_id: &str, mb: u64) {
+        let mut st = lock(&self.inner.state);
+        if let Some(pos) = st
+            .pending
+            .iter()
+            .position(|r| r.framework_id == fw && r.pool_id == pool_id && r.mb == mb)
+        {
+            st.pending.remove(pos);
+        }
+    }
+
+    /// Operations a previous run recorded and did not finish: run them again (every step is
+    /// idempotent), after start-up reconciliation has settled the volume manager's intents.
+    pub(super) fn resume_operations(&self) {
+        let recs = match self.inner.manager.store().operations() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read operation records");
+                return;
+            }
+        };
+        for rec in recs.into_iter().filter(|r| !r.is_terminal()) {
+            let op = serde_json::from_str::<serde_json::Value>(&rec.request)
+                .ok()
+                .and_then(|v| json::from_value::<v1::offer::Operation>(&v).ok());
+            let ep = self.clone();
+            tokio::spawn(async move {
+                let Some(p) = op.as_ref().and_then(|o| plan(o).ok()) else {
+                    ep.finish(
+                        rec,
+                        FAILED,
+                        "the recorded operation cannot be read back".into(),
+                        None,
+                    )
+                    .await;
+                    return;
+                };
+                if let Plan::CreateDisk { pool_id, mb } = &p {
+                    lock(&ep.inner.state).pending.push(offers::Reservation {
+                        framework_id: rec.framework_id.clone(),
+                        pool_id: pool_id.clone(),
+                        volume_id: None,
+                        mb: *mb,
+                    });
+                }
+                tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
+                let (fw, agent, role, principal) = (
+                    rec.framework_id.clone(),
+                    rec.agent_id.clone(),
+                    rec.role.clone(),
+                    rec.principal.clone(),
+                );
+                ep.execute(&fw, &agent, &role, principal, p, Some(rec))
+                    .await;
+            });
+        }
+    }
+
+    /// Record the outcome (when the operation has a record) and tell the framework.
+    async fn finish(
+        &self,
+        rec: OperationRecord,
+        state: &str,
+        message: String,
+        converted: Option<Vec<v1::Resource>>,
+    ) {
+        let mut r = rec;
+        r.state = state.to_string();
+        r.message = Some(message);
+        r.converted_resources = converted.map(|c| {
+            serde_json::Value::Array(c.iter().filter_map(|x| json::to_value(x).ok()).collect())
+                .to_string()
+        });
+        r.uuid = new_uuid();
+        r.acknowledged = false;
+        r.updated_at = crate::volumes::now_secs();
+        let store = self.inner.manager.store().clone();
+        let put = r.clone();
+        match tokio::task::spawn_blocking(move || store.apply(&[Op::PutOperation(put)])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, operation = %r.operation_id, "cannot record the operation status")
+            }
+            Err(e) => tracing::warn!(error = %e, "store writer panicked"),
+        }
+        self.send(&r.framework_id.clone(), status_event(&r));
+    }
+
+    fn agent_instance(&self, agent_id: &str) -> Result<String, String> {
+        let instances = self
+            .inner
+            .manager
+            .store()
+            .instances()
+            .map_err(|e| e.to_string())?;
+        let agents = self.inner.agents.agents_with_instances(&instances);
+        let Some(a) = agents.iter().find(|a| a.id == agent_id) else {
+            return self
+                .inner
+                .cfg
+                .instances
+                .get(agent_id)
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "agent {agent_id} is not known, and [offers.instances] does not name it"
+                    )
+                });
+        };
+        self.instance_for(a, &instances).ok_or_else(|| {
+            format!(
+                "no instance id is known for agent {agent_id} (hostname {:?}): no REX-Ray client reported one for that host, the agent has no {:?} attribute, and [offers.instances] does not name it",
+                a.hostname, self.inner.cfg.instance_attribute
+            )
+        })
+    }
+
+    async fn execute(
+        &self,
+        fw: &str,
+        agent_id: &str,
+        role: &str,
+        principal: Option<String>,
+        p: Plan,
+        rec: Option<OperationRecord>,
+    ) {
+        let res = self
+            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref())
+            .await;
+        if let Plan::CreateDisk { pool_id, mb } = &p {
+            // The pool's free capacity reflects the new volume after this poll.
+            if let Some(service) = pool_id.split('/').next() {
+                let interval = self.inner.cfg.poll_interval();
+                self.inner.manager.poll_capacity(service, interval).await;
+            }
+            self.release_pending(fw, pool_id, *mb);
+        }
+        self.wake();
+        match (rec, res) {
+            (Some(r), Ok((msg, converted))) => self.finish(r, FINISHED, msg, Some(converted)).await,
+            (Some(r), Err(msg)) => self.finish(r, FAILED, msg, None).await,
+            (None, Err(msg)) => {
+                tracing::warn!(framework = fw, error = %msg, "operation without id failed")
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    /// A pool's service, pool name and zone; reads the service's capacity first when the
+    /// poller has not yet (an operation resumed at start-up).
+    async fn pool_parts(&self, pool_id: &str) -> Result<(String, String, Option<String>), String> {
+        if let Ok(p) = self.known_pool(pool_id) {
+            return Ok(p);
+        }
+        if let Some(service) = pool_id.split('/').next() {
+            let interval = self.inner.cfg.poll_interval();
+            self.inner.manager.poll_capacity(service, interval).await;
+        }
+        self.known_pool(pool_id)
+    }
+
+    fn known_pool(&self, pool_id: &str) -> Result<(String, String, Option<String>), String> {
+        let readings = self.inner.manager.capacity_readings();
+        for (service, r) in &readings {
+            for pc in &r.pools {
+                if pool_id == super::pool_id(service, &pc.pool, pc.zone.as_deref()) {
+                    return Ok((service.clone(), pc.pool.clone(), pc.zone.clone()));
+                }
+            }
+        }
+        Err(format!("pool {pool_id} is not known"))
+    }
+
+    async fn run_plan(
+        &self,
+        fw: &str,
+        agent_id: &str,
+        role: &str,
+        principal: Option<String>,
+        p: &Plan,
+        rec: Option<&OperationRecord>,
+    ) -> Result<(String, Vec<v1::Resource>), String> {
+        let m = &self.inner.manager;
+        match p {
+            Plan::CreateDisk { pool_id, mb } => {
+                let instance = self.agent_instance(agent_id)?;
+                let (service, pool, zone) = self.pool_parts(pool_id).await?;
+                let op_id = rec
+                    .map(|r| r.operation_id.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let v = m
+                    .create(CreateVolume {
+                        service: service.clone(),
+                        name: volume_name(fw, &op_id),
+                        size_bytes: mb << 20,
+                        pool: Some(pool.clone()),
+                        zone,
+                        restrict_frameworks: BTreeSet::from([fw.to_string()]),
+                        labels: BTreeMap::from([
+                            ("mesos.framework_id".to_string(), fw.to_string()),
+                            ("mesos.operation_id".to_string(), op_id.clone()),
+                        ]),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("cannot create the volume: {e}"))?;
+                let mut ops = vec![Op::PutReservation(Reservation {
+                    framework_id: fw.to_string(),
+                    role: role.to_string(),
+                    principal,
+                    volume_id: v.id.clone(),
+                    bytes: v.size_bytes,
+                    created_at: crate::volumes::now_secs(),
+                })];
+                if let Some(r) = rec {
+                    let mut r = r.clone();
+                    r.volume_id = Some(v.id.clone());
+                    ops.push(Op::PutOperation(r));
+                }
+                self.store_apply(&ops).map_err(|e| e.to_string())?;
+                if let Err(e) = m.attach(&v.id, &instance, None).await {
+                    // Not mapped: roll back, so a FAILED operation leaves nothing behind.
+                    let _ = m.detach(&v.id, None).await;
+                    let undo = m.delete(&v.id).await;
+                    let _ = self.store_apply(&[Op::DeleteReservation {
+                        framework_id: fw.to_string(),
+                        volume_id: v.id.clone(),
+                    }]);
+                    return Err(format!(
+                        "volume {} could not be attached to instance {instance} of agent {agent_id}: {e}{}",
+                        v.id,
+                        match undo {
+                            Ok(()) => "; it was deleted again".to_string(),
+                            Err(u) => format!("; deleting it failed too: {u}"),
+                        }
+                    ));
+                }
+                let alloc = lock(&self.inner.state)
+                    .frameworks
+                    .get(fw)
+                    .filter(|f| f.multi_role)
+                    .map(|f| v1::resource::AllocationInfo {
+                        role: Some(f.role.clone()),
+                    });
+                let converted = super::disk_resource(pool_id, &pool, Some(&v.id), *mb, alloc);
+                Ok((
+                    format!(
+                        "volume {} created and attached to instance {instance}",
+                        v.id
+                    ),
+                    vec![converted],
+                ))
+            }
+            Plan::DestroyDisk { volume_id } => {
+                self.held(fw, volume_id)?;
+                let v = m.volume(volume_id).map_err(|e| e.to_string())?;
+                m.detach(volume_id, None)
+                    .await
+                    .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
+                m.delete(volume_id)
+                    .await
+                    .map_err(|e| format!("cannot delete volume {volume_id}: {e}"))?;
+                self.store_apply(&[Op::DeleteReservation {
+                    framework_id: fw.to_string(),
+                    volume_id: volume_id.clone(),
+                }])
+                .map_err(|e| e.to_string())?;
+                let pool = v.pool.clone().unwrap_or_else(|| "default".into());
+                let pid = pool_id(&v.service, &pool, v.zone.as_deref());
+                Ok((
+                    format!("volume {volume_id} destroyed"),
+                    vec![super::disk_resource(
+                        &pid,
+                        &pool,
+                        None,
+                        (v.size_bytes >> 20).max(1),
+                        None,
+                    )],
+                ))
+            }
+            Plan::Reserve { volume_id } => {
+                let instance = self.agent_instance(agent_id)?;
+                let v = m.volume(volume_id).map_err(|e| e.to_string())?;
+                self.store_apply(&[Op::PutReservation(Reservation {
+                    framework_id: fw.to_string(),
+                    role: role.to_string(),
+                    principal,
+                    volume_id: v.id.clone(),
+                    bytes: v.size_bytes,
+                    created_at: crate::volumes::now_secs(),
+                })])
+                .map_err(|e| e.to_string())?;
+                if let Err(e) = m.attach(volume_id, &instance, None).await {
+                    let _ = self.store_apply(&[Op::DeleteReservation {
+                        framework_id: fw.to_string(),
+                        volume_id: volume_id.clone(),
+                    }]);
+                    return Err(format!(
+                        "volume {volume_id} could not be attached to instance {instance}: {e}"
+                    ));
+                }
+                let pool = v.pool.clone().unwrap_or_else(|| "default".into());
+                let pid = pool_id(&v.service, &pool, v.zone.as_deref());
+                Ok((
+                    format!("volume {volume_id} reserved and attached to instance {instance}"),
+                    vec![super::disk_resource(
+                        &pid,
+                        &pool,
+                        Some(volume_id),
+                        (v.size_bytes >> 20).max(1),
+                        None,
+                    )],
+                ))
+            }
+            Plan::Unreserve { volume_id } => {
+                self.held(fw, volume_id)?;
+                let v = m.volume(volume_id).map_err(|e| e.to_string())?;
+                m.detach(volume_id, None)
+                    .await
+                    .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
+                self.store_apply(&[Op::DeleteReservation {
+                    framework_id: fw.to_string(),
+                    volume_id: volume_id.clone(),
+                }])
+                .map_err(|e| e.to_string())?;
+                let pool = v.pool.clone().unwrap_or_else(|| "default".into());
+                let pid = pool_id(&v.service, &pool, v.zone.as_deref());
+                Ok((
+                    format!("volume {volume_id} released (it still exists)"),
+                    vec![super::disk_resource(
+                        &pid,
+                        &pool,
+                        Some(volume_id),
+                        (v.size_bytes >> 20).max(1),
+                        None,
+                    )],
+                ))
+            }
+        }
+    }
+
+    /// The volume must be reserved by this framework.
+    fn held(&self, fw: &str, volume_id: &str) -> Result<(), String> {
+        let held = self
+            .inner
+            .manager
+            .store()
+            .reservations()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|r| r.framework_id == fw && r.volume_id == volume_id);
+        if held {
+            Ok(())
+        } else {
+            Err(format!("framework {fw} holds no volume {volume_id}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_are_stable_valid_and_distinct() {
+        let a = volume_name("fw-1", "op-1");
+        assert_eq!(a, volume_name("fw-1", "op-1"));
+        assert_ne!(a, volume_name("fw-2", "op-1"));
+        assert_ne!(a, volume_name("fw-1", "op-2"));
+        assert!(crate::volumes::valid_name(&a), "{a}");
+        let long = volume_name("f", &"x/".repeat(200));
+        assert!(crate::volumes::valid_name(&long), "{long}");
+    }
+}
