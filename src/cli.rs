@@ -67,6 +67,17 @@ pub enum Command {
     Store(StoreCmd),
     /// Client and server versions.
     Version,
+    /// Check Marathon app definitions against Polly and provision their volumes.
+    #[command(subcommand)]
+    Marathon(crate::marathon::Command),
+}
+
+/// An error that asks the binary for a particular exit code (still printed as one line).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +405,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Volume(cmd) => volume(&client, json, cmd).await,
+        Command::Marathon(cmd) => crate::marathon::run(&client, json, cmd).await,
         Command::Service(ListCmd::Ls) => {
             let s = client.services().await?;
             if json {

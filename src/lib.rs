@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod libstorage;
+pub mod marathon;
 pub mod mesos;
 pub mod metrics;
 pub mod offers;

@@ -25,7 +25,8 @@ fn main() -> std::process::ExitCode {
             // One line: the error and its causes.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("polly: error: {}", msg.join(": "));
-            std::process::ExitCode::FAILURE
+            let code = e.downcast_ref::<polly::cli::Exit>().map_or(1, |x| x.code);
+            std::process::ExitCode::from(code)
         }
     }
 }
