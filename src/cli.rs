@@ -56,6 +56,15 @@ pub enum Command {
     /// Mesos agents: from the master's offers, the operator API or static config.
     #[command(subcommand)]
     Agent(ListCmd),
+    /// Frameworks subscribed to the storage-offer endpoint.
+    #[command(subcommand)]
+    Framework(ListCmd),
+    /// Outstanding storage offers.
+    #[command(subcommand)]
+    Offer(ListCmd),
+    /// Volumes reserved by Mesos frameworks.
+    #[command(subcommand)]
+    Reservation(ListCmd),
     /// Back-end volumes polly has no record of (never deleted automatically).
     #[command(subcommand)]
     Orphan(ListCmd),
@@ -474,6 +483,71 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .collect(),
             );
+            Ok(())
+        }
+        Command::Framework(ListCmd::Ls) => {
+            let f = client.frameworks().await?;
+            if json {
+                return print_json(&f);
+            }
+            let rows = f
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.id.clone(),
+                        f.name.clone(),
+                        f.role.clone(),
+                        if f.connected {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        }
+                        .into(),
+                        f.offers.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "NAME", "ROLE", "STATE", "OFFERS"], rows);
+            Ok(())
+        }
+        Command::Offer(ListCmd::Ls) => {
+            let o = client.offers().await?;
+            if json {
+                return print_json(&o);
+            }
+            let rows = o
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.id.clone(),
+                        o.framework_id.clone(),
+                        o.agent_id.clone(),
+                        o.disks.len().to_string(),
+                        o.expires.clone(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "FRAMEWORK", "AGENT", "DISKS", "EXPIRES"], rows);
+            Ok(())
+        }
+        Command::Reservation(ListCmd::Ls) => {
+            let r = client.reservations().await?;
+            if json {
+                return print_json(&r);
+            }
+            let rows = r
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.framework_id.clone(),
+                        r.role.clone(),
+                        r.principal.clone().unwrap_or_else(|| "-".into()),
+                        r.volume_id.clone(),
+                        human_size(r.bytes),
+                    ]
+                })
+                .collect();
+            table(&["FRAMEWORK", "ROLE", "PRINCIPAL", "VOLUME", "SIZE"], rows);
             Ok(())
         }
         Command::Agent(ListCmd::Ls) => {

@@ -231,6 +231,18 @@ impl AdminClient {
         self.get("/admin/agents").await
     }
 
+    pub async fn frameworks(&self) -> Result<Vec<crate::mesos::endpoint::FrameworkView>> {
+        self.get("/admin/frameworks").await
+    }
+
+    pub async fn offers(&self) -> Result<Vec<crate::mesos::endpoint::OfferView>> {
+        self.get("/admin/offers").await
+    }
+
+    pub async fn reservations(&self) -> Result<Vec<crate::store::Reservation>> {
+        self.get("/admin/reservations").await
+    }
+
     pub async fn mesos(&self) -> Result<crate::mesos::client::MesosStatus> {
         self.get("/admin/mesos").await
     }

@@ -81,6 +81,7 @@ pub async fn serve(
         token: config.admin.token.as_deref().map(Arc::from),
         ready: ready.clone(),
         mesos: mesos.clone(),
+        offers: Some(offers.clone()),
     });
     if auth.is_on() {
         tracing::info!("libstorage: JWT authentication on");

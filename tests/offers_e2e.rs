@@ -322,6 +322,21 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
         .await;
     fw.offers_for(&["agent-b"]).await;
 
+    // The admin API and CLI list the framework, its offers and its reservation.
+    let fws = client.frameworks().await.unwrap();
+    assert!(fws.iter().any(|f| f.id == fw.id && f.connected));
+    assert!(client
+        .offers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|o| o.framework_id == fw.id));
+    let r = polly.cli_json(&["reservation", "ls"]);
+    assert_eq!(r[0]["volume_id"], vol_id.as_str());
+    let (code, out, _) = polly.cli(&["framework", "ls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&fw.id), "{out}");
+
     // TEARDOWN keeps the reservation and the volume.
     fw.call(json!({"type": "TEARDOWN", "framework_id": {"value": fw.id}}))
         .await;

@@ -37,6 +37,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The Mesos scheduler client's state (disabled in embedded mode).
     pub mesos: crate::mesos::client::Handle,
+    /// The storage-offer endpoint (frameworks and outstanding offers).
+    pub offers: Option<crate::mesos::endpoint::Endpoint>,
 }
 
 /// The admin router.
@@ -62,6 +64,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/store/erase", post(store_erase))
         .route("/admin/agents", get(list_agents))
         .route("/admin/mesos", get(mesos_status))
+        .route("/admin/frameworks", get(list_frameworks))
+        .route("/admin/offers", get(list_offers))
+        .route("/admin/reservations", get(list_reservations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(guarded)
@@ -420,6 +425,22 @@ async fn list_agents(
 
 async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client::MesosStatus> {
     Json(st.mesos.status())
+}
+
+async fn list_frameworks(
+    State(st): State<AdminState>,
+) -> Json<Vec<crate::mesos::endpoint::FrameworkView>> {
+    Json(st.offers.map(|o| o.frameworks()).unwrap_or_default())
+}
+
+async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::mesos::endpoint::OfferView>> {
+    Json(st.offers.map(|o| o.offers()).unwrap_or_default())
+}
+
+async fn list_reservations(
+    State(st): State<AdminState>,
+) -> Result<Json<Vec<crate::store::Reservation>>, ApiError> {
+    Ok(Json(st.manager.store().reservations()?))
 }
 
 #[cfg(test)]
