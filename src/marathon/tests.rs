@@ -22,6 +22,9 @@ fn service(name: &str, pool: &str, zone: Option<&str>, free_gib: u64) -> Service
         capacity_error: None,
         volumes: 0,
         provisioned_bytes: 0,
+        polled_at: None,
+        available: true,
+        poll_error: None,
     }
 }
 
