@@ -1,7 +1,8 @@
 //! `polly marathon` end to end: every file in `marathon/` parses, every example passes
 //! `polly marathon check` against the real `polly serve` (configured with
 //! `marathon/polly.toml`), every fixture in `tests/fixtures/marathon/` fails with the rule it
-//! was written for and exit code 1, `provision` twice creates once.
+//! was written for and exit code 1, `provision` twice creates once, and the scripts are valid
+//! bash in strict mode (shellcheck runs in `.ci/run`).
 //!
 //! vfs reports the file system's free space (capped by the quotas in `marathon/polly.toml`),
 //! so the examples ask for at most 1 GiB per pool: the machine needs that much free disk.
@@ -241,4 +242,41 @@ fn exit_code_two_for_bad_input_and_unreachable_polly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<stdin>"));
+}
+#[test]
+fn scripts_are_strict_bash_and_listed() {
+    let listing = std::fs::read_to_string(root().join("scripts/README.md")).unwrap();
+    let mut scripts = files("scripts", "sh");
+    scripts.extend(files("scripts/vagrant", "sh"));
+    assert!(scripts.len() >= 4, "{scripts:?}");
+    for s in scripts {
+        let rel = s
+            .strip_prefix(root())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let out = Command::new("bash").arg("-n").arg(&s).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bash -n {rel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&s).unwrap();
+        let first_code = text
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .unwrap_or_default();
+        assert_eq!(
+            first_code, "set -euo pipefail",
+            "{rel} must start in strict mode"
+        );
+        assert!(
+            listing.contains(&format!("`{rel}`")),
+            "scripts/README.md does not list {rel}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&s).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{rel} is not executable");
+    }
 }
