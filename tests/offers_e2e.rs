@@ -24,12 +24,15 @@ fn config(extra: &str) -> String {
 name = "vfs-a"
 driver = "vfs"
 zone = "zone-a"
+# A quota keeps the pools' capacity steady whatever else writes to this disk meanwhile.
+quota_bytes = 10737418240
 {extra}
 
 [[services]]
 name = "vfs-b"
 driver = "vfs"
 zone = "zone-b"
+quota_bytes = 10737418240
 
 [mesos]
 agents = [
@@ -61,6 +64,8 @@ struct Framework {
     id: String,
     stream_id: String,
     events: mpsc::UnboundedReceiver<Value>,
+    /// Events read while waiting for another kind, kept for later waits.
+    skipped: std::collections::VecDeque<Value>,
     http: reqwest::Client,
 }
 
@@ -137,6 +142,7 @@ async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framew
         id,
         stream_id,
         events: rx,
+        skipped: Default::default(),
         http,
     }
 }
@@ -144,14 +150,29 @@ async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framew
 impl Framework {
     /// The next event of `kind`, skipping others; panics after `secs`.
     async fn next(&mut self, kind: &str, secs: u64) -> Value {
+        if let Some(i) = self.skipped.iter().position(|e| e["type"] == kind) {
+            return self.skipped.remove(i).unwrap();
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let ev = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
                 .unwrap_or_else(|_| panic!("no {kind} event within {secs}s"))
                 .expect("stream open");
+            if ev["type"] == "RESCIND" {
+                // A rescinded offer is no longer usable: forget it if it was kept.
+                let gone = ev["rescind"]["offer_id"]["value"].clone();
+                for e in self.skipped.iter_mut().filter(|e| e["type"] == "OFFERS") {
+                    if let Some(list) = e["offers"]["offers"].as_array_mut() {
+                        list.retain(|o| o["id"]["value"] != gone);
+                    }
+                }
+            }
             if ev["type"] == kind {
                 return ev;
+            }
+            if ev["type"] != "HEARTBEAT" {
+                self.skipped.push_back(ev);
             }
         }
     }
@@ -232,6 +253,8 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
 
     let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let offers = fw.offers_for(&["agent-a", "agent-b"]).await;
+    // Offers stay outstanding until used, declined or rescinded: keep agent-b's for later.
+    let first_b = offer_on(&offers, "agent-b").clone();
     for (agent, service) in [("agent-a", "vfs-a/"), ("agent-b", "vfs-b/")] {
         let o = offer_on(&offers, agent);
         assert_eq!(o["framework_id"]["value"], fw.id.as_str());
@@ -302,8 +325,7 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
     assert_eq!(fw.status("nope", 10).await["state"], "OPERATION_UNKNOWN");
 
     // DECLINE with a long filter: agent-b is not offered again until REVIVE.
-    let offers = fw.offers_for(&["agent-b"]).await;
-    let b = offer_on(&offers, "agent-b").clone();
+    let b = first_b;
     fw.call(json!({"type": "DECLINE", "framework_id": {"value": fw.id},
         "decline": {"offer_ids": [b["id"].clone()], "filters": {"refuse_seconds": 3600}}}))
         .await;
