@@ -101,6 +101,8 @@ pub struct TlsConfig {
 #[serde(rename_all = "snake_case")]
 pub enum DriverKind {
     Vfs,
+    /// Sparse image files with a file system, attached through loop devices (needs root).
+    Loop,
 }
 
 /// One storage service: a name clients use and the driver behind it.
@@ -109,9 +111,9 @@ pub enum DriverKind {
 pub struct ServiceConfig {
     /// Service name, unique; what libStorage clients call the service. Required.
     pub name: String,
-    /// Driver: `vfs`. Required.
+    /// Driver: `vfs` or `loop`. Required.
     pub driver: DriverKind,
-    /// vfs: root directory. Default `<data_dir>/vfs/<name>`.
+    /// vfs, loop: root directory. Default `<data_dir>/vfs/<name>`.
     #[serde(default)]
     pub root: Option<PathBuf>,
     /// vfs: cap on the bytes the service may provision. Default: none (the file system's size).
@@ -126,6 +128,13 @@ pub struct ServiceConfig {
     /// Wrap the driver in the fault injector (tests and benchmarks). Default: none.
     #[serde(default)]
     pub fault: Option<FaultConfig>,
+    /// loop: file system created in each new volume (`ext2`, `ext3` or `ext4`). Default `ext4`.
+    #[serde(default = "default_filesystem")]
+    pub filesystem: String,
+}
+
+fn default_filesystem() -> String {
+    "ext4".into()
 }
 
 fn default_pool() -> String {
@@ -167,6 +176,7 @@ impl Default for Config {
                 pool: default_pool(),
                 zone: None,
                 fault: None,
+                filesystem: default_filesystem(),
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -417,6 +427,14 @@ impl Config {
                 return Err(Error::Invalid(format!(
                     "service {:?}: quota_bytes must be positive",
                     s.name
+                )));
+            }
+            if !crate::driver::r#loop::FILESYSTEMS.contains(&s.filesystem.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "service {:?}: filesystem {:?} is not one of {:?}",
+                    s.name,
+                    s.filesystem,
+                    crate::driver::r#loop::FILESYSTEMS
                 )));
             }
             if let Some(f) = &s.fault {

@@ -7,6 +7,7 @@
 //! same instance). The volume manager (`crate::volumes`) builds crash safety on those rules.
 
 pub mod fault;
+pub mod r#loop;
 pub mod vfs;
 
 use std::collections::BTreeMap;
@@ -200,6 +201,15 @@ pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result
             pool: s.pool.clone(),
             zone: s.zone.clone(),
         })?),
+        crate::config::DriverKind::Loop => {
+            Arc::new(r#loop::LoopDriver::open(r#loop::LoopConfig {
+                root: root.to_path_buf(),
+                quota_bytes: s.quota_bytes,
+                pool: s.pool.clone(),
+                zone: s.zone.clone(),
+                filesystem: s.filesystem.clone(),
+            })?)
+        }
     };
     Ok(match &s.fault {
         Some(f) => Arc::new(fault::FaultDriver::new(base, f.clone())),
