@@ -103,6 +103,8 @@ pub enum DriverKind {
     Vfs,
     /// Sparse image files with a file system, attached through loop devices (needs root).
     Loop,
+    /// Ceph RBD images through the `rbd`/`ceph` CLIs.
+    Rbd,
 }
 
 /// One storage service: a name clients use and the driver behind it.
@@ -111,7 +113,7 @@ pub enum DriverKind {
 pub struct ServiceConfig {
     /// Service name, unique; what libStorage clients call the service. Required.
     pub name: String,
-    /// Driver: `vfs` or `loop`. Required.
+    /// Driver: `vfs`, `loop` or `rbd`. Required.
     pub driver: DriverKind,
     /// vfs, loop: root directory. Default `<data_dir>/vfs/<name>`.
     #[serde(default)]
@@ -131,6 +133,19 @@ pub struct ServiceConfig {
     /// loop: file system created in each new volume (`ext2`, `ext3` or `ext4`). Default `ext4`.
     #[serde(default = "default_filesystem")]
     pub filesystem: String,
+    /// rbd: path of the ceph.conf the `rbd`/`ceph` CLIs use. Required for rbd.
+    #[serde(default)]
+    pub ceph_conf: Option<PathBuf>,
+    /// rbd: pools served (each a Polly pool; the first is the default). Default `["rbd"]`.
+    #[serde(default = "default_ceph_pools")]
+    pub ceph_pools: Vec<String>,
+    /// rbd: Ceph client id (`--id`). Default: the CLI's (`admin`).
+    #[serde(default)]
+    pub ceph_client_id: Option<String>,
+}
+
+fn default_ceph_pools() -> Vec<String> {
+    vec!["rbd".into()]
 }
 
 fn default_filesystem() -> String {
@@ -177,6 +192,9 @@ impl Default for Config {
                 zone: None,
                 fault: None,
                 filesystem: default_filesystem(),
+                ceph_conf: None,
+                ceph_pools: default_ceph_pools(),
+                ceph_client_id: None,
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -435,6 +453,12 @@ impl Config {
                     s.name,
                     s.filesystem,
                     crate::driver::r#loop::FILESYSTEMS
+                )));
+            }
+            if s.driver == DriverKind::Rbd && (s.ceph_conf.is_none() || s.ceph_pools.is_empty()) {
+                return Err(Error::Invalid(format!(
+                    "service {:?}: driver rbd needs ceph_conf and at least one of ceph_pools",
+                    s.name
                 )));
             }
             if let Some(f) = &s.fault {

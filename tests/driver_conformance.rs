@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use polly::driver::fault::{FaultConfig, FaultDriver};
 use polly::driver::r#loop::{LoopConfig, LoopDriver};
+use polly::driver::rbd::{RbdConfig, RbdDriver};
 use polly::driver::vfs::{VfsConfig, VfsDriver};
 use polly::driver::{AccessMode, AttachOptions, CreateRequest, DriverVolume, DynDriver, Error};
 
@@ -159,6 +160,159 @@ const LOOP: Backend = Backend {
     device_is_hint: false,
     unknown_volume: "loop-999999",
     unknown_snapshot: "snap-999999",
+};
+
+/// The Ceph cluster the rbd tests use: `POLLY_TEST_CEPH_CONF` if set, else one this test
+/// process starts with `scripts/ceph-test-cluster.sh` (which stops it when the process
+/// exits), else `None` when the Ceph binaries are not installed.
+fn ceph_conf() -> Option<String> {
+    static CONF: OnceLock<Option<String>> = OnceLock::new();
+    CONF.get_or_init(|| {
+        if let Ok(conf) = std::env::var("POLLY_TEST_CEPH_CONF") {
+            return Some(conf);
+        }
+        if Command::new("ceph-mon").arg("--version").output().is_err() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-test-cluster.sh");
+        let out = Command::new(script)
+            .env("POLLY_CEPH_PORT", port.to_string())
+            .env("POLLY_CEPH_OWNER_PID", std::process::id().to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ceph-test-cluster.sh failed");
+        Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    })
+    .clone()
+}
+
+fn rbd_skip() -> Option<String> {
+    ceph_conf()
+        .is_none()
+        .then(|| "ceph not installed (apt-get install ceph-mon ceph-osd ceph-common)".into())
+}
+
+/// Each test root gets its own image-name prefix, so tests share the cluster but not images.
+fn rbd_prefix(root: &Path) -> String {
+    let tag: String = root
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("polly-t{tag}-")
+}
+
+fn make_rbd(root: &Path, quota: Option<u64>) -> DynDriver {
+    let mut cfg = RbdConfig::new(ceph_conf().unwrap());
+    cfg.prefix = rbd_prefix(root);
+    cfg.quota_bytes = quota;
+    Arc::new(RbdDriver::new(cfg).unwrap())
+}
+
+/// `pool/image` of an rbd volume.
+fn rbd_spec(vol: &DriverVolume) -> String {
+    let conf = ceph_conf().unwrap();
+    let (pool, id) = vol.id.split_once(':').unwrap();
+    let info = sh(
+        "rbd",
+        &[
+            "-c",
+            &conf,
+            "info",
+            "--pool",
+            pool,
+            "--image-id",
+            id,
+            "--format",
+            "json",
+        ],
+    );
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    format!("{pool}/{}", info["name"].as_str().unwrap())
+}
+
+/// An RBD image holds no file system here (`rbd map` is impossible), so the probe keeps a
+/// little table of "files" at offset 0: a length, then JSON.
+fn rbd_files(vol: &DriverVolume) -> BTreeMap<String, Vec<u8>> {
+    let conf = ceph_conf().unwrap();
+    let out = Command::new("rbd")
+        .args(["-c", &conf, "export", "--no-progress", &rbd_spec(vol), "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len = u32::from_le_bytes(out.stdout[..4].try_into().unwrap()) as usize;
+    if len == 0 {
+        return BTreeMap::new();
+    }
+    serde_json::from_slice(&out.stdout[4..4 + len]).unwrap()
+}
+
+/// Writes through librbd (so snapshots keep their copy): import the new bytes as a scratch
+/// image, then apply its diff to the volume.
+fn rbd_write(vol: &DriverVolume, rel: &str, data: &[u8]) {
+    let conf = ceph_conf().unwrap();
+    let mut files = rbd_files(vol);
+    files.insert(rel.to_string(), data.to_vec());
+    let json = serde_json::to_vec(&files).unwrap();
+    let scratch = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = (json.len() as u32).to_le_bytes().to_vec();
+    bytes.extend(json);
+    bytes.resize(vol.size_bytes as usize, 0);
+    std::fs::write(scratch.path(), bytes).unwrap();
+    let spec = rbd_spec(vol);
+    let tmp = format!("{spec}-probe");
+    let path = scratch.path().to_str().unwrap();
+    sh(
+        "rbd",
+        &[
+            "-c",
+            &conf,
+            "import",
+            "--no-progress",
+            "--image-feature",
+            "layering",
+            path,
+            &tmp,
+        ],
+    );
+    sh(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "rbd -c {conf} export-diff --no-progress {tmp} - | rbd -c {conf} import-diff --no-progress - {spec}"
+            ),
+        ],
+    );
+    sh("rbd", &["-c", &conf, "rm", "--no-progress", &tmp]);
+}
+
+fn rbd_read(vol: &DriverVolume, rel: &str) -> Vec<u8> {
+    rbd_files(vol).remove(rel).unwrap()
+}
+
+const RBD: Backend = Backend {
+    kind: "rbd",
+    pool: "rbd",
+    make: make_rbd,
+    skip: rbd_skip,
+    write: rbd_write,
+    read: rbd_read,
+    device_is_hint: false,
+    unknown_volume: "rbd:ffffffffffff",
+    unknown_snapshot: "rbd:ffffffffffff@9",
 };
 
 const MIB: u64 = 1 << 20;
@@ -568,8 +722,10 @@ async fn ids_never_reused_after_remove_and_reopen(backend: Backend) {
     let a = d.create(&req("a", MIB)).await.unwrap();
     let b = d.create(&req("b", MIB)).await.unwrap();
     let s = d.snapshot_create(&b.id, "s").await.unwrap();
-    d.remove(&b.id).await.unwrap();
+    // Snapshot first: rbd keeps snapshots inside their image and refuses to remove an image
+    // that still has some.
     d.snapshot_remove(&s.id).await.unwrap();
+    d.remove(&b.id).await.unwrap();
     drop(d);
 
     let Some(d) = backend.start(dir.path(), None) else {
@@ -668,6 +824,7 @@ macro_rules! conformance {
 conformance!(vfs, VFS);
 conformance!(fault_vfs, FAULT_VFS);
 conformance!(loop_devices, LOOP);
+conformance!(rbd, RBD);
 
 /// Total bytes of the file system mounted at `path`.
 fn fs_size(path: &Path) -> u64 {

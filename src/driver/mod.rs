@@ -8,6 +8,7 @@
 
 pub mod fault;
 pub mod r#loop;
+pub mod rbd;
 pub mod vfs;
 
 use std::collections::BTreeMap;
@@ -210,6 +211,16 @@ pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result
                 filesystem: s.filesystem.clone(),
             })?)
         }
+        crate::config::DriverKind::Rbd => Arc::new(rbd::RbdDriver::new(rbd::RbdConfig {
+            conf: s.ceph_conf.clone().ok_or_else(|| {
+                Error::InvalidArgument(format!("service {:?}: rbd needs ceph_conf", s.name))
+            })?,
+            pools: s.ceph_pools.clone(),
+            client_id: s.ceph_client_id.clone(),
+            prefix: format!("polly-{}-", s.name),
+            quota_bytes: s.quota_bytes,
+            zone: s.zone.clone(),
+        })?),
     };
     Ok(match &s.fault {
         Some(f) => Arc::new(fault::FaultDriver::new(base, f.clone())),
