@@ -167,6 +167,10 @@ pub struct TlsConfig {
 #[serde(rename_all = "snake_case")]
 pub enum DriverKind {
     Vfs,
+    /// Sparse image files with a file system, attached through loop devices (needs root).
+    Loop,
+    /// Ceph RBD images through the `rbd`/`ceph` CLIs.
+    Rbd,
 }
 
 /// One storage service: a name clients use and the driver behind it.
@@ -175,9 +179,9 @@ pub enum DriverKind {
 pub struct ServiceConfig {
     /// Service name, unique; what libStorage clients call the service. Required.
     pub name: String,
-    /// Driver: `vfs`. Required.
+    /// Driver: `vfs`, `loop` or `rbd`. Required.
     pub driver: DriverKind,
-    /// vfs: root directory. Default `<data_dir>/vfs/<name>`.
+    /// vfs, loop: root directory. Default `<data_dir>/vfs/<name>`.
     #[serde(default)]
     pub root: Option<PathBuf>,
     /// vfs: cap on the bytes the service may provision. Default: none (the file system's size).
@@ -192,6 +196,26 @@ pub struct ServiceConfig {
     /// Wrap the driver in the fault injector (tests and benchmarks). Default: none.
     #[serde(default)]
     pub fault: Option<FaultConfig>,
+    /// loop: file system created in each new volume (`ext2`, `ext3` or `ext4`). Default `ext4`.
+    #[serde(default = "default_filesystem")]
+    pub filesystem: String,
+    /// rbd: path of the ceph.conf the `rbd`/`ceph` CLIs use. Required for rbd.
+    #[serde(default)]
+    pub ceph_conf: Option<PathBuf>,
+    /// rbd: pools served (each a Polly pool; the first is the default). Default `["rbd"]`.
+    #[serde(default = "default_ceph_pools")]
+    pub ceph_pools: Vec<String>,
+    /// rbd: Ceph client id (`--id`). Default: the CLI's (`admin`).
+    #[serde(default)]
+    pub ceph_client_id: Option<String>,
+}
+
+fn default_ceph_pools() -> Vec<String> {
+    vec!["rbd".into()]
+}
+
+fn default_filesystem() -> String {
+    "ext4".into()
 }
 
 fn default_pool() -> String {
@@ -233,6 +257,10 @@ impl Default for Config {
                 pool: default_pool(),
                 zone: None,
                 fault: None,
+                filesystem: default_filesystem(),
+                ceph_conf: None,
+                ceph_pools: default_ceph_pools(),
+                ceph_client_id: None,
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -487,6 +515,20 @@ impl Config {
             if s.quota_bytes == Some(0) {
                 return Err(Error::Invalid(format!(
                     "service {:?}: quota_bytes must be positive",
+                    s.name
+                )));
+            }
+            if !crate::driver::r#loop::FILESYSTEMS.contains(&s.filesystem.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "service {:?}: filesystem {:?} is not one of {:?}",
+                    s.name,
+                    s.filesystem,
+                    crate::driver::r#loop::FILESYSTEMS
+                )));
+            }
+            if s.driver == DriverKind::Rbd && (s.ceph_conf.is_none() || s.ceph_pools.is_empty()) {
+                return Err(Error::Invalid(format!(
+                    "service {:?}: driver rbd needs ceph_conf and at least one of ceph_pools",
                     s.name
                 )));
             }

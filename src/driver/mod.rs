@@ -7,6 +7,8 @@
 //! same instance). The volume manager (`crate::volumes`) builds crash safety on those rules.
 
 pub mod fault;
+pub mod r#loop;
+pub mod rbd;
 pub mod vfs;
 
 use std::collections::BTreeMap;
@@ -207,6 +209,25 @@ pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result
             root: root.to_path_buf(),
             quota_bytes: s.quota_bytes,
             pool: s.pool.clone(),
+            zone: s.zone.clone(),
+        })?),
+        crate::config::DriverKind::Loop => {
+            Arc::new(r#loop::LoopDriver::open(r#loop::LoopConfig {
+                root: root.to_path_buf(),
+                quota_bytes: s.quota_bytes,
+                pool: s.pool.clone(),
+                zone: s.zone.clone(),
+                filesystem: s.filesystem.clone(),
+            })?)
+        }
+        crate::config::DriverKind::Rbd => Arc::new(rbd::RbdDriver::new(rbd::RbdConfig {
+            conf: s.ceph_conf.clone().ok_or_else(|| {
+                Error::InvalidArgument(format!("service {:?}: rbd needs ceph_conf", s.name))
+            })?,
+            pools: s.ceph_pools.clone(),
+            client_id: s.ceph_client_id.clone(),
+            prefix: format!("polly-{}-", s.name),
+            quota_bytes: s.quota_bytes,
             zone: s.zone.clone(),
         })?),
     };

@@ -698,7 +698,7 @@ impl Driver for VfsDriver {
     }
 }
 
-fn holders(vol: &DriverVolume) -> Vec<String> {
+pub(super) fn holders(vol: &DriverVolume) -> Vec<String> {
     vol.attachments
         .iter()
         .map(|a| a.instance_id.clone())
@@ -706,7 +706,7 @@ fn holders(vol: &DriverVolume) -> Vec<String> {
 }
 
 /// Ids are `<prefix><digits>`; anything else (e.g. `../x`) must never reach a path join.
-fn check_id(id: &str, prefix: &str, kind: &str) -> Result<u64> {
+pub(super) fn check_id(id: &str, prefix: &str, kind: &str) -> Result<u64> {
     id.strip_prefix(prefix)
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse().ok())
@@ -714,11 +714,11 @@ fn check_id(id: &str, prefix: &str, kind: &str) -> Result<u64> {
 }
 
 /// Sort key that keeps numeric order once ids outgrow the zero padding.
-fn id_order(id: &str) -> (usize, &str) {
+pub(super) fn id_order(id: &str) -> (usize, &str) {
     (id.len(), id)
 }
 
-fn max_id(dir: &Path, prefix: &str) -> Result<u64> {
+pub(super) fn max_id(dir: &Path, prefix: &str) -> Result<u64> {
     let mut max = 0;
     for entry in read_dir(dir)? {
         if let Some(n) = entry
@@ -732,33 +732,33 @@ fn max_id(dir: &Path, prefix: &str) -> Result<u64> {
     Ok(max)
 }
 
-fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+pub(super) fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     fs::read_dir(dir)
         .and_then(|it| it.collect::<io::Result<Vec<_>>>())
         .map_err(|e| Error::io(format!("list {}", dir.display()), e))
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
+pub(super) fn create_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to)
         .map_err(|e| Error::io(format!("rename {} to {}", from.display(), to.display()), e))
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+pub(super) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Io(format!("parse {}: {e}", path.display())))
 }
 
 /// Replaces `path` so that a crash leaves either the old or the new contents, never a mix.
-fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Io(format!("encode {}: {e}", path.display())))?;
     let dir = path
@@ -812,7 +812,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Total and available bytes of the file system holding `path`.
-fn statvfs(path: &Path) -> Result<(u64, u64)> {
+pub(super) fn statvfs(path: &Path) -> Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::InvalidArgument(format!("vfs root {} contains NUL", path.display())))?;
