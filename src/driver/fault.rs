@@ -173,6 +173,10 @@ impl Driver for FaultDriver {
         self.inner.kind()
     }
 
+    fn can_copy_snapshots(&self) -> bool {
+        self.inner.can_copy_snapshots()
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.before("capacity").await?;
         let out = self.inner.capacity().await;

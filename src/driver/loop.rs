@@ -606,20 +606,47 @@ impl Inner {
 
     fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let vol = self.get_volume(volume_id)?;
-        if let Some(snap) = self
-            .list_snapshots(Some(volume_id))?
-            .into_iter()
-            .find(|s| s.name == name)
-        {
+        if let Some(snap) = self.find_snapshot(volume_id, name)? {
             return Ok(snap);
         }
+        let image = self.volume_dir(volume_id)?.join(IMAGE);
+        self.stage_snapshot(&image, volume_id, name, vol.size_bytes)
+    }
+
+    /// A second snapshot holding the same image as `snapshot_id`, of the same volume.
+    fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        let src = self
+            .load_snapshot(snapshot_id)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "snapshot",
+                id: snapshot_id.to_string(),
+            })?;
+        if let Some(snap) = self.find_snapshot(&src.volume_id, name)? {
+            return Ok(snap);
+        }
+        let image = self.snapshot_dir(snapshot_id)?.join(IMAGE);
+        self.stage_snapshot(&image, &src.volume_id, name, src.size_bytes)
+    }
+
+    fn find_snapshot(&self, volume_id: &str, name: &str) -> Result<Option<Snapshot>> {
+        Ok(self
+            .list_snapshots(Some(volume_id))?
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// Copy `image` into a snapshot built under `tmp/`, then rename it into the listing.
+    fn stage_snapshot(
+        &self,
+        image: &Path,
+        volume_id: &str,
+        name: &str,
+        size_bytes: u64,
+    ) -> Result<Snapshot> {
         let id = self.next_snapshot_id()?;
         let staging = self.tmp_dir().join(&id);
         create_dir(&staging)?;
-        copy_image(
-            &self.volume_dir(volume_id)?.join(IMAGE),
-            &staging.join(IMAGE),
-        )?;
+        copy_image(image, &staging.join(IMAGE))?;
         let created_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -628,7 +655,7 @@ impl Inner {
             id: id.clone(),
             name: name.to_string(),
             volume_id: volume_id.to_string(),
-            size_bytes: vol.size_bytes,
+            size_bytes,
             created_at,
         };
         write_json_atomic(&staging.join(SNAPSHOT_META), &snap)?;
@@ -672,6 +699,10 @@ impl Inner {
 impl Driver for LoopDriver {
     fn kind(&self) -> &str {
         "loop"
+    }
+
+    fn can_copy_snapshots(&self) -> bool {
+        true
     }
 
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
@@ -723,6 +754,12 @@ impl Driver for LoopDriver {
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let (volume_id, name) = (volume_id.to_string(), name.to_string());
         self.mutate(move |i| i.snapshot_create(&volume_id, &name))
+            .await
+    }
+
+    async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
+        let (snapshot_id, name) = (snapshot_id.to_string(), name.to_string());
+        self.mutate(move |i| i.snapshot_copy(&snapshot_id, &name))
             .await
     }
 

@@ -174,6 +174,11 @@ pub trait Driver: Send + Sync + 'static {
     /// Remove every attachment of the volume, whoever holds it.
     async fn force_detach(&self, id: &str) -> Result<()>;
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot>;
+    /// Whether `snapshot_copy` is supported (RBD snapshots belong to their image and cannot be
+    /// copied into a second snapshot of it).
+    fn can_copy_snapshots(&self) -> bool {
+        false
+    }
     /// A new snapshot of the same volume holding the same data as `snapshot_id`; idempotent
     /// by (volume, name) like `snapshot_create`. Back-ends that cannot copy snapshots say so.
     async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {

@@ -609,6 +609,10 @@ impl Driver for VfsDriver {
         "vfs"
     }
 
+    fn can_copy_snapshots(&self) -> bool {
+        true
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.read(|i| i.capacity().map(|c| vec![c])).await
     }
