@@ -325,26 +325,26 @@ impl RbdDriver {
     async fn images(&self) -> Result<Vec<(Image, Meta)>> {
         let mut out = Vec::new();
         for pool in &self.cfg.pools {
-            let listed = match self.rbd_json(&["ls", "-l", "--pool", pool]).await? {
+            // Names only: `rbd ls -l` opens every image and fails outright when one is
+            // removed meanwhile (by anyone, in any prefix).
+            let names = match self.rbd_json(&["ls", "--pool", pool]).await? {
                 Value::Array(a) => a,
                 _ => Vec::new(),
             };
-            for v in listed {
-                if v.get("snapshot").is_some() {
-                    continue;
-                }
-                let name = v["image"].as_str().unwrap_or_default();
+            for v in names {
+                let Some(name) = v.as_str() else { continue };
                 if !name.starts_with(&self.cfg.prefix) {
                     continue;
                 }
-                let img = Image {
-                    pool: pool.clone(),
-                    name: name.to_string(),
-                    id: v["id"].as_str().unwrap_or_default().to_string(),
-                    size: v["size"].as_u64().unwrap_or_default(),
+                // Gone since the listing: not a volume any more.
+                let Some(img) = self.info(pool, Lookup::Name(name)).await? else {
+                    continue;
                 };
-                if let Some(meta) = self.meta(pool, name).await? {
-                    out.push((img, meta));
+                match self.meta(pool, name).await {
+                    Ok(Some(meta)) => out.push((img, meta)),
+                    Ok(None) => {}
+                    Err(_) if self.info(pool, Lookup::Name(name)).await?.is_none() => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
