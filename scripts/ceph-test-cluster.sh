@@ -55,6 +55,9 @@ ms bind msgr1 = false
 run dir = $dir/run
 log file = $dir/\$name.log
 admin socket = $dir/run/\$name.asok
+[client]
+# No admin socket for CLI clients: many run at once and would fight over one path.
+admin socket =
 [mon]
 mon data = $dir/mon/\$id
 # A test cluster must start on a nearly full disk too (the default refuses below 5% free).

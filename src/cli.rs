@@ -67,7 +67,7 @@ pub enum Command {
     Reservation(ListCmd),
     /// Back-end volumes polly has no record of (never deleted automatically).
     #[command(subcommand)]
-    Orphan(ListCmd),
+    Orphan(OrphanCmd),
     /// Operations in flight (their intents).
     #[command(subcommand)]
     Operation(ListCmd),
@@ -112,6 +112,27 @@ pub struct ServeArgs {
 pub enum ListCmd {
     /// List.
     Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrphanCmd {
+    /// List orphans, and records whose back-end volume is missing.
+    Ls,
+    /// Create the store record for an orphan, so polly manages it.
+    Adopt {
+        service: String,
+        driver_id: String,
+        /// Name of the record; default: the back-end's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete an orphan from its back-end (only while it is still an orphan).
+    Rm {
+        service: String,
+        driver_id: String,
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -587,7 +608,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Orphan(ListCmd::Ls) => {
+        Command::Orphan(OrphanCmd::Adopt {
+            service,
+            driver_id,
+            name,
+        }) => {
+            let v = client.adopt_orphan(&service, &driver_id, name).await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "adopted {driver_id} of service {service} as volume {} ({})",
+                v.id, v.name
+            );
+            Ok(())
+        }
+        Command::Orphan(OrphanCmd::Rm {
+            service,
+            driver_id,
+            yes,
+        }) => {
+            if !yes {
+                bail!("orphan rm deletes back-end volume {driver_id} and its data; add --yes to confirm");
+            }
+            client.remove_orphan(&service, &driver_id).await?;
+            if json {
+                return print_json(&serde_json::json!({"deleted": driver_id, "service": service}));
+            }
+            println!("deleted orphan {driver_id} of service {service}");
+            Ok(())
+        }
+        Command::Orphan(OrphanCmd::Ls) => {
             let r = client.orphans().await?;
             if json {
                 return print_json(&r);

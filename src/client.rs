@@ -251,6 +251,24 @@ impl AdminClient {
         self.get("/admin/orphans").await
     }
 
+    /// Creates the store record for an orphan.
+    pub async fn adopt_orphan(
+        &self,
+        service: &str,
+        driver_id: &str,
+        name: Option<String>,
+    ) -> Result<Volume> {
+        let path = format!("/admin/orphans/{}/{}/adopt", enc(service), enc(driver_id));
+        self.post(&path, &crate::admin::AdoptBody { name }).await
+    }
+
+    /// Deletes an orphan from its back-end.
+    pub async fn remove_orphan(&self, service: &str, driver_id: &str) -> Result<()> {
+        let path = format!("/admin/orphans/{}/{}", enc(service), enc(driver_id));
+        let _: serde_json::Value = self.send::<(), _>(Method::DELETE, &path, None).await?.1;
+        Ok(())
+    }
+
     pub async fn operations(&self) -> Result<Vec<Intent>> {
         self.get("/admin/operations").await
     }

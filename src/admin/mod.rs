@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/services", get(list_services))
         .route("/admin/instances", get(list_instances))
         .route("/admin/orphans", get(list_orphans))
+        .route(
+            "/admin/orphans/{service}/{driver_id}/adopt",
+            post(adopt_orphan),
+        )
+        .route(
+            "/admin/orphans/{service}/{driver_id}",
+            delete(remove_orphan),
+        )
         .route("/admin/operations", get(list_operations))
         .route("/admin/store/dump", get(store_dump))
         .route("/admin/store/erase", post(store_erase))
@@ -382,6 +390,40 @@ async fn list_instances(State(st): State<AdminState>) -> Result<Json<Vec<Instanc
 
 async fn list_orphans(State(st): State<AdminState>) -> Result<Json<ReconcileReport>, ApiError> {
     Ok(Json(st.manager.reconcile_report().await?))
+}
+
+/// Body of `POST /admin/orphans/{service}/{driver_id}/adopt`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptBody {
+    /// Name of the new record; default: the back-end's name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+async fn adopt_orphan(
+    State(st): State<AdminState>,
+    Path((service, driver_id)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Volume>), ApiError> {
+    let b: AdoptBody = if bytes.is_empty() {
+        AdoptBody::default()
+    } else {
+        body(&bytes)?
+    };
+    let v = st
+        .manager
+        .adopt_orphan(&service, &driver_id, b.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn remove_orphan(
+    State(st): State<AdminState>,
+    Path((service, driver_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.manager.remove_orphan(&service, &driver_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_operations(State(st): State<AdminState>) -> Result<Json<Vec<Intent>>, ApiError> {

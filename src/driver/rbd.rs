@@ -325,32 +325,26 @@ impl RbdDriver {
     async fn images(&self) -> Result<Vec<(Image, Meta)>> {
         let mut out = Vec::new();
         for pool in &self.cfg.pools {
-            // Names only: `rbd ls -l` opens every image of the pool and fails outright when
-            // any of them (ours or another client's) is removed meanwhile.
-            let listed = match self.rbd_json(&["ls", "--pool", pool]).await? {
+            // Names only: `rbd ls -l` opens every image and fails outright when one is
+            // removed meanwhile (by anyone, in any prefix).
+            let names = match self.rbd_json(&["ls", "--pool", pool]).await? {
                 Value::Array(a) => a,
                 _ => Vec::new(),
             };
-            for v in listed {
-                let name = v.as_str().unwrap_or_default();
+            for v in names {
+                let Some(name) = v.as_str() else { continue };
                 if !name.starts_with(&self.cfg.prefix) {
                     continue;
                 }
-                let spec = format!("{pool}/{name}");
-                let info: Value = match self.rbd_json(&["info", &spec]).await {
-                    Ok(i) => i,
-                    // Removed since the listing: not ours to report any more.
-                    Err(Error::Io(m)) if m.contains("No such file or directory") => continue,
+                // Gone since the listing: not a volume any more.
+                let Some(img) = self.info(pool, Lookup::Name(name)).await? else {
+                    continue;
+                };
+                match self.meta(pool, name).await {
+                    Ok(Some(meta)) => out.push((img, meta)),
+                    Ok(None) => {}
+                    Err(_) if self.info(pool, Lookup::Name(name)).await?.is_none() => {}
                     Err(e) => return Err(e),
-                };
-                let img = Image {
-                    pool: pool.clone(),
-                    name: name.to_string(),
-                    id: info["id"].as_str().unwrap_or_default().to_string(),
-                    size: info["size"].as_u64().unwrap_or_default(),
-                };
-                if let Some(meta) = self.meta(pool, name).await? {
-                    out.push((img, meta));
                 }
             }
         }

@@ -140,6 +140,9 @@ struct Inner {
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
     capacity: Mutex<BTreeMap<String, capacity::CapacityReading>>,
+    /// The zone each configured service serves (`None`: no zone); services built without a
+    /// config (`with_services`) are absent and not checked.
+    zones: BTreeMap<String, Option<String>>,
 }
 
 /// Shared handle to the manager.
@@ -171,10 +174,16 @@ impl Manager {
                 },
             );
         }
-        Ok(Self::with_services(
+        let zones = cfg
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.zone.clone()))
+            .collect();
+        Ok(Self::build(
             store,
             services,
             Duration::from_secs(cfg.driver_timeout_secs),
+            zones,
         ))
     }
 
@@ -182,6 +191,15 @@ impl Manager {
         store: Store,
         services: BTreeMap<String, Service>,
         driver_timeout: Duration,
+    ) -> Manager {
+        Self::build(store, services, driver_timeout, BTreeMap::new())
+    }
+
+    fn build(
+        store: Store,
+        services: BTreeMap<String, Service>,
+        driver_timeout: Duration,
+        zones: BTreeMap<String, Option<String>>,
     ) -> Manager {
         Manager {
             inner: Arc::new(Inner {
@@ -191,7 +209,24 @@ impl Manager {
                 driver_timeout,
                 metrics: Metrics::default(),
                 capacity: Mutex::new(BTreeMap::new()),
+                zones,
             }),
+        }
+    }
+
+    /// Refuses, before any driver call, a create in a zone the service does not serve.
+    fn check_zone(&self, service: &str, zone: Option<&str>) -> Result<()> {
+        let (Some(want), Some(served)) = (zone, self.inner.zones.get(service)) else {
+            return Ok(());
+        };
+        match served {
+            Some(served) if served == want => Ok(()),
+            Some(served) => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which serves zone {served:?}"
+            ))),
+            None => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which has no zone configured"
+            ))),
         }
     }
 
@@ -353,6 +388,7 @@ impl Manager {
             )));
         }
         check_labels(&req.labels)?;
+        self.check_zone(&req.service, req.zone.as_deref())?;
         for s in &req.restrict_services {
             self.service(s)?;
         }
