@@ -537,6 +537,25 @@ async fn bad_input_gets_the_reference_status_codes_and_changes_nothing() {
         400
     );
 
+    // One framework at a time holds an agent's offer (as with a Mesos master): B turns down,
+    // for long, whatever it was offered, so A is offered agent-a.
+    let mut held = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let mut seen: Vec<Value> = b.skipped.drain(..).collect();
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, b.events.recv()).await {
+        seen.push(ev);
+    }
+    for ev in seen.iter().filter(|e| e["type"] == "OFFERS") {
+        for o in ev["offers"]["offers"].as_array().unwrap() {
+            held.push(o["id"].clone());
+        }
+    }
+    if !held.is_empty() {
+        b.call(json!({"type": "DECLINE", "framework_id": {"value": b.id},
+            "decline": {"offer_ids": held, "filters": {"refuse_seconds": 3600}}}))
+            .await;
+    }
+
     // B accepts A's offer: DROPPED, nothing created, A's offer still usable.
     let offers = a.offers_for(&["agent-a"]).await;
     let offer = offer_on(&offers, "agent-a").clone();
