@@ -25,6 +25,9 @@ pub use capacity::{backoff as capacity_backoff, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 pub use snapshots::{SnapshotInfo, Source};
 
+/// How stale an instance's `last_seen` may get before a report from it is written again.
+pub const INSTANCE_SEEN_REFRESH_SECS: u64 = 60;
+
 /// Largest volume Polly accepts: 1 PiB.
 pub const MAX_SIZE_BYTES: u64 = 1 << 50;
 
@@ -774,8 +777,17 @@ impl Manager {
             last_seen: now_secs(),
             fields,
         };
-        if self.inner.store.instance(driver, instance_id)?.as_ref() == Some(&inst) {
-            return Ok(());
+        if let Some(known) = self.inner.store.instance(driver, instance_id)? {
+            // REX-Ray agents send their instance id on nearly every request: refresh
+            // `last_seen` at most once a minute rather than pay a durable write each time.
+            let fresh = inst.last_seen.saturating_sub(known.last_seen) < INSTANCE_SEEN_REFRESH_SECS;
+            let same = Instance {
+                last_seen: known.last_seen,
+                ..inst.clone()
+            } == known;
+            if same && fresh {
+                return Ok(());
+            }
         }
         self.write(vec![Op::PutInstance(inst)]).await
     }

@@ -235,3 +235,28 @@ async fn capacity_poller_records_readings_and_marks_failing_services_unavailable
     let r = f.manager.capacity_readings()["vfs"].clone();
     assert!(r.available && r.failures == 0 && r.last_error.is_none());
 }
+
+#[tokio::test]
+async fn repeated_instance_reports_write_once_until_something_changes() {
+    let f = fixture(Duration::from_secs(10));
+    let m = &f.manager;
+    m.record_instance("vfs", "host-a", Some("a".into()), BTreeMap::new())
+        .await
+        .unwrap();
+    let g = m.store().generation();
+    for _ in 0..5 {
+        m.record_instance("vfs", "host-a", Some("a".into()), BTreeMap::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(m.store().generation(), g, "an unchanged report wrote again");
+    m.record_instance("vfs", "host-a", Some("renamed".into()), BTreeMap::new())
+        .await
+        .unwrap();
+    assert!(
+        m.store().generation() > g,
+        "a changed hostname was not written"
+    );
+    let i = m.store().instance("vfs", "host-a").unwrap().unwrap();
+    assert_eq!(i.hostname.as_deref(), Some("renamed"));
+}
