@@ -1,8 +1,10 @@
 //! The Mesos v1 scheduler client: subscribes Polly to a master as a framework, learns the
 //! agents from offers (and optionally the operator API), declines and suppresses offers,
 //! and keeps the subscription alive across leader changes, 503s, dropped streams and
-//! silent masters. The framework id is persisted under [`FRAMEWORK_ID_KEY`].
+//! silent masters. The framework id is persisted under [`FRAMEWORK_ID_KEY`]. `scheduler` is
+//! the same protocol for any framework that consumes offers (one subscription, no policy).
 
+pub mod scheduler;
 mod state;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use scheduler::{Caller, SubscribeOptions, Subscription};
 pub use state::{Agent, AgentSource, ConnState, Handle, MesosStatus};
 
 use super::recordio::Decoder;
@@ -150,6 +153,13 @@ impl Client {
         })
     }
 
+    fn credentials(&self) -> Option<Credentials<'_>> {
+        self.cfg.principal.as_deref().map(|principal| Credentials {
+            principal,
+            secret: self.cfg.secret.as_deref(),
+        })
+    }
+
     fn stored_framework_id(&self) -> Result<Option<String>, Error> {
         Ok(self.store.meta(FRAMEWORK_ID_KEY)?.filter(|s| !s.is_empty()))
     }
@@ -274,60 +284,21 @@ impl Client {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
-        let http_err = |detail: String| Error::Http {
-            master: master.to_string(),
-            detail,
-        };
-        let mut req = self
-            .stream_http
-            .post(format!("http://{master}{SCHEDULER_PATH}"))
-            .header(CONTENT_TYPE, content_type(ct))
-            .header(ACCEPT, content_type(ct))
-            .body(body);
-        if let Some(p) = &self.cfg.principal {
-            req = req.basic_auth(p, self.cfg.secret.as_ref());
-        }
-        let resp = tokio::select! {
+        let opened = tokio::select! {
             _ = token.cancelled() => return Ended::Cancelled,
-            r = tokio::time::timeout(timeout, req.send()) => match r {
-                Err(_) => return fail(http_err(format!("no SUBSCRIBE response within {timeout:?}"))),
-                Ok(Err(e)) => return fail(http_err(format!("SUBSCRIBE failed: {e}"))),
-                Ok(Ok(r)) => r,
-            },
+            r = open_subscription(
+                &self.stream_http,
+                master,
+                ct,
+                body,
+                self.credentials(),
+                timeout,
+            ) => r,
         };
-        let status = resp.status();
-        if status == StatusCode::TEMPORARY_REDIRECT {
-            let loc = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(location_master);
-            return match loc {
-                Some(to) => Ended::Redirect(to),
-                None => fail(http_err("307 without a usable Location".into())),
-            };
-        }
-        if status != StatusCode::OK {
-            let text = tokio::time::timeout(timeout, read_limited(resp, ERROR_BODY_LIMIT))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return fail(Error::Status {
-                master: master.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&text).chars().take(200).collect(),
-            });
-        }
-        let Some(stream_id) = resp
-            .headers()
-            .get(STREAM_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-        else {
-            return fail(http_err(
-                "SUBSCRIBE answered 200 without Mesos-Stream-Id".into(),
-            ));
+        let (resp, stream_id) = match opened {
+            Ok(Opened::Redirect(to)) => return Ended::Redirect(to),
+            Ok(Opened::Stream { resp, stream_id }) => (resp, stream_id),
+            Err(e) => return fail(e),
         };
         let (calls_tx, calls_rx) = mpsc::unbounded_channel();
         let sender = tokio::spawn(call_sender(
@@ -650,35 +621,146 @@ async fn call_sender(
             .and_then(|t| call::Type::try_from(t).ok())
             .map(|t| t.as_str_name())
             .unwrap_or("UNKNOWN");
-        let r: Result<(), String> = async {
-            let body = encode_call(ct, &c).map_err(|e| e.to_string())?;
-            let mut req = http
-                .post(format!("http://{master}{SCHEDULER_PATH}"))
-                .header(CONTENT_TYPE, content_type(ct))
-                .header(STREAM_ID_HEADER, &stream_id)
-                .timeout(timeout)
-                .body(body);
-            if let Some(p) = &cfg.principal {
-                req = req.basic_auth(p, cfg.secret.as_ref());
-            }
-            let resp = req.send().await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            if status.is_success() {
-                Ok(())
-            } else {
-                let text = resp.text().await.unwrap_or_default();
-                Err(format!(
-                    "{status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ))
-            }
-        }
-        .await;
+        let credentials = cfg.principal.as_deref().map(|principal| Credentials {
+            principal,
+            secret: cfg.secret.as_deref(),
+        });
+        let r = post_call(&http, &master, ct, &stream_id, credentials, timeout, &c).await;
         if let Err(e) = r {
             tracing::warn!(call = name, master = %master, error = %e, "mesos: call failed");
             handle.update(|s| s.last_error = Some(format!("{name} call failed: {e}")));
         }
     }
+}
+
+/// HTTP Basic credentials sent with every request to a master.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    pub principal: &'a str,
+    pub secret: Option<&'a str>,
+}
+
+fn with_credentials(
+    req: reqwest::RequestBuilder,
+    credentials: Option<Credentials<'_>>,
+) -> reqwest::RequestBuilder {
+    match credentials {
+        Some(c) => req.basic_auth(c.principal, c.secret),
+        None => req,
+    }
+}
+
+/// What a SUBSCRIBE request got back.
+pub(crate) enum Opened {
+    /// 307: the leading master, `host:port`.
+    Redirect(String),
+    /// 200: the event stream (still to be read) and its `Mesos-Stream-Id`.
+    Stream {
+        resp: reqwest::Response,
+        stream_id: String,
+    },
+}
+
+/// POST an encoded SUBSCRIBE to `master` and check the answer's status and headers; the
+/// body, if any, is the event stream. `timeout` bounds the wait for the response headers.
+pub(crate) async fn open_subscription(
+    http: &reqwest::Client,
+    master: &str,
+    ct: MesosContentType,
+    body: Vec<u8>,
+    credentials: Option<Credentials<'_>>,
+    timeout: Duration,
+) -> Result<Opened, Error> {
+    let http_err = |detail: String| Error::Http {
+        master: master.to_string(),
+        detail,
+    };
+    let req = http
+        .post(format!("http://{master}{SCHEDULER_PATH}"))
+        .header(CONTENT_TYPE, content_type(ct))
+        .header(ACCEPT, content_type(ct))
+        .body(body);
+    let resp = match tokio::time::timeout(timeout, with_credentials(req, credentials).send()).await
+    {
+        Err(_) => {
+            return Err(http_err(format!(
+                "no SUBSCRIBE response within {timeout:?}"
+            )))
+        }
+        Ok(Err(e)) => return Err(http_err(format!("SUBSCRIBE failed: {e}"))),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    if status == StatusCode::TEMPORARY_REDIRECT {
+        return resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(location_master)
+            .map(Opened::Redirect)
+            .ok_or_else(|| http_err("307 without a usable Location".into()));
+    }
+    if status != StatusCode::OK {
+        let text = tokio::time::timeout(timeout, read_limited(resp, ERROR_BODY_LIMIT))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        return Err(Error::Status {
+            master: master.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&text).chars().take(200).collect(),
+        });
+    }
+    let Some(stream_id) = resp
+        .headers()
+        .get(STREAM_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return Err(http_err(
+            "SUBSCRIBE answered 200 without Mesos-Stream-Id".into(),
+        ));
+    };
+    Ok(Opened::Stream { resp, stream_id })
+}
+
+/// POST one call (not SUBSCRIBE) on the subscription `stream_id`; any 2xx is success.
+pub(crate) async fn post_call(
+    http: &reqwest::Client,
+    master: &str,
+    ct: MesosContentType,
+    stream_id: &str,
+    credentials: Option<Credentials<'_>>,
+    timeout: Duration,
+    c: &Call,
+) -> Result<(), Error> {
+    let body = encode_call(ct, c)?;
+    let req = http
+        .post(format!("http://{master}{SCHEDULER_PATH}"))
+        .header(CONTENT_TYPE, content_type(ct))
+        .header(STREAM_ID_HEADER, stream_id)
+        .timeout(timeout)
+        .body(body);
+    let resp = with_credentials(req, credentials)
+        .send()
+        .await
+        .map_err(|e| Error::Http {
+            master: master.to_string(),
+            detail: e.to_string(),
+        })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = read_limited(resp, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    Err(Error::Status {
+        master: master.to_string(),
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&text).chars().take(200).collect(),
+    })
 }
 
 /// At most `limit` bytes of a response body (never buffers an unbounded body).
