@@ -2,8 +2,10 @@
 # A local, single-machine tour of Polly without Vagrant: builds polly with cargo, starts
 # `polly serve` on a temporary data dir and free ports (the Polly of marathon/polly.toml),
 # drives the CLI (create, restrict, label, attach/detach, marathon check/provision on the
-# examples) and the libStorage façade over HTTP, printing each step; then stops the server.
-# Exits 0 when every step behaved as shown. Honours CARGO_TARGET_DIR.
+# examples), the libStorage façade over HTTP and the example Mesos framework
+# (examples/consumer.rs) taking disk offers from the storage-offer endpoint, printing each
+# step; then stops the server. Exits 0 when every step behaved as shown. Honours
+# CARGO_TARGET_DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -12,10 +14,12 @@ repo="$PWD"
 step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-step "build"
-cargo build --locked --quiet
+step "build (polly and the example framework)"
+cargo build --locked --quiet --bins --example consumer
 polly="${CARGO_TARGET_DIR:-$repo/target}/debug/polly"
+consumer="${CARGO_TARGET_DIR:-$repo/target}/debug/examples/consumer"
 [ -x "$polly" ] || { echo "demo: $polly was not built" >&2; exit 1; }
+[ -x "$consumer" ] || { echo "demo: $consumer was not built" >&2; exit 1; }
 
 tmp="$(mktemp -d)"
 server_pid=""
@@ -28,9 +32,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# marathon/polly.toml plus one Mesos agent in the pools' zone, so frameworks get offers for
+# it; volumes created through offers are attached to the instance "demo-host" (the host the
+# façade requests below report as well).
+cat marathon/polly.toml - >"$tmp/polly.toml" <<'TOML'
+
+[mesos]
+agents = [{ id = "demo-agent", hostname = "demo-host", region = "us-east-1", zone = "us-east-1a" }]
+
+[offers]
+allocation_interval_ms = 200
+[offers.instances]
+demo-agent = "demo-host"
+TOML
+
 step "start polly serve (data in $tmp/data, free ports)"
-POLLY_LOG=warn "$polly" serve --config marathon/polly.toml --data-dir "$tmp/data" \
-  --admin-listen 127.0.0.1:0 --libstorage-listen 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
+POLLY_LOG=warn "$polly" serve --config "$tmp/polly.toml" --data-dir "$tmp/data" \
+  --admin-listen 127.0.0.1:0 --libstorage-listen 127.0.0.1:0 --offers-listen 127.0.0.1:0 \
+  >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server_pid=$!
 for _ in $(seq 1 300); do
   grep -qx 'polly: ready' "$tmp/serve.out" 2>/dev/null && break
@@ -41,6 +60,7 @@ grep -qx 'polly: ready' "$tmp/serve.out" || { echo "demo: polly did not start" >
 cat "$tmp/serve.out"
 admin="$(sed -n 's/^polly: admin API on //p' "$tmp/serve.out")"
 facade="$(sed -n 's/^polly: libStorage on //p' "$tmp/serve.out")"
+offers="$(sed -n 's/^polly: storage offers on //p' "$tmp/serve.out")"
 export POLLY_ADMIN_URL="$admin"
 unset POLLY_ADMIN_TOKEN
 
@@ -114,11 +134,30 @@ http GET "/volumes/vfs/$id?attachments=1"
 http POST "/volumes/vfs/$id?detach" '{}'
 run "$polly" volume inspect hellopersistence
 
-# --- consumer Mesos framework ---------------------------------------------------------
-# The example Mesos framework that accepts Polly's disk offers is built separately. When it
-# lands, start it here against this server (admin URL in $POLLY_ADMIN_URL) and show the
-# volume it reserves, e.g.:  run "$polly" agent ls
-# ---------------------------------------------------------------------------------------
+step "a Mesos framework takes a disk offer ($offers, examples/consumer.rs)"
+# The example framework subscribes like to a Mesos master, prints the offers, accepts one
+# with a CREATE_DISK of 64 MB and acknowledges PENDING and FINISHED.
+run "$consumer" --master "$offers" --size 64MB --timeout 60s | tee "$tmp/consumer.out"
+result="$(sed -n 's/^consumer: result //p' "$tmp/consumer.out")"
+framework="$(printf '%s\n' "$result" | tr ' ' '\n' | sed -n 's/^framework=//p')"
+volume="$(printf '%s\n' "$result" | tr ' ' '\n' | sed -n 's/^volume=//p')"
+if [ -z "$framework" ] || [ -z "$volume" ]; then
+  echo "demo: the consumer printed no result" >&2
+  exit 1
+fi
+run "$polly" framework ls
+run "$polly" reservation ls
+run "$polly" volume ls
+"$polly" --json volume inspect "$volume" >"$tmp/volume.json"
+grep -q "\"$framework\"" "$tmp/volume.json" ||
+  { echo "demo: volume $volume is not restricted to framework $framework" >&2; exit 1; }
+grep -q '"instance_id": *"demo-host"' "$tmp/volume.json" ||
+  { echo "demo: volume $volume is not attached to demo-host" >&2; exit 1; }
+echo "(volume $volume: reserved to framework $framework, attached to demo-host)"
+
+step "the same framework over protobuf: create a volume, then DESTROY_DISK it"
+run "$consumer" --master "$offers" --content-type protobuf --size 32MB --destroy --timeout 60s
+run "$polly" volume ls
 
 step "stop the server"
 kill -TERM "$server_pid"
