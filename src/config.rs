@@ -130,7 +130,9 @@ impl OffersConfig {
         }
         let g = self.teardown_grace_secs;
         if !(g.is_finite() && (0.0..1e10).contains(&g)) {
-            return Err("offers.teardown_grace_secs must be a non-negative number of seconds".into());
+            return Err(
+                "offers.teardown_grace_secs must be a non-negative number of seconds".into(),
+            );
         }
         for (kind, map) in [("roles", &self.roles), ("frameworks", &self.frameworks)] {
             for (name, c) in map {

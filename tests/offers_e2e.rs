@@ -386,6 +386,20 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
         .await;
     assert_eq!(client.dump().await.unwrap().reservations.len(), 1);
     assert_eq!(client.volumes(false).await.unwrap().volumes.len(), 1);
+    let torn = client.frameworks().await.unwrap();
+    assert!(torn
+        .iter()
+        .any(|f| f.id == fw.id && f.torn_down_at.is_some()));
+    // Coming back with the same id cancels the teardown: the reservation is its own again.
+    let back = subscribe(&polly.offers, MesosContentType::Json, Some(&fw.id)).await;
+    let fws = client.frameworks().await.unwrap();
+    let me = fws.iter().find(|f| f.id == back.id).unwrap();
+    assert!(me.connected && me.torn_down_at.is_none() && me.reservations == 1);
+    assert_eq!(fws.iter().filter(|f| f.id == back.id).count(), 1);
+    assert!(client
+        .release_reservations(&back.id, None, true)
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,9 +696,11 @@ impl Framework {
                 }
             }
             if !unwanted.is_empty() {
-                self.call(json!({"type": "DECLINE", "framework_id": {"value": self.id},
-                    "decline": {"offer_ids": unwanted, "filters": {"refuse_seconds": 0}}}))
-                    .await;
+                self.call(
+                    json!({"type": "DECLINE", "framework_id": {"value": self.id},
+                    "decline": {"offer_ids": unwanted, "filters": {"refuse_seconds": 0}}}),
+                )
+                .await;
             }
         }
         panic!("no wanted offer on {agent}");
@@ -698,8 +714,7 @@ fn disk_of(offer: &Value, ty: &str, id: Option<&str>) -> Option<Value> {
         .unwrap()
         .iter()
         .find(|r| {
-            r["disk"]["source"]["type"] == ty
-                && id.is_none_or(|i| r["disk"]["source"]["id"] == i)
+            r["disk"]["source"]["type"] == ty && id.is_none_or(|i| r["disk"]["source"]["id"] == i)
         })
         .cloned()
 }
@@ -729,9 +744,8 @@ async fn grow_volume_grows_a_held_volume_from_its_pool_share() {
         .to_string();
 
     // An offer on agent-a showing both the held volume and the pool's share.
-    let both = |o: &Value| {
-        disk_of(o, "RAW", None).is_some() && disk_of(o, "MOUNT", Some(&vol)).is_some()
-    };
+    let both =
+        |o: &Value| disk_of(o, "RAW", None).is_some() && disk_of(o, "MOUNT", Some(&vol)).is_some();
     let o = fw.offer_where("agent-a", both).await;
     let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
     assert_eq!(mount["scalar"]["value"], 64.0);
@@ -747,10 +761,16 @@ async fn grow_volume_grows_a_held_volume_from_its_pool_share() {
     let refused = fw.outcome("g-big", 10).await;
     assert_eq!(refused["state"], "OPERATION_ERROR", "{refused}");
     assert!(
-        refused["message"].as_str().unwrap().contains("were offered"),
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("were offered"),
         "{refused}"
     );
-    assert_eq!(client.inspect(&vol, None).await.unwrap().size_bytes, 64 << 20);
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        64 << 20
+    );
 
     // A refused ACCEPT uses nothing: the same offer still stands. 32 MB from its share: the
     // volume has 96 MB, reported as the converted MOUNT disk.
@@ -790,7 +810,10 @@ async fn grow_volume_grows_a_held_volume_from_its_pool_share() {
     fw.call(grow_volume(&fw.id, &o, "g1", &mount, &addition))
         .await;
     assert_eq!(fw.outcome("g1", 10).await["state"], "OPERATION_FINISHED");
-    assert_eq!(client.inspect(&vol, None).await.unwrap().size_bytes, 96 << 20);
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        96 << 20
+    );
 
     // A volume this framework does not hold: FAILED, saying so.
     let o = fw.offer_where("agent-a", both).await;
@@ -822,7 +845,9 @@ async fn raw_offered(client: &polly::client::AdminClient, fw: &str, pool_prefix:
         .filter(|o| o.framework_id == fw)
         .flat_map(|o| o.disks.clone())
         .filter_map(|d| match d {
-            polly::offers::DiskOffer::Raw { pool_id, mb, .. } if pool_id.starts_with(pool_prefix) => {
+            polly::offers::DiskOffer::Raw { pool_id, mb, .. }
+                if pool_id.starts_with(pool_prefix) =>
+            {
                 Some(mb)
             }
             _ => None,
@@ -925,9 +950,11 @@ async fn role_weights_from_config_share_a_pool() {
         .filter(|o| o.framework_id == "gold-fw")
         .map(|o| json!({"value": o.id}))
         .collect();
-    gold.call(json!({"type": "DECLINE", "framework_id": {"value": "gold-fw"},
-        "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}))
-        .await;
+    gold.call(
+        json!({"type": "DECLINE", "framework_id": {"value": "gold-fw"},
+        "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}),
+    )
+    .await;
     let (mut g, mut b) = (Vec::new(), Vec::new());
     for _ in 0..500 {
         g = raw_offered(&client, "gold-fw", "vfs-a/").await;
@@ -942,8 +969,14 @@ async fn role_weights_from_config_share_a_pool() {
         panic!("both roles should be offered a share of vfs-a: gold {g:?}, bronze {b:?}");
     };
     assert!(g + b <= 10240, "gold {g} + bronze {b} MB over the pool");
-    assert!(g + b >= 10200, "gold {g} + bronze {b}: the pool was not shared out");
-    assert!(g.abs_diff(3 * b) <= 3, "gold {g} MB, bronze {b} MB: not 3:1");
+    assert!(
+        g + b >= 10200,
+        "gold {g} + bronze {b}: the pool was not shared out"
+    );
+    assert!(
+        g.abs_diff(3 * b) <= 3,
+        "gold {g} MB, bronze {b} MB: not 3:1"
+    );
 }
 
 /// Two CREATE_DISKs of `mb` each in one ACCEPT of `offer`.
@@ -1008,21 +1041,20 @@ async fn teardown_keeps_reservations_for_the_grace_then_an_admin_releases_them()
     assert_eq!(torn["reservations"], 2);
     assert_eq!(torn["releasable"], false);
     assert!(torn["torn_down_at"].is_string() && torn["grace_ends"].is_string());
-
-    // The teardown record is durable: a restart still shows it.
-    polly.kill9();
-    let polly = Polly::start_with(&data, Some(&cfg), None);
-    let client = polly.client();
-    let torn = framework_row(&polly, "td-fw").expect("listed after a restart");
-    assert_eq!(torn["releasable"], false);
     let (code, out, _) = polly.cli(&["framework", "ls"]);
     assert_eq!(code, 0);
-    assert!(out.contains("torn down") && out.contains("GRACE ENDS"), "{out}");
+    assert!(
+        out.contains("torn down") && out.contains("GRACE ENDS"),
+        "{out}"
+    );
 
     // Within the grace: refused, unless forced.
     let (code, _, err) = polly.cli(&["reservation", "release", "td-fw"]);
     assert_ne!(code, 0);
-    assert!(err.contains("--force") && err.contains("kept until"), "{err}");
+    assert!(
+        err.contains("--force") && err.contains("kept until"),
+        "{err}"
+    );
     assert_eq!(client.reservations().await.unwrap().len(), 2);
     let (code, _, err) = polly.cli(&["reservation", "release", "td-fw", "--volume", "pv-nope"]);
     assert_ne!(code, 0);
@@ -1040,6 +1072,16 @@ async fn teardown_keeps_reservations_for_the_grace_then_an_admin_releases_them()
     let v0 = client.inspect(&vols[0], None).await.unwrap();
     assert!(v0.attachments.is_empty(), "released = unmapped");
     assert!(!v0.restrict_frameworks.contains("td-fw"));
+    let v1 = client.inspect(&vols[1], None).await.unwrap();
+    assert_eq!(v1.attachments.len(), 1, "the other volume is still mapped");
+
+    // The teardown record is durable: a restart still shows it, with the same grace.
+    polly.kill9();
+    let polly = Polly::start_with(&data, Some(&cfg), None);
+    let client = polly.client();
+    let again = framework_row(&polly, "td-fw").expect("listed after a restart");
+    assert_eq!(again["grace_ends"], torn["grace_ends"]);
+    assert_eq!(again["reservations"], 1);
 
     // After the grace: releasable, and released without --force.
     let mut waited = 0;
@@ -1052,7 +1094,10 @@ async fn teardown_keeps_reservations_for_the_grace_then_an_admin_releases_them()
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&vols[1]), "{out}");
     assert!(client.reservations().await.unwrap().is_empty());
-    assert!(framework_row(&polly, "td-fw").is_none(), "nothing left to list");
+    assert!(
+        framework_row(&polly, "td-fw").is_none(),
+        "nothing left to list"
+    );
     // Volumes are never deleted by a release.
     let all = client.volumes(false).await.unwrap().volumes;
     assert_eq!(all.len(), 2);
@@ -1094,7 +1139,10 @@ async fn sigkill_during_a_release_then_releasing_again_finishes_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     polly.kill9();
-    assert!(release.await.unwrap().is_err(), "no answer from a killed Polly");
+    assert!(
+        release.await.unwrap().is_err(),
+        "no answer from a killed Polly"
+    );
 
     let polly = Polly::start_with(&data, Some(&config("")), None);
     let client = polly.client();
@@ -1105,7 +1153,7 @@ async fn sigkill_during_a_release_then_releasing_again_finishes_it() {
         .release_reservations("rk-fw", None, true)
         .await
         .unwrap();
-    assert_eq!(r.released, [vol.clone()]);
+    assert_eq!(r.released, std::slice::from_ref(&vol));
     let v = client.inspect(&vol, None).await.unwrap();
     assert!(v.attachments.is_empty());
     assert!(client.reservations().await.unwrap().is_empty());
@@ -1133,7 +1181,10 @@ async fn agent_instances_come_from_rexray_reports_attributes_or_config() {
     let meta = base64::engine::general_purpose::STANDARD.encode("\"host-rr\"");
     let r = reqwest::Client::new()
         .get(format!("{}/volumes/vfs-a?attachments", polly.libstorage))
-        .header("Libstorage-Instanceid", format!("vfs:vfs-a=i-rexray,,{meta}"))
+        .header(
+            "Libstorage-Instanceid",
+            format!("vfs:vfs-a=i-rexray,,{meta}"),
+        )
         .send()
         .await
         .unwrap();
@@ -1152,7 +1203,9 @@ async fn agent_instances_come_from_rexray_reports_attributes_or_config() {
         ("agent-rr", "via-rexray", "i-rexray"),
         ("agent-a", "via-config", "i-a"),
     ] {
-        let o = fw.offer_where(agent, |o| disk_of(o, "RAW", None).is_some()).await;
+        let o = fw
+            .offer_where(agent, |o| disk_of(o, "RAW", None).is_some())
+            .await;
         fw.call(create_disk(&fw.id, &o, op, 8.0)).await;
         let st = fw.outcome(op, 30).await;
         assert_eq!(st["state"], "OPERATION_FINISHED", "{agent}: {st}");
@@ -1170,7 +1223,10 @@ async fn agent_instances_come_from_rexray_reports_attributes_or_config() {
     let st = fw.outcome("via-nothing", 30).await;
     assert_eq!(st["state"], "OPERATION_FAILED", "{st}");
     let msg = st["message"].as_str().unwrap();
-    assert!(msg.contains("agent-none") && msg.contains("storage_host"), "{msg}");
+    assert!(
+        msg.contains("agent-none") && msg.contains("storage_host"),
+        "{msg}"
+    );
     assert_eq!(
         client.volumes(false).await.unwrap().volumes.len(),
         3,
@@ -1203,7 +1259,11 @@ async fn subscribe_raw(base: &str, id: &str) -> (u16, String, Option<Value>) {
             Ok(Some(chunk)) => {
                 dec.push(&chunk);
                 if let Ok(Some(rec)) = dec.next_record() {
-                    return (200, String::new(), Some(serde_json::from_slice(&rec).unwrap()));
+                    return (
+                        200,
+                        String::new(),
+                        Some(serde_json::from_slice(&rec).unwrap()),
+                    );
                 }
             }
             _ => return (200, String::new(), None),
@@ -1251,7 +1311,9 @@ async fn framework_ids_are_checked_with_the_masters_get_frameworks() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config("").replace(
         "[mesos]\n",
-        &format!("[mesos]\nmasters = [\"{master}\"]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n"),
+        &format!(
+            "[mesos]\nmasters = [\"{master}\"]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n"
+        ),
     );
     let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
 
@@ -1267,7 +1329,10 @@ async fn framework_ids_are_checked_with_the_masters_get_frameworks() {
     let ev = ev.expect("an ERROR event");
     assert_eq!(ev["type"], "ERROR", "{ev}");
     let msg = ev["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("made-up-framework") && msg.contains("not known"), "{msg}");
+    assert!(
+        msg.contains("made-up-framework") && msg.contains("not known"),
+        "{msg}"
+    );
     let client = polly.client();
     assert!(!client
         .frameworks()
@@ -1305,4 +1370,57 @@ async fn framework_ids_are_checked_with_the_masters_get_frameworks() {
     let (status, _, ev) = subscribe_raw(&polly.offers, &known).await;
     assert_eq!(status, 200);
     assert_eq!(ev.unwrap()["type"], "SUBSCRIBED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_grow_volume_then_restart_grows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // The back-end grows, then the call never returns: Polly dies not knowing.
+    let hang = config("[services.fault]\nhang = [\"grow\"]\nhang_phase = \"after\"");
+    let polly = Polly::start_with(&data, Some(&hang), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("gk-fw")).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "gk-c", 64.0)).await;
+    let st = fw.outcome("gk-c", 30).await;
+    assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+    let vol = st["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let both =
+        |o: &Value| disk_of(o, "RAW", None).is_some() && disk_of(o, "MOUNT", Some(&vol)).is_some();
+    let o = fw.offer_where("agent-a", both).await;
+    let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
+    let mut addition = disk_of(&o, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(32.0);
+    fw.call(grow_volume(&fw.id, &o, "gk", &mount, &addition))
+        .await;
+    assert_eq!(fw.status("gk", 10).await["state"], "OPERATION_PENDING");
+    let client = polly.client();
+    let mut waited = 0;
+    while client.operations().await.unwrap().is_empty() {
+        waited += 1;
+        assert!(waited < 1500, "the grow never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    polly.kill9();
+
+    let polly = Polly::start_with(&data, Some(&config("")), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("gk-fw")).await;
+    let st = fw.outcome("gk", 30).await;
+    assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+    assert_eq!(st["converted_resources"][0]["scalar"]["value"], 96.0);
+    let client = polly.client();
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        96 << 20,
+        "grown once, not twice"
+    );
+    assert_eq!(client.reservations().await.unwrap()[0].bytes, 96 << 20);
+    assert!(
+        client.operations().await.unwrap().is_empty(),
+        "no intent left"
+    );
 }

@@ -73,10 +73,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/agents", get(list_agents))
         .route("/admin/mesos", get(mesos_status))
         .route("/admin/frameworks", get(list_frameworks))
-        .route(
-            "/admin/frameworks/{id}/release",
-            post(release_reservations),
-        )
+        .route("/admin/frameworks/{id}/release", post(release_reservations))
         .route("/admin/offers", get(list_offers))
         .route("/admin/reservations", get(list_reservations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -507,7 +504,9 @@ async fn release_reservations(
             "the storage-offer endpoint is not running",
         ));
     };
-    Ok(Json(offers.release(&id, b.volume_id.as_deref(), b.force).await?))
+    Ok(Json(
+        offers.release(&id, b.volume_id.as_deref(), b.force).await?,
+    ))
 }
 
 async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::mesos::endpoint::OfferView>> {

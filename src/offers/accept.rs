@@ -40,10 +40,7 @@ pub fn apply_accept(
     let l = Ledger::new(s);
     for u in uses {
         match u {
-            Use::Raw { pool_id, mb }
-            | Use::Grow {
-                pool_id, mb, ..
-            } => {
+            Use::Raw { pool_id, mb } | Use::Grow { pool_id, mb, .. } => {
                 let offered_mb = offer
                     .disks
                     .iter()

@@ -415,9 +415,8 @@ pub fn allocate(s: &Snapshot) -> Allocation {
         }
     }
     // What framework `f` may still take: its own room and its role's, whichever is smaller.
-    let room_mb = |f: usize, mb_room: &[u64], role_mb_room: &[u64]| {
-        mb_room[f].min(role_mb_room[role_of[f]])
-    };
+    let room_mb =
+        |f: usize, mb_room: &[u64], role_mb_room: &[u64]| mb_room[f].min(role_mb_room[role_of[f]]);
     let room_slots = |f: usize, slot_room: &[u64], role_slot_room: &[u64]| {
         slot_room[f].min(role_slot_room[role_of[f]])
     };

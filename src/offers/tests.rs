@@ -356,17 +356,11 @@ fn role_quotas_cap_the_frameworks_of_a_role_together() {
     let mut held = volume("v1", "p1", None, 10);
     held.reserved_by = Some("f2".into());
     full.volumes.push(held);
-    check(
-        &full,
-        &["10 f2@a1: volume v1 10", "11 f2@a2: volume v1 10"],
-    );
+    check(&full, &["10 f2@a1: volume v1 10", "11 f2@a2: volume v1 10"]);
     // Another role is not affected.
     let mut other = full.clone();
     other.frameworks[0].role = "other".into();
-    check(
-        &other,
-        &["10 f1@a1: raw p1 1000", "11 f2@a2: volume v1 10"],
-    );
+    check(&other, &["10 f1@a1: raw p1 1000", "11 f2@a2: volume v1 10"]);
 }
 
 #[test]
@@ -472,12 +466,18 @@ fn accept_grows_a_volume_from_its_pool_share_only() {
     // An offer still showing the volume is rescinded meanwhile, and so is one showing the
     // old size once the growth is done.
     let mut during = next.clone();
-    during.outstanding = vec![offer(5, "f1", "a1", 9_000, vec![DiskOffer::Volume {
-        volume_id: "v1".into(),
-        pool_id: "p1".into(),
-        kind: VolumeKind::Mount,
-        mb: 100,
-    }])];
+    during.outstanding = vec![offer(
+        5,
+        "f1",
+        "a1",
+        9_000,
+        vec![DiskOffer::Volume {
+            volume_id: "v1".into(),
+            pool_id: "p1".into(),
+            kind: VolumeKind::Mount,
+            mb: 100,
+        }],
+    )];
     assert_eq!(
         allocate(&during).rescinds,
         [Rescind {
@@ -1124,12 +1124,7 @@ fn assert_invariants(s: &Snapshot) {
             }
         }
         let e = per_role.entry(f.role.as_str()).or_default();
-        *e = (
-            e.0 + mb,
-            e.1 + offered_mb,
-            e.2 + count,
-            e.3 + offered_count,
-        );
+        *e = (e.0 + mb, e.1 + offered_mb, e.2 + count, e.3 + offered_count);
         if let Some(max) = f.quota.max_mb {
             assert!(
                 offered_mb == 0 || mb + offered_mb <= max,

@@ -332,12 +332,7 @@ impl Endpoint {
     /// Torn-down frameworks recorded in the store, by id.
     fn torn_down(&self) -> Result<BTreeMap<String, TornDown>, crate::store::Error> {
         let mut out = BTreeMap::new();
-        for (k, v) in self
-            .inner
-            .manager
-            .store()
-            .meta_prefixed(TORN_DOWN_PREFIX)?
-        {
+        for (k, v) in self.inner.manager.store().meta_prefixed(TORN_DOWN_PREFIX)? {
             match serde_json::from_str::<TornDown>(&v) {
                 Ok(t) => {
                     out.insert(k[TORN_DOWN_PREFIX.len()..].to_string(), t);
@@ -1180,14 +1175,9 @@ impl Endpoint {
             .then_some(current.master)
             .flatten();
         let timeout = Duration::from_secs_f64(cfg.request_timeout_secs.min(10.0));
-        let status = client::operator_framework_status(
-            &self.inner.http,
-            cfg,
-            first.as_deref(),
-            id,
-            timeout,
-        )
-        .await;
+        let status =
+            client::operator_framework_status(&self.inner.http, cfg, first.as_deref(), id, timeout)
+                .await;
         let message = match status {
             Ok(client::FrameworkStatus::Known) => return None,
             Ok(client::FrameworkStatus::Removed) => format!(

@@ -1,9 +1,10 @@
 //! Offer operations: ACCEPT checked by the offer engine, then CREATE_DISK, DESTROY_DISK,
-//! RESERVE, UNRESERVE and GROW_VOLUME carried out through the volume manager. An operation with an id is
-//! recorded in the store (PENDING) before anything is done, and its status is kept until the
-//! framework acknowledges it; one left PENDING by a crash is resumed at start-up, and every
-//! step is idempotent (the volume's name derives from the framework and operation ids, and
-//! attach to the same instance is a no-op), so a resumed operation never creates twice.
+//! RESERVE, UNRESERVE and GROW_VOLUME carried out through the volume manager. An operation
+//! with an id is recorded in the store (PENDING) before anything is done, and its status is
+//! kept until the framework acknowledges it; one left PENDING by a crash is resumed at
+//! start-up, and every step is idempotent (the volume's name derives from the framework and
+//! operation ids, attach to the same instance is a no-op, and a grow's target size is
+//! recorded before the driver is asked), so a resumed operation never creates or grows twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,10 +30,19 @@ type Checked = (String, String, Option<(String, Option<String>)>);
 /// What one operation of an ACCEPT asks for, checked.
 #[derive(Debug, Clone)]
 enum Plan {
-    CreateDisk { pool_id: String, mb: u64 },
-    DestroyDisk { volume_id: String },
-    Reserve { volume_id: String },
-    Unreserve { volume_id: String },
+    CreateDisk {
+        pool_id: String,
+        mb: u64,
+    },
+    DestroyDisk {
+        volume_id: String,
+    },
+    Reserve {
+        volume_id: String,
+    },
+    Unreserve {
+        volume_id: String,
+    },
     /// Grow a held volume by `mb` taken from `pool_id`'s RAW share in the offer.
     GrowVolume {
         volume_id: String,
