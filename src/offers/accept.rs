@@ -12,26 +12,47 @@ use super::{
 /// Apply an ACCEPT of offer `offer_id` by `framework_id` that used `uses` (the rest of the
 /// offer is declined, as in Mesos). `s` is the current snapshot, whose `outstanding` must
 /// still hold the offer. Returns what to record and which other offers to rescind: every
-/// other offer of the framework that carries a pool it created a volume from (or grew a volume
-/// from), or a volume it took or grew. Pure: the caller applies the result (removes the accepted and rescinded offers from
-/// its outstanding list, stores the reservations, marks the volumes reserved).
+/// other offer of the framework that carries a pool it created a volume from (or grew a
+/// volume from), or a volume it took or grew. Pure: the caller applies the result (removes
+/// the accepted and rescinded offers from its outstanding list, stores the reservations,
+/// marks the volumes reserved).
 pub fn apply_accept(
     s: &Snapshot,
     framework_id: &str,
     offer_id: OfferId,
     uses: &[Use],
 ) -> Result<Accepted, AcceptError> {
-    let offer = s
-        .outstanding
-        .iter()
-        .find(|o| o.id == offer_id)
-        .ok_or(AcceptError::UnknownOffer(offer_id))?;
-    if offer.framework_id != framework_id {
-        return Err(AcceptError::WrongFramework {
-            offer_id,
-            framework_id: framework_id.to_string(),
-        });
+    apply_accept_offers(s, framework_id, &[offer_id], uses)
+}
+
+/// [`apply_accept`] of several offers at once (one ACCEPT naming several offers of one
+/// agent, as Mesos allows): what they show is pooled. A pool's share appears once however
+/// many of the offers show it (it is one share), so a use may take up to that share.
+pub fn apply_accept_offers(
+    s: &Snapshot,
+    framework_id: &str,
+    offer_ids: &[OfferId],
+    uses: &[Use],
+) -> Result<Accepted, AcceptError> {
+    let Some(&offer_id) = offer_ids.first() else {
+        return Ok(Accepted::default());
+    };
+    let mut accepted: Vec<&Offer> = Vec::with_capacity(offer_ids.len());
+    for &id in offer_ids {
+        let offer = s
+            .outstanding
+            .iter()
+            .find(|o| o.id == id)
+            .ok_or(AcceptError::UnknownOffer(id))?;
+        if offer.framework_id != framework_id {
+            return Err(AcceptError::WrongFramework {
+                offer_id: id,
+                framework_id: framework_id.to_string(),
+            });
+        }
+        accepted.push(offer);
     }
+    let disks = || accepted.iter().flat_map(|o| o.disks.iter());
     let mut raw_used: HashMap<&str, u64> = HashMap::new();
     let mut volumes_taken: BTreeSet<&str> = BTreeSet::new();
     // Volumes whose size changes: other offers showing them are stale.
@@ -41,13 +62,12 @@ pub fn apply_accept(
     for u in uses {
         match u {
             Use::Raw { pool_id, mb } | Use::Grow { pool_id, mb, .. } => {
-                let offered_mb = offer
-                    .disks
-                    .iter()
-                    .find_map(|d| match d {
+                let offered_mb = disks()
+                    .filter_map(|d| match d {
                         DiskOffer::Raw { pool_id: p, mb, .. } if p == pool_id => Some(*mb),
                         _ => None,
                     })
+                    .max()
                     .ok_or_else(|| AcceptError::PoolNotOffered {
                         offer_id,
                         pool_id: pool_id.clone(),
@@ -86,9 +106,7 @@ pub fn apply_accept(
                 });
             }
             Use::Volume { volume_id } => {
-                let offered = offer
-                    .disks
-                    .iter()
+                let offered = disks()
                     .any(|d| matches!(d, DiskOffer::Volume { volume_id: v, .. } if v == volume_id));
                 if !offered {
                     return Err(AcceptError::VolumeNotOffered {
@@ -106,7 +124,7 @@ pub fn apply_accept(
     let mut others = s
         .outstanding
         .iter()
-        .filter(|o| o.id != offer_id && o.framework_id == framework_id)
+        .filter(|o| !offer_ids.contains(&o.id) && o.framework_id == framework_id)
         .collect::<Vec<_>>();
     others.sort_unstable_by_key(|o| o.id);
     let mut kept = Vec::new();

@@ -57,7 +57,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use accept::apply_accept;
+pub use accept::{apply_accept, apply_accept_offers};
 pub use round::allocate;
 
 /// Offer ids are a counter carried by the caller ([`Snapshot::next_offer_id`]); a larger id is

@@ -813,6 +813,68 @@ fn accept_reserves_what_was_used_and_rescinds_the_same_share_elsewhere() {
 }
 
 #[test]
+fn accept_of_several_offers_of_one_agent_pools_what_they_show() {
+    // f1 holds v1 (attached on a1); it is shown on a1 in one offer and the pool's share in
+    // another: one ACCEPT of both may grow v1 from the share.
+    let mut s = snap(
+        vec![pool("p1", None, 1000)],
+        vec![agent("a1", None), agent("a2", None)],
+        vec![fw("f1")],
+    );
+    let mut v = volume("v1", "p1", None, 100);
+    v.reserved_by = Some("f1".into());
+    v.attached_to_agent = Some("a1".into());
+    s.volumes.push(v);
+    s.outstanding = vec![
+        offer(5, "f1", "a1", 9_000, vec![raw("p1", 1000)]),
+        offer(6, "f1", "a1", 9_000, vec![DiskOffer::Volume {
+            volume_id: "v1".into(),
+            pool_id: "p1".into(),
+            kind: VolumeKind::Mount,
+            mb: 100,
+        }]),
+        offer(7, "f1", "a2", 9_000, vec![raw("p1", 1000)]),
+    ];
+    let grow = Use::Grow {
+        pool_id: "p1".into(),
+        volume_id: "v1".into(),
+        mb: 300,
+    };
+    // Offer 6 alone has no share of p1.
+    assert!(matches!(
+        apply_accept(&s, "f1", 6, std::slice::from_ref(&grow)),
+        Err(AcceptError::PoolNotOffered { .. })
+    ));
+    let got = apply_accept_offers(&s, "f1", &[6, 5], std::slice::from_ref(&grow)).unwrap();
+    assert_eq!(got.reservations.len(), 1);
+    // Offer 7 shows the same share: rescinded; 5 and 6 were accepted.
+    assert_eq!(
+        got.rescinds,
+        [Rescind {
+            offer_id: 7,
+            reason: RescindReason::Accepted
+        }]
+    );
+    // The share counts once, however many accepted offers show it.
+    assert!(matches!(
+        apply_accept_offers(
+            &s,
+            "f1",
+            &[5, 6],
+            &[Use::Raw {
+                pool_id: "p1".into(),
+                mb: 1001
+            }]
+        ),
+        Err(AcceptError::MoreThanOffered { offered_mb: 1000, .. })
+    ));
+    assert_eq!(
+        apply_accept_offers(&s, "f1", &[5, 99], &[]),
+        Err(AcceptError::UnknownOffer(99))
+    );
+}
+
+#[test]
 fn accept_refuses_what_was_not_offered() {
     let s = accepted_setup();
     let raw_use = |pool: &str, mb| Use::Raw {

@@ -394,7 +394,7 @@ impl Endpoint {
                     "all offers of one ACCEPT must be on one agent".into(),
                 ));
             }
-            let first = mine[0].id;
+            let offer_ids: Vec<offers::OfferId> = mine.iter().map(|o| o.id).collect();
             let uses: Vec<Use> = planned
                 .iter()
                 .filter_map(|(_, p)| match p {
@@ -420,12 +420,13 @@ impl Endpoint {
             let snap = self
                 .snapshot(&st, now)
                 .map_err(|e| (ERROR.into(), e.to_string()))?;
-            let acc = offers::apply_accept(&snap, fw, first, &uses).map_err(|e| match e {
-                AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
-                    (DROPPED.to_string(), e.to_string())
-                }
-                _ => (ERROR.to_string(), e.to_string()),
-            })?;
+            let acc =
+                offers::apply_accept_offers(&snap, fw, &offer_ids, &uses).map_err(|e| match e {
+                    AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
+                        (DROPPED.to_string(), e.to_string())
+                    }
+                    _ => (ERROR.to_string(), e.to_string()),
+                })?;
             let used: BTreeSet<offers::OfferId> = ids.iter().flatten().copied().collect();
             let gone: BTreeSet<offers::OfferId> = acc.rescinds.iter().map(|r| r.offer_id).collect();
             st.outstanding
