@@ -827,12 +827,18 @@ fn accept_of_several_offers_of_one_agent_pools_what_they_show() {
     s.volumes.push(v);
     s.outstanding = vec![
         offer(5, "f1", "a1", 9_000, vec![raw("p1", 1000)]),
-        offer(6, "f1", "a1", 9_000, vec![DiskOffer::Volume {
-            volume_id: "v1".into(),
-            pool_id: "p1".into(),
-            kind: VolumeKind::Mount,
-            mb: 100,
-        }]),
+        offer(
+            6,
+            "f1",
+            "a1",
+            9_000,
+            vec![DiskOffer::Volume {
+                volume_id: "v1".into(),
+                pool_id: "p1".into(),
+                kind: VolumeKind::Mount,
+                mb: 100,
+            }],
+        ),
         offer(7, "f1", "a2", 9_000, vec![raw("p1", 1000)]),
     ];
     let grow = Use::Grow {
@@ -866,7 +872,10 @@ fn accept_of_several_offers_of_one_agent_pools_what_they_show() {
                 mb: 1001
             }]
         ),
-        Err(AcceptError::MoreThanOffered { offered_mb: 1000, .. })
+        Err(AcceptError::MoreThanOffered {
+            offered_mb: 1000,
+            ..
+        })
     ));
     assert_eq!(
         apply_accept_offers(&s, "f1", &[5, 99], &[]),
