@@ -1424,3 +1424,60 @@ async fn sigkill_during_grow_volume_then_restart_grows_once() {
         "no intent left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_volume_may_take_the_volume_and_the_share_from_two_offers_of_one_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow driver calls: the share is offered again before the new volume exists, so the
+    // volume comes later in an offer of its own on the same agent.
+    let slow = config("[services.fault]\nlatency_ms = 300");
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "c2", 64.0)).await;
+    let done = fw.outcome("c2", 30).await;
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    let vol = done["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut with_raw, mut with_mount) = (None, None);
+    while with_raw.is_none() || with_mount.is_none() {
+        let ev = fw.next("OFFERS", 20).await;
+        for o in ev["offers"]["offers"].as_array().unwrap() {
+            if o["agent_id"] != json!({"value": "agent-a"}) {
+                continue;
+            }
+            if disk_of(o, "RAW", None).is_some() {
+                with_raw = Some(o.clone());
+            }
+            if disk_of(o, "MOUNT", Some(&vol)).is_some() {
+                with_mount = Some(o.clone());
+            }
+        }
+    }
+    let (r, m) = (with_raw.unwrap(), with_mount.unwrap());
+    assert_ne!(
+        r["id"], m["id"],
+        "the share and the volume came in two offers"
+    );
+    let mut addition = disk_of(&r, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(16.0);
+    let mut call = grow_volume(
+        &fw.id,
+        &m,
+        "g2",
+        &disk_of(&m, "MOUNT", Some(&vol)).unwrap(),
+        &addition,
+    );
+    call["accept"]["offer_ids"] = json!([m["id"], r["id"]]);
+    fw.call(call).await;
+    let grown = fw.outcome("g2", 30).await;
+    assert_eq!(grown["state"], "OPERATION_FINISHED", "{grown}");
+    assert_eq!(grown["converted_resources"][0]["scalar"]["value"], 80.0);
+    assert_eq!(
+        polly.client().inspect(&vol, None).await.unwrap().size_bytes,
+        80 << 20
+    );
+}
