@@ -913,11 +913,13 @@ async fn role_and_framework_quotas_from_config_limit_offers() {
     assert!(got.iter().all(|&mb| mb <= 50), "{got:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn role_weights_from_config_share_a_pool() {
+/// Two frameworks `(id, role)` on a Polly with two agents in zone-a and `extra` config: the
+/// first subscribes alone and is offered all of pool vfs-a, then declines it once the second
+/// is there; the next round shares the pool. Returns the MB each is offered.
+async fn share_of_vfs_a(extra: &str, first: (&str, &str), second: (&str, &str)) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "{}\n[offers.roles.gold]\nweight = 3\n\n[offers.roles.bronze]\nweight = 1\n",
+        "{}\n{extra}",
         config("").replace(
             "agents = [\n",
             "agents = [\n  { id = \"agent-a2\", hostname = \"host-a2\", region = \"eu\", zone = \"zone-a\" },\n",
@@ -925,57 +927,76 @@ async fn role_weights_from_config_share_a_pool() {
     );
     let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
     let client = polly.client();
-    let mut gold = subscribe_as(
+    let mut one = subscribe_as(
         &polly.offers,
         MesosContentType::Json,
-        Some("gold-fw"),
-        Some("gold"),
+        Some(first.0),
+        Some(first.1),
     )
     .await;
-    gold.offers_for(&["agent-a"]).await;
-    let _bronze = subscribe_as(
+    one.offers_for(&["agent-a"]).await;
+    let _two = subscribe_as(
         &polly.offers,
         MesosContentType::Json,
-        Some("bronze-fw"),
-        Some("bronze"),
+        Some(second.0),
+        Some(second.1),
     )
     .await;
-    // gold, alone at first, was offered the whole pool; it declines everything, and the
-    // next round shares the pool between both roles by weight.
     let held: Vec<Value> = client
         .offers()
         .await
         .unwrap()
         .iter()
-        .filter(|o| o.framework_id == "gold-fw")
+        .filter(|o| o.framework_id == first.0)
         .map(|o| json!({"value": o.id}))
         .collect();
-    gold.call(
-        json!({"type": "DECLINE", "framework_id": {"value": "gold-fw"},
+    one.call(
+        json!({"type": "DECLINE", "framework_id": {"value": first.0},
         "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}),
     )
     .await;
-    let (mut g, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..500 {
-        g = raw_offered(&client, "gold-fw", "vfs-a/").await;
-        b = raw_offered(&client, "bronze-fw", "vfs-a/").await;
-        if !g.is_empty() && !b.is_empty() {
+        a = raw_offered(&client, first.0, "vfs-a/").await;
+        b = raw_offered(&client, second.0, "vfs-a/").await;
+        if !a.is_empty() && !b.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (g, b) = (g.iter().max().copied(), b.iter().max().copied());
-    let (Some(g), Some(b)) = (g, b) else {
-        panic!("both roles should be offered a share of vfs-a: gold {g:?}, bronze {b:?}");
+    let (Some(a), Some(b)) = (a.iter().max().copied(), b.iter().max().copied()) else {
+        panic!("both should be offered a share of vfs-a: {a:?}, {b:?}");
     };
-    assert!(g + b <= 10240, "gold {g} + bronze {b} MB over the pool");
+    assert!(a + b <= 10240, "{a} + {b} MB over the pool");
+    assert!(a + b >= 10200, "{a} + {b} MB: the pool was not shared out");
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_weights_from_config_share_a_pool() {
+    let (gold, bronze) = share_of_vfs_a(
+        "[offers.roles.gold]\nweight = 3\n\n[offers.roles.bronze]\nweight = 1\n",
+        ("gold-fw", "gold"),
+        ("bronze-fw", "bronze"),
+    )
+    .await;
     assert!(
-        g + b >= 10200,
-        "gold {g} + bronze {b}: the pool was not shared out"
+        gold.abs_diff(3 * bronze) <= 3,
+        "gold {gold} MB, bronze {bronze} MB: not 3:1"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_weights_from_config_share_a_pool_within_a_role() {
+    let (light, heavy) = share_of_vfs_a(
+        "[offers.frameworks.heavy-fw]\nweight = 3\n",
+        ("light-fw", "team"),
+        ("heavy-fw", "team"),
+    )
+    .await;
     assert!(
-        g.abs_diff(3 * b) <= 3,
-        "gold {g} MB, bronze {b} MB: not 3:1"
+        heavy.abs_diff(3 * light) <= 3,
+        "heavy {heavy} MB, light {light} MB: not 3:1"
     );
 }
 
