@@ -64,7 +64,7 @@ pub enum Command {
     Offer(ListCmd),
     /// Volumes reserved by Mesos frameworks.
     #[command(subcommand)]
-    Reservation(ListCmd),
+    Reservation(ReservationCmd),
     /// Back-end volumes polly has no record of (never deleted automatically).
     #[command(subcommand)]
     Orphan(OrphanCmd),
@@ -112,6 +112,23 @@ pub struct ServeArgs {
 pub enum ListCmd {
     /// List.
     Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReservationCmd {
+    /// List.
+    Ls,
+    /// Release what a framework holds: detach each volume and drop the reservation (the
+    /// volumes stay). Refused before the framework's teardown grace has passed.
+    Release {
+        framework_id: String,
+        /// Only this volume.
+        #[arg(long = "volume")]
+        volume: Option<String>,
+        /// Release before the grace has passed (or for a framework that never tore down).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,21 +531,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let rows = f
                 .iter()
                 .map(|f| {
+                    let state = if f.connected {
+                        "connected"
+                    } else if f.releasable {
+                        "torn down, releasable"
+                    } else if f.torn_down_at.is_some() {
+                        "torn down"
+                    } else {
+                        "disconnected"
+                    };
                     vec![
                         f.id.clone(),
                         f.name.clone(),
                         f.role.clone(),
-                        if f.connected {
-                            "connected"
-                        } else {
-                            "disconnected"
-                        }
-                        .into(),
+                        state.into(),
                         f.offers.to_string(),
+                        f.reservations.to_string(),
+                        f.grace_ends.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            table(&["ID", "NAME", "ROLE", "STATE", "OFFERS"], rows);
+            table(
+                &[
+                    "ID",
+                    "NAME",
+                    "ROLE",
+                    "STATE",
+                    "OFFERS",
+                    "RESERVATIONS",
+                    "GRACE ENDS",
+                ],
+                rows,
+            );
             Ok(())
         }
         Command::Offer(ListCmd::Ls) => {
@@ -551,7 +585,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             table(&["ID", "FRAMEWORK", "AGENT", "DISKS", "EXPIRES"], rows);
             Ok(())
         }
-        Command::Reservation(ListCmd::Ls) => {
+        Command::Reservation(ReservationCmd::Ls) => {
             let r = client.reservations().await?;
             if json {
                 return print_json(&r);
@@ -569,6 +603,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect();
             table(&["FRAMEWORK", "ROLE", "PRINCIPAL", "VOLUME", "SIZE"], rows);
+            Ok(())
+        }
+        Command::Reservation(ReservationCmd::Release {
+            framework_id,
+            volume,
+            force,
+        }) => {
+            let r = client
+                .release_reservations(&framework_id, volume.as_deref(), force)
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            for v in &r.released {
+                println!("released {v} (the volume still exists)");
+            }
+            println!(
+                "framework {} holds {} more reservation(s)",
+                r.framework_id, r.remaining
+            );
             Ok(())
         }
         Command::Agent(ListCmd::Ls) => {

@@ -243,6 +243,23 @@ impl AdminClient {
         self.get("/admin/reservations").await
     }
 
+    /// Release a framework's reservations (all, or one volume's).
+    pub async fn release_reservations(
+        &self,
+        framework_id: &str,
+        volume_id: Option<&str>,
+        force: bool,
+    ) -> Result<crate::mesos::endpoint::ReleaseReport> {
+        self.post(
+            &format!("/admin/frameworks/{}/release", enc(framework_id)),
+            &crate::admin::ReleaseBody {
+                volume_id: volume_id.map(str::to_string),
+                force,
+            },
+        )
+        .await
+    }
+
     pub async fn mesos(&self) -> Result<crate::mesos::client::MesosStatus> {
         self.get("/admin/mesos").await
     }

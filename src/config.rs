@@ -52,6 +52,46 @@ pub struct OffersConfig {
     /// Static agent id (or hostname) to instance id map; used when no REX-Ray client has
     /// reported an instance for the agent's hostname and it has no instance attribute.
     pub instances: BTreeMap<String, String>,
+    /// How long a framework's reservations are kept after it tears down before an admin may
+    /// release them (`polly reservation release`). Default 3600 (one hour).
+    pub teardown_grace_secs: f64,
+    /// Weight and quota per role (`[offers.roles.<role>]`). Default: weight 1, no quota.
+    pub roles: BTreeMap<String, ShareConfig>,
+    /// Weight and quota per framework id (`[offers.frameworks.<id>]`). Default: weight 1, no
+    /// quota.
+    pub frameworks: BTreeMap<String, ShareConfig>,
+}
+
+/// A role's or a framework's share of disk offers: its weight in fair sharing and its quota.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareConfig {
+    /// Weight in weighted fair sharing (DRF on disk). Default 1.
+    pub weight: f64,
+    /// Most bytes held plus offered. Default: no limit.
+    pub quota_bytes: Option<u64>,
+    /// Most volumes held plus offered (a RAW share counts as one). Default: no limit.
+    pub quota_volumes: Option<u32>,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        ShareConfig {
+            weight: 1.0,
+            quota_bytes: None,
+            quota_volumes: None,
+        }
+    }
+}
+
+impl ShareConfig {
+    /// The engine's quota (bytes rounded down to whole MB, as offers count them).
+    pub fn quota(&self) -> crate::offers::Quota {
+        crate::offers::Quota {
+            max_mb: self.quota_bytes.map(|b| b >> 20),
+            max_volumes: self.quota_volumes,
+        }
+    }
 }
 
 impl Default for OffersConfig {
@@ -65,6 +105,9 @@ impl Default for OffersConfig {
             headroom_bytes: 0,
             instance_attribute: "polly_instance".into(),
             instances: BTreeMap::new(),
+            teardown_grace_secs: 3600.0,
+            roles: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
         }
     }
 }
@@ -84,6 +127,21 @@ impl OffersConfig {
         }
         if self.allocation_interval_ms == 0 {
             return Err("offers.allocation_interval_ms must be positive".into());
+        }
+        let g = self.teardown_grace_secs;
+        if !(g.is_finite() && (0.0..1e10).contains(&g)) {
+            return Err(
+                "offers.teardown_grace_secs must be a non-negative number of seconds".into(),
+            );
+        }
+        for (kind, map) in [("roles", &self.roles), ("frameworks", &self.frameworks)] {
+            for (name, c) in map {
+                if !(c.weight.is_finite() && c.weight > 0.0) {
+                    return Err(format!(
+                        "offers.{kind}.{name}.weight must be a positive number"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -641,6 +699,43 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
         c.services.clear();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn offer_shares_and_teardown_grace_parse_and_validate() {
+        let c = Config::from_toml(
+            r#"
+            [offers]
+            teardown_grace_secs = 60
+            [offers.roles.analytics]
+            weight = 3
+            quota_bytes = 10485760
+            [offers.frameworks."fw-1"]
+            quota_volumes = 2
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.offers.teardown_grace_secs, 60.0);
+        let role = &c.offers.roles["analytics"];
+        assert_eq!(role.weight, 3.0);
+        assert_eq!(role.quota().max_mb, Some(10));
+        let fw = &c.offers.frameworks["fw-1"];
+        assert_eq!(fw.weight, 1.0);
+        assert_eq!(fw.quota().max_volumes, Some(2));
+        assert_eq!(Config::default().offers.teardown_grace_secs, 3600.0);
+        for bad in [
+            "[offers.roles.r]\nweight = 0",
+            "[offers.frameworks.f]\nweight = -1",
+            "[offers]\nteardown_grace_secs = -5",
+        ] {
+            let c = Config::from_toml(bad).unwrap();
+            assert!(
+                c.validate().unwrap_err().to_string().contains("offers."),
+                "{bad}"
+            );
+        }
+        assert!(Config::from_toml("[offers.roles.r]\nwieght = 2").is_err());
     }
 
     #[test]

@@ -71,10 +71,11 @@ pub async fn serve(
     let token = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
-    let offers = crate::mesos::endpoint::Endpoint::new(
+    let offers = crate::mesos::endpoint::Endpoint::with_master(
         manager.clone(),
         mesos.clone(),
         config.offers.clone(),
+        Some(config.mesos.clone()),
     );
     let admin_app = admin::router(AdminState {
         manager: manager.clone(),

@@ -1,10 +1,14 @@
 //! End to end: the real `polly serve` with two vfs services in two zones and static agents in
 //! those zones, and a consumer framework written here with raw HTTP (JSON) and Polly's own
 //! Mesos types (protobuf): subscription, zone-correct disk offers, CREATE_DISK → a volume that
-//! is created, restricted to the framework and attached to the agent's instance, DECLINE
-//! filters, offer timeouts, bad input, and a SIGKILL between accept and mapping.
+//! is created, restricted to the framework and attached to the agent's instance, GROW_VOLUME,
+//! DECLINE filters, offer timeouts, role and framework weights and quotas from config, the
+//! three sources of an agent's instance, TEARDOWN's grace and the admin release, framework
+//! ids checked with the fake master's GET_FRAMEWORKS, bad input, and SIGKILLs between accept
+//! and mapping and during a release.
 
 mod common;
+mod fake_master;
 
 use std::time::Duration;
 
@@ -70,12 +74,24 @@ struct Framework {
 }
 
 async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framework {
+    subscribe_as(base, ct, id, None).await
+}
+
+/// Subscribe with a role (the single-role `FrameworkInfo.role`) when given.
+#[allow(deprecated)]
+async fn subscribe_as(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+    role: Option<&str>,
+) -> Framework {
     let http = reqwest::Client::new();
     let mime = polly::mesos::client::content_type(ct);
     let info = FrameworkInfo {
         user: "root".into(),
         name: "consumer".into(),
         id: id.map(|i| v1::FrameworkId { value: i.into() }),
+        role: role.map(str::to_string),
         ..Default::default()
     };
     let c = Call {
@@ -150,14 +166,19 @@ async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framew
 impl Framework {
     /// The next event of `kind`, skipping others; panics after `secs`.
     async fn next(&mut self, kind: &str, secs: u64) -> Value {
-        if let Some(i) = self.skipped.iter().position(|e| e["type"] == kind) {
+        self.next_where(kind, secs, |e| e["type"] == kind).await
+    }
+
+    /// The next event `want` accepts (kept ones first), keeping the others for later.
+    async fn next_where(&mut self, what: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.skipped.iter().position(&want) {
             return self.skipped.remove(i).unwrap();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let ev = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no {kind} event within {secs}s"))
+                .unwrap_or_else(|_| panic!("no {what} event within {secs}s"))
                 .expect("stream open");
             if ev["type"] == "RESCIND" {
                 // A rescinded offer is no longer usable: forget it if it was kept.
@@ -168,7 +189,7 @@ impl Framework {
                     }
                 }
             }
-            if ev["type"] == kind {
+            if want(&ev) {
                 return ev;
             }
             if ev["type"] != "HEARTBEAT" {
@@ -207,14 +228,15 @@ impl Framework {
         assert_eq!(r.text().await.unwrap(), "");
     }
 
+    /// The next status of operation `op`; statuses of other operations are kept for later.
     async fn status(&mut self, op: &str, secs: u64) -> Value {
-        loop {
-            let ev = self.next("UPDATE_OPERATION_STATUS", secs).await;
-            let st = ev["update_operation_status"]["status"].clone();
-            if st["operation_id"]["value"] == op {
-                return st;
-            }
-        }
+        let ev = self
+            .next_where("UPDATE_OPERATION_STATUS", secs, |e| {
+                e["type"] == "UPDATE_OPERATION_STATUS"
+                    && e["update_operation_status"]["status"]["operation_id"]["value"] == op
+            })
+            .await;
+        ev["update_operation_status"]["status"].clone()
     }
 }
 
@@ -364,6 +386,20 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
         .await;
     assert_eq!(client.dump().await.unwrap().reservations.len(), 1);
     assert_eq!(client.volumes(false).await.unwrap().volumes.len(), 1);
+    let torn = client.frameworks().await.unwrap();
+    assert!(torn
+        .iter()
+        .any(|f| f.id == fw.id && f.torn_down_at.is_some()));
+    // Coming back with the same id cancels the teardown: the reservation is its own again.
+    let back = subscribe(&polly.offers, MesosContentType::Json, Some(&fw.id)).await;
+    let fws = client.frameworks().await.unwrap();
+    let me = fws.iter().find(|f| f.id == back.id).unwrap();
+    assert!(me.connected && me.torn_down_at.is_none() && me.reservations == 1);
+    assert_eq!(fws.iter().filter(|f| f.id == back.id).count(), 1);
+    assert!(client
+        .release_reservations(&back.id, None, true)
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,5 +653,852 @@ async fn sigkill_between_accept_and_mapping_then_restart_finishes_cleanly() {
     assert!(
         client.operations().await.unwrap().is_empty(),
         "no intent left"
+    );
+}
+
+impl Framework {
+    /// The first status of `op` that is not PENDING.
+    async fn outcome(&mut self, op: &str, secs: u64) -> Value {
+        loop {
+            let st = self.status(op, secs).await;
+            if st["state"] != "OPERATION_PENDING" {
+                return st;
+            }
+        }
+    }
+
+    /// The next offer on `agent` that `want` accepts. Offers on that agent that do not fit
+    /// (a framework may hold several per agent: its RAW share and, in another, a volume) are
+    /// gathered for a moment and declined together without a filter, so the next round
+    /// offers the agent again as one offer.
+    async fn offer_where(&mut self, agent: &str, want: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..50 {
+            let mut unwanted = Vec::new();
+            let first = self.next("OFFERS", 20).await;
+            let mut events = vec![first];
+            let settle = tokio::time::Instant::now() + Duration::from_millis(300);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(settle, self.events.recv()).await {
+                if ev["type"] == "OFFERS" {
+                    events.push(ev);
+                } else if ev["type"] != "HEARTBEAT" {
+                    self.skipped.push_back(ev);
+                }
+            }
+            for ev in &events {
+                for o in ev["offers"]["offers"].as_array().unwrap() {
+                    if o["agent_id"]["value"] != agent {
+                        continue;
+                    }
+                    if want(o) {
+                        return o.clone();
+                    }
+                    unwanted.push(o["id"].clone());
+                }
+            }
+            if !unwanted.is_empty() {
+                self.call(
+                    json!({"type": "DECLINE", "framework_id": {"value": self.id},
+                    "decline": {"offer_ids": unwanted, "filters": {"refuse_seconds": 0}}}),
+                )
+                .await;
+            }
+        }
+        panic!("no wanted offer on {agent}");
+    }
+}
+
+/// The disk of `offer` with source type `ty` (and volume id `id`, when given).
+fn disk_of(offer: &Value, ty: &str, id: Option<&str>) -> Option<Value> {
+    offer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["disk"]["source"]["type"] == ty && id.is_none_or(|i| r["disk"]["source"]["id"] == i)
+        })
+        .cloned()
+}
+
+fn grow_volume(fw: &str, offer: &Value, op: &str, volume: &Value, addition: &Value) -> Value {
+    json!({"type": "ACCEPT", "framework_id": {"value": fw},
+        "accept": {"offer_ids": [offer["id"].clone()],
+            "operations": [{"type": "GROW_VOLUME", "id": {"value": op},
+                "grow_volume": {"volume": volume, "addition": addition}}],
+            "filters": {"refuse_seconds": 0}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_volume_grows_a_held_volume_from_its_pool_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&config("")), None);
+    let client = polly.client();
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "c1", 64.0)).await;
+    let done = fw.outcome("c1", 30).await;
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    let vol = done["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An offer on agent-a showing both the held volume and the pool's share.
+    let both =
+        |o: &Value| disk_of(o, "RAW", None).is_some() && disk_of(o, "MOUNT", Some(&vol)).is_some();
+    let o = fw.offer_where("agent-a", both).await;
+    let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
+    assert_eq!(mount["scalar"]["value"], 64.0);
+    let raw = disk_of(&o, "RAW", None).unwrap();
+    let share = raw["scalar"]["value"].as_f64().unwrap();
+    assert!(share >= 32.0, "{raw}");
+
+    // More than the offered share: refused, nothing grows.
+    let mut too_much = raw.clone();
+    too_much["scalar"]["value"] = json!(share + 1.0);
+    fw.call(grow_volume(&fw.id, &o, "g-big", &mount, &too_much))
+        .await;
+    let refused = fw.outcome("g-big", 10).await;
+    assert_eq!(refused["state"], "OPERATION_ERROR", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("were offered"),
+        "{refused}"
+    );
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        64 << 20
+    );
+
+    // A refused ACCEPT uses nothing: the same offer still stands. 32 MB from its share: the
+    // volume has 96 MB, reported as the converted MOUNT disk.
+    let mut addition = raw.clone();
+    addition["scalar"]["value"] = json!(32.0);
+    fw.call(grow_volume(&fw.id, &o, "g1", &mount, &addition))
+        .await;
+    assert_eq!(fw.status("g1", 10).await["state"], "OPERATION_PENDING");
+    let grown = fw.outcome("g1", 30).await;
+    assert_eq!(grown["state"], "OPERATION_FINISHED", "{grown}");
+    let disk = &grown["converted_resources"][0];
+    assert_eq!(disk["disk"]["source"]["type"], "MOUNT");
+    assert_eq!(disk["disk"]["source"]["id"], vol.as_str());
+    assert_eq!(disk["scalar"]["value"], 96.0);
+    let v = client.inspect(&vol, None).await.unwrap();
+    assert_eq!(v.size_bytes, 96 << 20);
+    assert_eq!(v.attachments.len(), 1, "still mapped");
+    let r = client.reservations().await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].bytes, 96 << 20);
+    let rec = client
+        .dump()
+        .await
+        .unwrap()
+        .operations
+        .into_iter()
+        .find(|o| o.operation_id == "g1")
+        .unwrap();
+    assert_eq!(rec.target_bytes, Some(96 << 20));
+
+    // The same operation id again: the recorded outcome, no second growth.
+    let o = fw.offer_where("agent-a", both).await;
+    let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
+    assert_eq!(mount["scalar"]["value"], 96.0, "offers show the new size");
+    let mut addition = disk_of(&o, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(32.0);
+    fw.call(grow_volume(&fw.id, &o, "g1", &mount, &addition))
+        .await;
+    assert_eq!(fw.outcome("g1", 10).await["state"], "OPERATION_FINISHED");
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        96 << 20
+    );
+
+    // A volume this framework does not hold: FAILED, saying so.
+    let o = fw.offer_where("agent-a", both).await;
+    let mut other = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
+    other["disk"]["source"]["id"] = json!("pv-not-mine");
+    let mut addition = disk_of(&o, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(8.0);
+    fw.call(grow_volume(&fw.id, &o, "g-other", &other, &addition))
+        .await;
+    let failed = fw.outcome("g-other", 30).await;
+    assert_eq!(failed["state"], "OPERATION_FAILED", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds no volume pv-not-mine"),
+        "{failed}"
+    );
+    assert_eq!(client.volumes(false).await.unwrap().volumes.len(), 1);
+}
+
+/// A pool of `pool_prefix` offered to `fw` in its outstanding offers (MB), per the admin API.
+async fn raw_offered(client: &polly::client::AdminClient, fw: &str, pool_prefix: &str) -> Vec<u64> {
+    client
+        .offers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|o| o.framework_id == fw)
+        .flat_map(|o| o.disks.clone())
+        .filter_map(|d| match d {
+            polly::offers::DiskOffer::Raw { pool_id, mb, .. }
+                if pool_id.starts_with(pool_prefix) =>
+            {
+                Some(mb)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_framework_quotas_from_config_limit_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n[offers.roles.limited]\nquota_volumes = 1\n\n[offers.frameworks.small-fw]\nquota_bytes = 52428800\n",
+        config("")
+    );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+    let client = polly.client();
+    let mut lim = subscribe_as(
+        &polly.offers,
+        MesosContentType::Json,
+        Some("lim-fw"),
+        Some("limited"),
+    )
+    .await;
+    let offers = lim.offers_for(&["agent-a"]).await;
+    // One volume for the role: a share of one pool, never both.
+    assert!(raw_offered(&client, "lim-fw", "vfs-b/").await.is_empty());
+    let a = offer_on(&offers, "agent-a").clone();
+    lim.call(create_disk(&lim.id, &a, "q1", 16.0)).await;
+    let done = lim.outcome("q1", 30).await;
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    let vol = done["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Rounds go on (the held volume is offered back), but no RAW share any more.
+    lim.offer_where("agent-a", |o| disk_of(o, "MOUNT", Some(&vol)).is_some())
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        raw_offered(&client, "lim-fw", "").await.is_empty(),
+        "a role at its volume quota was offered a RAW share"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, lim.events.recv()).await {
+        if ev["type"] == "OFFERS" {
+            for o in ev["offers"]["offers"].as_array().unwrap() {
+                assert!(disk_of(o, "RAW", None).is_none(), "RAW offered: {o}");
+            }
+        }
+    }
+
+    // A framework quota of 50 MiB caps every share it is offered.
+    let _small = subscribe(&polly.offers, MesosContentType::Json, Some("small-fw")).await;
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        got = raw_offered(&client, "small-fw", "").await;
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!got.is_empty(), "small-fw was offered nothing");
+    assert!(got.iter().all(|&mb| mb <= 50), "{got:?}");
+}
+
+/// Two frameworks `(id, role)` on a Polly with two agents in zone-a and `extra` config: the
+/// first subscribes alone and is offered all of pool vfs-a, then declines it once the second
+/// is there; the next round shares the pool. Returns the MB each is offered.
+async fn share_of_vfs_a(extra: &str, first: (&str, &str), second: (&str, &str)) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n{extra}",
+        config("").replace(
+            "agents = [\n",
+            "agents = [\n  { id = \"agent-a2\", hostname = \"host-a2\", region = \"eu\", zone = \"zone-a\" },\n",
+        )
+    );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+    let client = polly.client();
+    let mut one = subscribe_as(
+        &polly.offers,
+        MesosContentType::Json,
+        Some(first.0),
+        Some(first.1),
+    )
+    .await;
+    one.offers_for(&["agent-a"]).await;
+    let _two = subscribe_as(
+        &polly.offers,
+        MesosContentType::Json,
+        Some(second.0),
+        Some(second.1),
+    )
+    .await;
+    let held: Vec<Value> = client
+        .offers()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|o| o.framework_id == first.0)
+        .map(|o| json!({"value": o.id}))
+        .collect();
+    one.call(
+        json!({"type": "DECLINE", "framework_id": {"value": first.0},
+        "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}),
+    )
+    .await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..500 {
+        a = raw_offered(&client, first.0, "vfs-a/").await;
+        b = raw_offered(&client, second.0, "vfs-a/").await;
+        if !a.is_empty() && !b.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (Some(a), Some(b)) = (a.iter().max().copied(), b.iter().max().copied()) else {
+        panic!("both should be offered a share of vfs-a: {a:?}, {b:?}");
+    };
+    assert!(a + b <= 10240, "{a} + {b} MB over the pool");
+    assert!(a + b >= 10200, "{a} + {b} MB: the pool was not shared out");
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_weights_from_config_share_a_pool() {
+    let (gold, bronze) = share_of_vfs_a(
+        "[offers.roles.gold]\nweight = 3\n\n[offers.roles.bronze]\nweight = 1\n",
+        ("gold-fw", "gold"),
+        ("bronze-fw", "bronze"),
+    )
+    .await;
+    assert!(
+        gold.abs_diff(3 * bronze) <= 3,
+        "gold {gold} MB, bronze {bronze} MB: not 3:1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_weights_from_config_share_a_pool_within_a_role() {
+    let (light, heavy) = share_of_vfs_a(
+        "[offers.frameworks.heavy-fw]\nweight = 3\n",
+        ("light-fw", "team"),
+        ("heavy-fw", "team"),
+    )
+    .await;
+    assert!(
+        heavy.abs_diff(3 * light) <= 3,
+        "heavy {heavy} MB, light {light} MB: not 3:1"
+    );
+}
+
+/// Two CREATE_DISKs of `mb` each in one ACCEPT of `offer`.
+fn create_two(fw: &str, offer: &Value, ops: [&str; 2], mb: f64) -> Value {
+    let mut source = offer["resources"][0].clone();
+    source["scalar"]["value"] = json!(mb);
+    let op = |id: &str| {
+        json!({"type": "CREATE_DISK", "id": {"value": id},
+            "create_disk": {"source": source.clone(), "target_type": "MOUNT"}})
+    };
+    json!({"type": "ACCEPT", "framework_id": {"value": fw},
+        "accept": {"offer_ids": [offer["id"].clone()],
+            "operations": [op(ops[0]), op(ops[1])],
+            "filters": {"refuse_seconds": 0}}})
+}
+
+fn framework_row(polly: &Polly, id: &str) -> Option<Value> {
+    polly
+        .cli_json(&["framework", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_keeps_reservations_for_the_grace_then_an_admin_releases_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let cfg = config("").replace(
+        "offer_timeout_secs = 600",
+        "offer_timeout_secs = 600\nteardown_grace_secs = 8",
+    );
+    let polly = Polly::start_with(&data, Some(&cfg), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("td-fw")).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_two(&fw.id, &a, ["t1", "t2"], 16.0)).await;
+    let mut vols = Vec::new();
+    for op in ["t1", "t2"] {
+        let st = fw.outcome(op, 30).await;
+        assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+        vols.push(
+            st["converted_resources"][0]["disk"]["source"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // A subscribed framework's reservations are its own business.
+    let client = polly.client();
+    let e = client
+        .release_reservations("td-fw", None, true)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("subscribed"), "{e}");
+
+    fw.call(json!({"type": "TEARDOWN", "framework_id": {"value": fw.id}}))
+        .await;
+    let torn = framework_row(&polly, "td-fw").expect("torn-down framework listed");
+    assert_eq!(torn["reservations"], 2);
+    assert_eq!(torn["releasable"], false);
+    assert!(torn["torn_down_at"].is_string() && torn["grace_ends"].is_string());
+    let (code, out, _) = polly.cli(&["framework", "ls"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("torn down") && out.contains("GRACE ENDS"),
+        "{out}"
+    );
+
+    // Within the grace: refused, unless forced.
+    let (code, _, err) = polly.cli(&["reservation", "release", "td-fw"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--force") && err.contains("kept until"),
+        "{err}"
+    );
+    assert_eq!(client.reservations().await.unwrap().len(), 2);
+    let (code, _, err) = polly.cli(&["reservation", "release", "td-fw", "--volume", "pv-nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no volume pv-nope"), "{err}");
+    let r = polly.cli_json(&[
+        "reservation",
+        "release",
+        "td-fw",
+        "--volume",
+        &vols[0],
+        "--force",
+    ]);
+    assert_eq!(r["released"], json!([vols[0]]));
+    assert_eq!(r["remaining"], 1);
+    let v0 = client.inspect(&vols[0], None).await.unwrap();
+    assert!(v0.attachments.is_empty(), "released = unmapped");
+    assert!(!v0.restrict_frameworks.contains("td-fw"));
+    let v1 = client.inspect(&vols[1], None).await.unwrap();
+    assert_eq!(v1.attachments.len(), 1, "the other volume is still mapped");
+
+    // The teardown record is durable: a restart still shows it, with the same grace.
+    polly.kill9();
+    let polly = Polly::start_with(&data, Some(&cfg), None);
+    let client = polly.client();
+    let again = framework_row(&polly, "td-fw").expect("listed after a restart");
+    assert_eq!(again["grace_ends"], torn["grace_ends"]);
+    assert_eq!(again["reservations"], 1);
+
+    // After the grace: releasable, and released without --force.
+    let mut waited = 0;
+    while framework_row(&polly, "td-fw").unwrap()["releasable"] != true {
+        waited += 1;
+        assert!(waited < 300, "never releasable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = polly.cli(&["reservation", "release", "td-fw"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&vols[1]), "{out}");
+    assert!(client.reservations().await.unwrap().is_empty());
+    assert!(
+        framework_row(&polly, "td-fw").is_none(),
+        "nothing left to list"
+    );
+    // Volumes are never deleted by a release.
+    let all = client.volumes(false).await.unwrap().volumes;
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|v| v.attachments.is_empty()));
+    assert_eq!(vfs_volume_dirs(&data, "vfs-a").len(), 2);
+    let e = client
+        .release_reservations("td-fw", None, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("holds no reservations"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_release_then_releasing_again_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let hang = config("[services.fault]\nhang = [\"detach\"]");
+    let polly = Polly::start_with(&data, Some(&hang), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("rk-fw")).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "k1", 16.0)).await;
+    let st = fw.outcome("k1", 30).await;
+    assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+    let vol = st["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fw.call(json!({"type": "TEARDOWN", "framework_id": {"value": fw.id}}))
+        .await;
+    // The release hangs in the driver's detach: kill Polly there.
+    let client = polly.client();
+    let c2 = polly.client();
+    let release = tokio::spawn(async move { c2.release_reservations("rk-fw", None, true).await });
+    let mut waited = 0;
+    while client.operations().await.unwrap().is_empty() {
+        waited += 1;
+        assert!(waited < 1500, "the detach never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    polly.kill9();
+    assert!(
+        release.await.unwrap().is_err(),
+        "no answer from a killed Polly"
+    );
+
+    let polly = Polly::start_with(&data, Some(&config("")), None);
+    let client = polly.client();
+    // Nothing was acknowledged: the reservation still stands, the intent was resolved.
+    assert_eq!(client.reservations().await.unwrap().len(), 1);
+    assert!(client.operations().await.unwrap().is_empty());
+    let r = client
+        .release_reservations("rk-fw", None, true)
+        .await
+        .unwrap();
+    assert_eq!(r.released, std::slice::from_ref(&vol));
+    let v = client.inspect(&vol, None).await.unwrap();
+    assert!(v.attachments.is_empty());
+    assert!(client.reservations().await.unwrap().is_empty());
+    let all = client.volumes(true).await.unwrap();
+    assert_eq!(all.volumes.len(), 1, "the volume stays");
+    assert!(all.unmanaged.unwrap_or_default().is_empty(), "no orphan");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_instances_come_from_rexray_reports_attributes_or_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("")
+        .replace(
+            "agents = [\n",
+            "agents = [\n  { id = \"agent-attr\", hostname = \"host-attr\", zone = \"zone-a\", attributes = { storage_host = \"i-attr\" } },\n  { id = \"agent-rr\", hostname = \"host-rr\", zone = \"zone-a\" },\n  { id = \"agent-none\", hostname = \"host-none\", zone = \"zone-a\" },\n",
+        )
+        .replace(
+            "offer_timeout_secs = 600",
+            "offer_timeout_secs = 600\ninstance_attribute = \"storage_host\"",
+        );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+    // A REX-Ray client on host-rr reports its instance id (and hostname, in the vfs
+    // metadata) through the libStorage façade.
+    use base64::Engine;
+    let meta = base64::engine::general_purpose::STANDARD.encode("\"host-rr\"");
+    let r = reqwest::Client::new()
+        .get(format!("{}/volumes/vfs-a?attachments", polly.libstorage))
+        .header(
+            "Libstorage-Instanceid",
+            format!("vfs:vfs-a=i-rexray,,{meta}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let client = polly.client();
+    let inst = client.instances().await.unwrap();
+    assert!(
+        inst.iter()
+            .any(|i| i.instance_id == "i-rexray" && i.hostname.as_deref() == Some("host-rr")),
+        "{inst:?}"
+    );
+
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    for (agent, op, want) in [
+        ("agent-attr", "via-attribute", "i-attr"),
+        ("agent-rr", "via-rexray", "i-rexray"),
+        ("agent-a", "via-config", "i-a"),
+    ] {
+        let o = fw
+            .offer_where(agent, |o| disk_of(o, "RAW", None).is_some())
+            .await;
+        fw.call(create_disk(&fw.id, &o, op, 8.0)).await;
+        let st = fw.outcome(op, 30).await;
+        assert_eq!(st["state"], "OPERATION_FINISHED", "{agent}: {st}");
+        let vol = st["converted_resources"][0]["disk"]["source"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = client.inspect(&vol, None).await.unwrap();
+        assert_eq!(v.attachments[0].instance_id, want, "{agent}");
+    }
+    let o = fw
+        .offer_where("agent-none", |o| disk_of(o, "RAW", None).is_some())
+        .await;
+    fw.call(create_disk(&fw.id, &o, "via-nothing", 8.0)).await;
+    let st = fw.outcome("via-nothing", 30).await;
+    assert_eq!(st["state"], "OPERATION_FAILED", "{st}");
+    let msg = st["message"].as_str().unwrap();
+    assert!(
+        msg.contains("agent-none") && msg.contains("storage_host"),
+        "{msg}"
+    );
+    assert_eq!(
+        client.volumes(false).await.unwrap().volumes.len(),
+        3,
+        "nothing created for the agent without an instance"
+    );
+}
+
+/// SUBSCRIBE to Polly with `id`; the status and, on a 200, the first event.
+async fn subscribe_raw(base: &str, id: &str) -> (u16, String, Option<Value>) {
+    let body = json!({"type": "SUBSCRIBE", "framework_id": {"value": id},
+        "subscribe": {"framework_info": {"user": "root", "name": "consumer", "id": {"value": id}}}});
+    let mut resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/scheduler"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, resp.text().await.unwrap(), None);
+    }
+    let mut dec = Decoder::new(1 << 20);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("an event within 10 s")
+        {
+            Ok(Some(chunk)) => {
+                dec.push(&chunk);
+                if let Ok(Some(rec)) = dec.next_record() {
+                    return (
+                        200,
+                        String::new(),
+                        Some(serde_json::from_slice(&rec).unwrap()),
+                    );
+                }
+            }
+            _ => return (200, String::new(), None),
+        }
+    }
+}
+
+/// SUBSCRIBE a new framework to the fake master (JSON); its id and the open stream.
+async fn master_framework(master: &str) -> (String, String, reqwest::Response) {
+    let body = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info":
+        {"user": "root", "name": "consumer", "failover_timeout": 3600.0}}});
+    let mut resp = reqwest::Client::new()
+        .post(format!("http://{master}/api/v1/scheduler"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stream_id = resp.headers()["mesos-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut dec = Decoder::new(1 << 20);
+    loop {
+        let chunk = resp.chunk().await.unwrap().expect("SUBSCRIBED");
+        dec.push(&chunk);
+        if let Ok(Some(rec)) = dec.next_record() {
+            let ev: Value = serde_json::from_slice(&rec).unwrap();
+            assert_eq!(ev["type"], "SUBSCRIBED");
+            let id = ev["subscribed"]["framework_id"]["value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            return (id, stream_id, resp);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_ids_are_checked_with_the_masters_get_frameworks() {
+    let cluster = fake_master::Cluster::start(1, 1.0, fake_master::default_agents()).await;
+    let master = cluster.addr(0);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("").replace(
+        "[mesos]\n",
+        &format!(
+            "[mesos]\nmasters = [\"{master}\"]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n"
+        ),
+    );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+
+    // A framework the master knows subscribes with its real id.
+    let (known, _sid, _stream) = master_framework(&master).await;
+    let fw = subscribe(&polly.offers, MesosContentType::Json, Some(&known)).await;
+    assert_eq!(fw.id, known);
+
+    // An id the master has never heard of: refused as a master refuses a subscription
+    // (200, one ERROR event, end of stream), and not registered.
+    let (status, _, ev) = subscribe_raw(&polly.offers, "made-up-framework").await;
+    assert_eq!(status, 200);
+    let ev = ev.expect("an ERROR event");
+    assert_eq!(ev["type"], "ERROR", "{ev}");
+    let msg = ev["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("made-up-framework") && msg.contains("not known"),
+        "{msg}"
+    );
+    let client = polly.client();
+    assert!(!client
+        .frameworks()
+        .await
+        .unwrap()
+        .iter()
+        .any(|f| f.id == "made-up-framework"));
+
+    // A framework the master removed (TEARDOWN there): refused too.
+    let (gone, gone_sid, _gone_stream) = master_framework(&master).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{master}/api/v1/scheduler"))
+        .header("content-type", "application/json")
+        .header("mesos-stream-id", gone_sid)
+        .body(json!({"type": "TEARDOWN", "framework_id": {"value": gone}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (status, _, ev) = subscribe_raw(&polly.offers, &gone).await;
+    assert_eq!(status, 200);
+    let ev = ev.unwrap();
+    assert_eq!(ev["type"], "ERROR");
+    assert!(
+        ev["error"]["message"].as_str().unwrap().contains("removed"),
+        "{ev}"
+    );
+
+    // No master can answer: 503, which scheduler libraries retry.
+    cluster.set_leader(None);
+    let (status, body, _) = subscribe_raw(&polly.offers, &known).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&known) && body.contains("retry"), "{body}");
+    cluster.set_leader(Some(0));
+    let (status, _, ev) = subscribe_raw(&polly.offers, &known).await;
+    assert_eq!(status, 200);
+    assert_eq!(ev.unwrap()["type"], "SUBSCRIBED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_grow_volume_then_restart_grows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // The back-end grows, then the call never returns: Polly dies not knowing.
+    let hang = config("[services.fault]\nhang = [\"grow\"]\nhang_phase = \"after\"");
+    let polly = Polly::start_with(&data, Some(&hang), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("gk-fw")).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "gk-c", 64.0)).await;
+    let st = fw.outcome("gk-c", 30).await;
+    assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+    let vol = st["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let both =
+        |o: &Value| disk_of(o, "RAW", None).is_some() && disk_of(o, "MOUNT", Some(&vol)).is_some();
+    let o = fw.offer_where("agent-a", both).await;
+    let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
+    let mut addition = disk_of(&o, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(32.0);
+    fw.call(grow_volume(&fw.id, &o, "gk", &mount, &addition))
+        .await;
+    assert_eq!(fw.status("gk", 10).await["state"], "OPERATION_PENDING");
+    let client = polly.client();
+    let mut waited = 0;
+    while client.operations().await.unwrap().is_empty() {
+        waited += 1;
+        assert!(waited < 1500, "the grow never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    polly.kill9();
+
+    let polly = Polly::start_with(&data, Some(&config("")), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some("gk-fw")).await;
+    let st = fw.outcome("gk", 30).await;
+    assert_eq!(st["state"], "OPERATION_FINISHED", "{st}");
+    assert_eq!(st["converted_resources"][0]["scalar"]["value"], 96.0);
+    let client = polly.client();
+    assert_eq!(
+        client.inspect(&vol, None).await.unwrap().size_bytes,
+        96 << 20,
+        "grown once, not twice"
+    );
+    assert_eq!(client.reservations().await.unwrap()[0].bytes, 96 << 20);
+    assert!(
+        client.operations().await.unwrap().is_empty(),
+        "no intent left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_volume_may_take_the_volume_and_the_share_from_two_offers_of_one_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow driver calls: the share is offered again before the new volume exists, so the
+    // volume comes later in an offer of its own on the same agent.
+    let slow = config("[services.fault]\nlatency_ms = 300");
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "c2", 64.0)).await;
+    let done = fw.outcome("c2", 30).await;
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    let vol = done["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut with_raw, mut with_mount) = (None, None);
+    while with_raw.is_none() || with_mount.is_none() {
+        let ev = fw.next("OFFERS", 20).await;
+        for o in ev["offers"]["offers"].as_array().unwrap() {
+            if o["agent_id"] != json!({"value": "agent-a"}) {
+                continue;
+            }
+            if disk_of(o, "RAW", None).is_some() {
+                with_raw = Some(o.clone());
+            }
+            if disk_of(o, "MOUNT", Some(&vol)).is_some() {
+                with_mount = Some(o.clone());
+            }
+        }
+    }
+    let (r, m) = (with_raw.unwrap(), with_mount.unwrap());
+    assert_ne!(
+        r["id"], m["id"],
+        "the share and the volume came in two offers"
+    );
+    let mut addition = disk_of(&r, "RAW", None).unwrap();
+    addition["scalar"]["value"] = json!(16.0);
+    let mut call = grow_volume(
+        &fw.id,
+        &m,
+        "g2",
+        &disk_of(&m, "MOUNT", Some(&vol)).unwrap(),
+        &addition,
+    );
+    call["accept"]["offer_ids"] = json!([m["id"], r["id"]]);
+    fw.call(call).await;
+    let grown = fw.outcome("g2", 30).await;
+    assert_eq!(grown["state"], "OPERATION_FINISHED", "{grown}");
+    assert_eq!(grown["converted_resources"][0]["scalar"]["value"], 80.0);
+    assert_eq!(
+        polly.client().inspect(&vol, None).await.unwrap().size_bytes,
+        80 << 20
     );
 }

@@ -75,3 +75,15 @@ impl From<store::Error> for ApiError {
         volumes::Error::from(e).into()
     }
 }
+
+impl From<crate::mesos::endpoint::ReleaseError> for ApiError {
+    fn from(e: crate::mesos::endpoint::ReleaseError) -> Self {
+        use crate::mesos::endpoint::ReleaseError as E;
+        match e {
+            E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            E::Refused(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            E::Volume(e) => e.into(),
+            E::Store(e) => e.into(),
+        }
+    }
+}

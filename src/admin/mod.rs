@@ -73,6 +73,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/agents", get(list_agents))
         .route("/admin/mesos", get(mesos_status))
         .route("/admin/frameworks", get(list_frameworks))
+        .route("/admin/frameworks/{id}/release", post(release_reservations))
         .route("/admin/offers", get(list_offers))
         .route("/admin/reservations", get(list_reservations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -471,8 +472,41 @@ async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client
 
 async fn list_frameworks(
     State(st): State<AdminState>,
-) -> Json<Vec<crate::mesos::endpoint::FrameworkView>> {
-    Json(st.offers.map(|o| o.frameworks()).unwrap_or_default())
+) -> Result<Json<Vec<crate::mesos::endpoint::FrameworkView>>, ApiError> {
+    Ok(Json(match st.offers {
+        Some(o) => o.frameworks()?,
+        None => Vec::new(),
+    }))
+}
+
+/// `POST /admin/frameworks/{id}/release`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// Only this volume (default: every reservation of the framework).
+    #[serde(default)]
+    pub volume_id: Option<String>,
+    /// Release before the teardown grace has passed, or for a framework that never tore down.
+    #[serde(default)]
+    pub force: bool,
+}
+
+async fn release_reservations(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<crate::mesos::endpoint::ReleaseReport>, ApiError> {
+    let b: ReleaseBody = body(&bytes)?;
+    let Some(offers) = st.offers else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the storage-offer endpoint is not running",
+        ));
+    };
+    Ok(Json(
+        offers.release(&id, b.volume_id.as_deref(), b.force).await?,
+    ))
 }
 
 async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::mesos::endpoint::OfferView>> {

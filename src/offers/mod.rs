@@ -38,12 +38,14 @@
 //!    restricted to or reserved by.
 //! 3. **Quotas**: `held_mb + shares + unreserved volumes offered <= max_mb`, and
 //!    `held volumes + pools with a share + unreserved volumes offered <= max_volumes` (a RAW
-//!    share takes one volume slot: accepting it creates one volume).
+//!    share takes one volume slot: accepting it creates one volume), per framework and, summed
+//!    over the frameworks of a role, per role ([`Snapshot::role_quotas`]).
 //! 4. Suppressed frameworks get no new offers; a DECLINE filter `(agent, pool)` keeps that pool
 //!    out of new offers on that agent to that framework until `until_ms`.
 //! 5. Offers past `expires_ms`, offers on a pool that became unavailable, offers of unknown
-//!    frameworks or agents, and (newest first) enough offers to fit a pool whose free capacity
-//!    shrank are rescinded.
+//!    frameworks or agents, offers showing a volume at a size it no longer has or while a
+//!    growth of it is in flight, and (newest first) enough offers to fit a pool whose free
+//!    capacity shrank are rescinded.
 
 mod accept;
 mod round;
@@ -55,7 +57,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use accept::apply_accept;
+pub use accept::{apply_accept, apply_accept_offers};
 pub use round::allocate;
 
 /// Offer ids are a counter carried by the caller ([`Snapshot::next_offer_id`]); a larger id is
@@ -116,12 +118,14 @@ pub struct Framework {
 }
 
 /// Capacity of a pool held by a framework that the pool's `free_mb` does not yet reflect
-/// (an accepted RAW share whose volume is being created). Counts against the pool, and as one
-/// volume and `mb` against the framework's quota.
+/// (an accepted RAW share whose volume is being created or grown). Counts against the pool,
+/// and `mb` against the framework's quota; a new volume (`volume_id: None`) also counts as one
+/// volume, while growing `volume_id` adds only MB to a volume already counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub framework_id: String,
     pub pool_id: String,
+    /// The volume being grown; `None` for a volume being created.
     pub volume_id: Option<String>,
     pub mb: u64,
 }
@@ -214,6 +218,9 @@ pub struct Snapshot {
     pub frameworks: Vec<Framework>,
     /// Weight of each role; a role not listed weighs 1.
     pub role_weights: BTreeMap<String, f64>,
+    /// Quota of each role, over all its frameworks together; a role not listed is unlimited.
+    #[serde(default)]
+    pub role_quotas: BTreeMap<String, Quota>,
     pub reservations: Vec<Reservation>,
     pub volumes: Vec<ExistingVolume>,
     pub outstanding: Vec<Offer>,
@@ -231,8 +238,8 @@ pub enum RescindReason {
     PoolUnavailable,
     /// A pool's free capacity no longer covers the outstanding shares.
     CapacityLoss,
-    /// A volume in the offer is gone, attached elsewhere, owned by another framework, or
-    /// also offered to another framework.
+    /// A volume in the offer is gone, attached elsewhere, owned by another framework, also
+    /// offered to another framework, resized, or being grown.
     VolumeUnavailable,
     /// The framework accepted another offer that used the same share or volume.
     Accepted,
@@ -268,12 +275,18 @@ pub enum Use {
     Raw { pool_id: String, mb: u64 },
     /// Take the offered volume.
     Volume { volume_id: String },
+    /// Grow `volume_id` by `mb` taken from the pool's RAW share (GROW_VOLUME's `addition`).
+    Grow {
+        pool_id: String,
+        volume_id: String,
+        mb: u64,
+    },
 }
 
 /// What the caller must record after an accept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
-    /// One per [`Use::Raw`]: store them and pass them in [`Snapshot::reservations`] until the
+    /// One per [`Use::Raw`] and [`Use::Grow`]: store them and pass them in [`Snapshot::reservations`] until the
     /// volume exists and the pool's `free_mb` reflects it.
     pub reservations: Vec<Reservation>,
     /// Volumes now owned by the framework: set their `reserved_by`.
@@ -308,6 +321,16 @@ pub enum AcceptError {
     VolumeQuota {
         framework_id: String,
         max_volumes: u32,
+    },
+    RoleVolumeQuota {
+        role: String,
+        max_volumes: u32,
+    },
+    /// GROW_VOLUME's addition comes from another pool than the one the volume lives in.
+    GrowFromOtherPool {
+        volume_id: String,
+        volume_pool: String,
+        pool_id: String,
     },
 }
 
@@ -350,6 +373,18 @@ impl fmt::Display for AcceptError {
             } => write!(
                 f,
                 "framework {framework_id} would hold more than its quota of {max_volumes} volumes"
+            ),
+            AcceptError::RoleVolumeQuota { role, max_volumes } => write!(
+                f,
+                "role {role} would hold more than its quota of {max_volumes} volumes"
+            ),
+            AcceptError::GrowFromOtherPool {
+                volume_id,
+                volume_pool,
+                pool_id,
+            } => write!(
+                f,
+                "volume {volume_id} lives in pool {volume_pool}; it can only grow from that pool's share, not from {pool_id}"
             ),
         }
     }

@@ -17,6 +17,8 @@ pub(super) struct Ledger<'a> {
     pub reserved_mb: Vec<u64>,
     pub held_mb: Vec<u64>,
     pub held_volumes: Vec<u64>,
+    /// Volumes with a growth in flight (a reservation naming them): not offered meanwhile.
+    pub growing: std::collections::HashSet<&'a str>,
 }
 
 impl<'a> Ledger<'a> {
@@ -48,13 +50,20 @@ impl<'a> Ledger<'a> {
         let mut reserved_mb = vec![0u64; s.pools.len()];
         let mut held_mb = vec![0u64; s.frameworks.len()];
         let mut held_volumes = vec![0u64; s.frameworks.len()];
+        let mut growing = std::collections::HashSet::new();
         for r in &s.reservations {
+            if let Some(v) = &r.volume_id {
+                growing.insert(v.as_str());
+            }
             if let Some(&p) = pools.get(r.pool_id.as_str()) {
                 reserved_mb[p] = reserved_mb[p].saturating_add(r.mb);
             }
             if let Some(&f) = frameworks.get(r.framework_id.as_str()) {
                 held_mb[f] = held_mb[f].saturating_add(r.mb);
-                held_volumes[f] += 1;
+                // Growing a volume adds MB to one already counted.
+                if r.volume_id.is_none() {
+                    held_volumes[f] += 1;
+                }
             }
         }
         for v in &s.volumes {
@@ -71,6 +80,7 @@ impl<'a> Ledger<'a> {
             reserved_mb,
             held_mb,
             held_volumes,
+            growing,
         }
     }
 
@@ -111,11 +121,15 @@ fn stale(
                         && reachable(agent_zone, s.pools[p].zone.as_deref()) => {}
                 _ => return Some(RescindReason::PoolUnavailable),
             },
-            DiskOffer::Volume { volume_id, .. } => {
+            DiskOffer::Volume { volume_id, mb, .. } => {
                 let Some(&v) = l.volumes.get(volume_id.as_str()) else {
                     return Some(RescindReason::VolumeUnavailable);
                 };
                 let vol = &s.volumes[v];
+                // Being grown, or grown since: the offer shows a size that no longer holds.
+                if l.growing.contains(volume_id.as_str()) || *mb != vol.mb {
+                    return Some(RescindReason::VolumeUnavailable);
+                }
                 match l.pools.get(vol.pool_id.as_str()) {
                     Some(&p) if s.pools[p].available => {}
                     _ => return Some(RescindReason::PoolUnavailable),
@@ -382,6 +396,30 @@ pub fn allocate(s: &Snapshot) -> Allocation {
     for f in 0..n_fw {
         role_used[role_of[f]] += used[f] as f64;
     }
+    // Role quotas: the room each role has left, over all its frameworks.
+    let mut role_mb_room = vec![u64::MAX; role_ix.len()];
+    let mut role_slot_room = vec![u64::MAX; role_ix.len()];
+    for (r, &i) in &role_ix {
+        let Some(q) = s.role_quotas.get(*r) else {
+            continue;
+        };
+        let members = (0..n_fw).filter(|&f| role_of[f] == i);
+        let (mb, count) = members.fold((0u64, 0u64), |(mb, n), f| {
+            (mb.saturating_add(used[f]), n.saturating_add(slots[f]))
+        });
+        if let Some(m) = q.max_mb {
+            role_mb_room[i] = m.saturating_sub(mb);
+        }
+        if let Some(m) = q.max_volumes {
+            role_slot_room[i] = u64::from(m).saturating_sub(count);
+        }
+    }
+    // What framework `f` may still take: its own room and its role's, whichever is smaller.
+    let room_mb =
+        |f: usize, mb_room: &[u64], role_mb_room: &[u64]| mb_room[f].min(role_mb_room[role_of[f]]);
+    let room_slots = |f: usize, slot_room: &[u64], role_slot_room: &[u64]| {
+        slot_room[f].min(role_slot_room[role_of[f]])
+    };
     let good = |w: f64| w.is_finite() && w > 0.0;
     let mut drf: Vec<usize> = (0..n_fw)
         .filter(|&f| {
@@ -446,7 +484,7 @@ pub fn allocate(s: &Snapshot) -> Allocation {
             .pools
             .get(vol.pool_id.as_str())
             .is_some_and(|&p| s.pools[p].available);
-        if volume_taken[v] || !pool_ok {
+        if volume_taken[v] || !pool_ok || l.growing.contains(vol.volume_id.as_str()) {
             continue;
         }
         let groups = match &vol.attached_to_agent {
@@ -463,8 +501,9 @@ pub fn allocate(s: &Snapshot) -> Allocation {
 
     // 5. Deal each zone's agents round-robin to the frameworks that could get something there,
     //    lowest dominant share first: one new offer per agent at most.
-    let can_raw =
-        |f: usize, mb_room: &[u64], slot_room: &[u64]| mb_room[f] >= min_mb && slot_room[f] >= 1;
+    let can_raw = |f: usize, mb_room: &[u64], slot_room: &[u64], rmb: &[u64], rslots: &[u64]| {
+        room_mb(f, mb_room, rmb) >= min_mb && room_slots(f, slot_room, rslots) >= 1
+    };
     struct Deal {
         g: usize,
         a: usize,
@@ -503,10 +542,13 @@ pub fn allocate(s: &Snapshot) -> Allocation {
             .iter()
             .copied()
             .filter(|&f| {
-                let raw = can_raw(f, &mb_room, &slot_room)
+                let raw = can_raw(f, &mb_room, &slot_room, &role_mb_room, &role_slot_room)
                     && shared_open.get(&(f, g)).copied().unwrap_or(0) < n_open;
                 let vols = named.contains_key(&f)
-                    || open_volume_min.is_some_and(|m| m <= mb_room[f] && slot_room[f] >= 1);
+                    || open_volume_min.is_some_and(|m| {
+                        m <= room_mb(f, &mb_room, &role_mb_room)
+                            && room_slots(f, &slot_room, &role_slot_room) >= 1
+                    });
                 raw || vols
             })
             .collect();
@@ -560,7 +602,7 @@ pub fn allocate(s: &Snapshot) -> Allocation {
             .iter()
             .copied()
             .filter(|&f| {
-                can_raw(f, &mb_room, &slot_room)
+                can_raw(f, &mb_room, &slot_room, &role_mb_room, &role_slot_room)
                     && !share.contains_key(&(f, p))
                     && (filters[f].is_none()
                         || deals_of[f].iter().any(|&d| {
@@ -573,12 +615,18 @@ pub fn allocate(s: &Snapshot) -> Allocation {
         if takers.is_empty() {
             continue;
         }
-        // Roles among the takers, in order of first appearance (the DRF order).
+        // Roles among the takers, in order of first appearance (the DRF order); a role takes
+        // no more frameworks than it has volume slots left (each share takes one).
         let mut roles: Vec<(usize, Vec<usize>)> = Vec::new();
         for &f in &takers {
-            match roles.iter_mut().find(|(r, _)| *r == role_of[f]) {
-                Some((_, members)) => members.push(f),
-                None => roles.push((role_of[f], vec![f])),
+            let r = role_of[f];
+            match roles.iter_mut().find(|(x, _)| *x == r) {
+                Some((_, members)) => {
+                    if (members.len() as u64) < role_slot_room[r] {
+                        members.push(f);
+                    }
+                }
+                None => roles.push((r, vec![f])),
             }
         }
         let role_items: Vec<(f64, f64, u64)> = roles
@@ -586,7 +634,8 @@ pub fn allocate(s: &Snapshot) -> Allocation {
             .map(|(r, members)| {
                 let cap = members
                     .iter()
-                    .fold(0u64, |a, &f| a.saturating_add(mb_room[f]));
+                    .fold(0u64, |a, &f| a.saturating_add(mb_room[f]))
+                    .min(role_mb_room[*r]);
                 (role_used[*r], role_weight[*r], cap)
             })
             .collect();
@@ -594,10 +643,17 @@ pub fn allocate(s: &Snapshot) -> Allocation {
         for ((r, members), grant) in roles.iter().zip(role_grants) {
             let items: Vec<(f64, f64, u64)> = members
                 .iter()
-                .map(|&f| (used[f] as f64, s.frameworks[f].weight, mb_room[f]))
+                .map(|&f| {
+                    let cap = room_mb(f, &mb_room, &role_mb_room);
+                    (used[f] as f64, s.frameworks[f].weight, cap)
+                })
                 .collect();
             for (&f, mb) in members.iter().zip(waterfill(grant, &items)) {
-                if mb < min_mb || mb > remaining {
+                if mb < min_mb
+                    || mb > remaining
+                    || mb > role_mb_room[*r]
+                    || room_slots(f, &slot_room, &role_slot_room) == 0
+                {
                     continue;
                 }
                 remaining -= mb;
@@ -606,6 +662,8 @@ pub fn allocate(s: &Snapshot) -> Allocation {
                 role_used[*r] += mb as f64;
                 mb_room[f] -= mb;
                 slot_room[f] -= 1;
+                role_mb_room[*r] = role_mb_room[*r].saturating_sub(mb);
+                role_slot_room[*r] = role_slot_room[*r].saturating_sub(1);
             }
         }
     }
@@ -623,11 +681,16 @@ pub fn allocate(s: &Snapshot) -> Allocation {
             }
             let vol = &s.volumes[v];
             if volume_owner[v].is_none() && vol.reserved_by.is_none() {
-                if mb_room[f] < vol.mb || slot_room[f] == 0 {
+                if room_mb(f, &mb_room, &role_mb_room) < vol.mb
+                    || room_slots(f, &slot_room, &role_slot_room) == 0
+                {
                     continue;
                 }
                 mb_room[f] -= vol.mb;
                 slot_room[f] -= 1;
+                let r = role_of[f];
+                role_mb_room[r] = role_mb_room[r].saturating_sub(vol.mb);
+                role_slot_room[r] = role_slot_room[r].saturating_sub(1);
             }
             volume_owner[v] = Some(f);
             deal.volumes.push(v);

@@ -324,6 +324,176 @@ fn quotas_cap_bytes_and_volumes() {
 }
 
 #[test]
+fn role_quotas_cap_the_frameworks_of_a_role_together() {
+    let s = snap(
+        vec![pool("p1", None, 1000)],
+        vec![agent("a1", None), agent("a2", None)],
+        vec![fw("f1"), fw("f2")],
+    );
+    check(&s, &["10 f1@a1: raw p1 500", "11 f2@a2: raw p1 500"]);
+    // 300 MB for the role: split between its two frameworks.
+    let mut mb = s.clone();
+    mb.role_quotas.insert(
+        "storage".into(),
+        Quota {
+            max_mb: Some(300),
+            max_volumes: None,
+        },
+    );
+    check(&mb, &["10 f1@a1: raw p1 150", "11 f2@a2: raw p1 150"]);
+    // One volume for the role: one share, to one framework.
+    let mut one = s.clone();
+    one.role_quotas.insert(
+        "storage".into(),
+        Quota {
+            max_mb: None,
+            max_volumes: Some(1),
+        },
+    );
+    check(&one, &["10 f1@a1: raw p1 1000"]);
+    // What one framework of the role holds uses the role's quota up: nothing more.
+    let mut full = one.clone();
+    let mut held = volume("v1", "p1", None, 10);
+    held.reserved_by = Some("f2".into());
+    full.volumes.push(held);
+    check(&full, &["10 f2@a1: volume v1 10", "11 f2@a2: volume v1 10"]);
+    // Another role is not affected.
+    let mut other = full.clone();
+    other.frameworks[0].role = "other".into();
+    check(&other, &["10 f1@a1: raw p1 1000", "11 f2@a2: volume v1 10"]);
+}
+
+#[test]
+fn accept_refuses_a_second_volume_over_a_role_quota() {
+    let mut s = accepted_setup();
+    s.role_quotas.insert(
+        "storage".into(),
+        Quota {
+            max_mb: None,
+            max_volumes: Some(2),
+        },
+    );
+    let raw_use = |pool: &str, mb| Use::Raw {
+        pool_id: pool.into(),
+        mb,
+    };
+    // Offer 10 shows p1 and p2: two slots, within the quota of 2.
+    assert!(apply_accept(&s, "f1", 10, &[raw_use("p1", 10), raw_use("p2", 10)]).is_ok());
+    // Three volumes from two shares: over the role's quota.
+    assert_eq!(
+        apply_accept(
+            &s,
+            "f1",
+            10,
+            &[raw_use("p1", 10), raw_use("p1", 10), raw_use("p2", 10)]
+        ),
+        Err(AcceptError::RoleVolumeQuota {
+            role: "storage".into(),
+            max_volumes: 2
+        })
+    );
+}
+
+#[test]
+fn accept_grows_a_volume_from_its_pool_share_only() {
+    let mut s = snap(
+        vec![pool("p1", None, 1000), pool("p2", None, 500)],
+        vec![agent("a1", None), agent("a2", None)],
+        vec![fw("f1")],
+    );
+    let mut v = volume("v1", "p1", None, 100);
+    v.reserved_by = Some("f1".into());
+    v.attached_to_agent = Some("a1".into());
+    s.volumes.push(v);
+    s.frameworks[0].quota.max_volumes = Some(1);
+    // The volume counts as the one volume f1 may hold, so no RAW share is offered at all
+    // under max_volumes = 1; a higher quota shows the shares.
+    check(&s, &["10 f1@a1: volume v1 100"]);
+    s.frameworks[0].quota.max_volumes = Some(3);
+    s.outstanding = allocate(&s).new_offers;
+    assert_eq!(
+        render(&Allocation {
+            new_offers: s.outstanding.clone(),
+            ..Allocation::default()
+        }),
+        [
+            "10 f1@a1: raw p1 1000, raw p2 500, volume v1 100",
+            "11 f1@a2: raw p1 1000, raw p2 500"
+        ]
+    );
+    let grow = |pool: &str, mb| Use::Grow {
+        pool_id: pool.into(),
+        volume_id: "v1".into(),
+        mb,
+    };
+    let got = apply_accept(&s, "f1", 10, &[grow("p1", 200)]).unwrap();
+    assert_eq!(
+        got.reservations,
+        [Reservation {
+            framework_id: "f1".into(),
+            pool_id: "p1".into(),
+            volume_id: Some("v1".into()),
+            mb: 200
+        }]
+    );
+    assert_eq!(got.rescinds.len(), 1, "offer 11 shows the share of p1");
+    // Growing adds no volume: fine even with the volume quota used up.
+    let mut full = s.clone();
+    full.frameworks[0].quota.max_volumes = Some(1);
+    assert!(apply_accept(&full, "f1", 10, &[grow("p1", 200)]).is_ok());
+    // More than the share, or from another pool's share: refused.
+    assert!(matches!(
+        apply_accept(&s, "f1", 10, &[grow("p1", 1001)]),
+        Err(AcceptError::MoreThanOffered { used_mb: 1001, .. })
+    ));
+    assert_eq!(
+        apply_accept(&s, "f1", 10, &[grow("p2", 10)]),
+        Err(AcceptError::GrowFromOtherPool {
+            volume_id: "v1".into(),
+            volume_pool: "p1".into(),
+            pool_id: "p2".into()
+        })
+    );
+    // While the growth is pending it holds MB of the pool and of f1, but no volume slot, and
+    // the volume is not offered (its size is about to change).
+    let mut next = s.clone();
+    next.outstanding.clear();
+    next.reservations = got.reservations.clone();
+    next.next_offer_id = 12;
+    next.frameworks[0].quota.max_volumes = Some(2);
+    next.frameworks[0].quota.max_mb = Some(1000);
+    check(&next, &["12 f1@a1: raw p1 700", "13 f1@a2: raw p1 700"]);
+    // An offer still showing the volume is rescinded meanwhile, and so is one showing the
+    // old size once the growth is done.
+    let mut during = next.clone();
+    during.outstanding = vec![offer(
+        5,
+        "f1",
+        "a1",
+        9_000,
+        vec![DiskOffer::Volume {
+            volume_id: "v1".into(),
+            pool_id: "p1".into(),
+            kind: VolumeKind::Mount,
+            mb: 100,
+        }],
+    )];
+    assert_eq!(
+        allocate(&during).rescinds,
+        [Rescind {
+            offer_id: 5,
+            reason: RescindReason::VolumeUnavailable
+        }]
+    );
+    let mut after = during.clone();
+    after.reservations.clear();
+    after.volumes[0].mb = 300;
+    assert_eq!(allocate(&after).rescinds.len(), 1);
+    after.volumes[0].mb = 100;
+    assert!(allocate(&after).rescinds.is_empty());
+}
+
+#[test]
 fn decline_filters_keep_a_pool_off_an_agent_until_they_expire() {
     let mut f1 = fw("f1");
     f1.filters.push(Filter {
@@ -643,6 +813,77 @@ fn accept_reserves_what_was_used_and_rescinds_the_same_share_elsewhere() {
 }
 
 #[test]
+fn accept_of_several_offers_of_one_agent_pools_what_they_show() {
+    // f1 holds v1 (attached on a1); it is shown on a1 in one offer and the pool's share in
+    // another: one ACCEPT of both may grow v1 from the share.
+    let mut s = snap(
+        vec![pool("p1", None, 1000)],
+        vec![agent("a1", None), agent("a2", None)],
+        vec![fw("f1")],
+    );
+    let mut v = volume("v1", "p1", None, 100);
+    v.reserved_by = Some("f1".into());
+    v.attached_to_agent = Some("a1".into());
+    s.volumes.push(v);
+    s.outstanding = vec![
+        offer(5, "f1", "a1", 9_000, vec![raw("p1", 1000)]),
+        offer(
+            6,
+            "f1",
+            "a1",
+            9_000,
+            vec![DiskOffer::Volume {
+                volume_id: "v1".into(),
+                pool_id: "p1".into(),
+                kind: VolumeKind::Mount,
+                mb: 100,
+            }],
+        ),
+        offer(7, "f1", "a2", 9_000, vec![raw("p1", 1000)]),
+    ];
+    let grow = Use::Grow {
+        pool_id: "p1".into(),
+        volume_id: "v1".into(),
+        mb: 300,
+    };
+    // Offer 6 alone has no share of p1.
+    assert!(matches!(
+        apply_accept(&s, "f1", 6, std::slice::from_ref(&grow)),
+        Err(AcceptError::PoolNotOffered { .. })
+    ));
+    let got = apply_accept_offers(&s, "f1", &[6, 5], std::slice::from_ref(&grow)).unwrap();
+    assert_eq!(got.reservations.len(), 1);
+    // Offer 7 shows the same share: rescinded; 5 and 6 were accepted.
+    assert_eq!(
+        got.rescinds,
+        [Rescind {
+            offer_id: 7,
+            reason: RescindReason::Accepted
+        }]
+    );
+    // The share counts once, however many accepted offers show it.
+    assert!(matches!(
+        apply_accept_offers(
+            &s,
+            "f1",
+            &[5, 6],
+            &[Use::Raw {
+                pool_id: "p1".into(),
+                mb: 1001
+            }]
+        ),
+        Err(AcceptError::MoreThanOffered {
+            offered_mb: 1000,
+            ..
+        })
+    ));
+    assert_eq!(
+        apply_accept_offers(&s, "f1", &[5, 99], &[]),
+        Err(AcceptError::UnknownOffer(99))
+    );
+}
+
+#[test]
 fn accept_refuses_what_was_not_offered() {
     let s = accepted_setup();
     let raw_use = |pool: &str, mb| Use::Raw {
@@ -759,7 +1000,9 @@ fn world(
     fws: Vec<FwSpec>,
     vols: Vec<VolSpec>,
     config: Config,
+    role_quota: Quota,
 ) -> Snapshot {
+    let role_quotas = BTreeMap::from([("r0".to_string(), role_quota)]);
     let pools: Vec<Pool> = pools
         .into_iter()
         .enumerate()
@@ -817,6 +1060,7 @@ fn world(
         frameworks,
         volumes,
         role_weights: BTreeMap::from([("r1".to_string(), 2.0)]),
+        role_quotas,
         ..Snapshot::default()
     }
 }
@@ -915,7 +1159,8 @@ fn assert_invariants(s: &Snapshot) {
             p.id
         );
     }
-    // Quotas.
+    // Quotas, per framework and per role.
+    let mut per_role: HashMap<&str, (u64, u64, u64, u64)> = HashMap::new();
     for f in &s.frameworks {
         let mut mb: u64 = s
             .reservations
@@ -926,7 +1171,7 @@ fn assert_invariants(s: &Snapshot) {
         let mut count = s
             .reservations
             .iter()
-            .filter(|r| r.framework_id == f.id)
+            .filter(|r| r.framework_id == f.id && r.volume_id.is_none())
             .count() as u64;
         for v in s
             .volumes
@@ -949,6 +1194,8 @@ fn assert_invariants(s: &Snapshot) {
                 offered_count += 1;
             }
         }
+        let e = per_role.entry(f.role.as_str()).or_default();
+        *e = (e.0 + mb, e.1 + offered_mb, e.2 + count, e.3 + offered_count);
         if let Some(max) = f.quota.max_mb {
             assert!(
                 offered_mb == 0 || mb + offered_mb <= max,
@@ -961,6 +1208,23 @@ fn assert_invariants(s: &Snapshot) {
                 offered_count == 0 || count + offered_count <= u64::from(max),
                 "{} holds {count} volumes and is offered {offered_count}, quota {max}",
                 f.id
+            );
+        }
+    }
+    for (role, q) in &s.role_quotas {
+        let Some(&(mb, offered_mb, count, offered_count)) = per_role.get(role.as_str()) else {
+            continue;
+        };
+        if let Some(max) = q.max_mb {
+            assert!(
+                offered_mb == 0 || mb + offered_mb <= max,
+                "role {role} holds {mb} MB and is offered {offered_mb} MB, quota {max}"
+            );
+        }
+        if let Some(max) = q.max_volumes {
+            assert!(
+                offered_count == 0 || count + offered_count <= u64::from(max),
+                "role {role} holds {count} volumes and is offered {offered_count}, quota {max}"
             );
         }
     }
@@ -1138,9 +1402,12 @@ proptest! {
         offer_timeout_ms in 1000..10_000u64,
         min_offer_mb in 1..50u64,
         events in prop::collection::vec(event(), 1..40),
+        role_max_mb in proptest::option::of(0..4000u64),
+        role_max_volumes in proptest::option::of(0..5u32),
     ) {
         let config = Config { headroom_mb, offer_timeout_ms, min_offer_mb };
-        let mut s = world(pools, agents, fws, vols, config);
+        let role_quota = Quota { max_mb: role_max_mb, max_volumes: role_max_volumes };
+        let mut s = world(pools, agents, fws, vols, config, role_quota);
         round(&mut s);
         for e in &events {
             apply(&mut s, e);

@@ -70,6 +70,7 @@ pub enum Op {
     PutInstance(Instance),
     /// Small string settings (e.g. the Mesos framework id).
     PutMeta(String, String),
+    DeleteMeta(String),
     /// Insert or replace a framework's reservation of a volume.
     PutReservation(Reservation),
     DeleteReservation {
@@ -269,6 +270,9 @@ impl Store {
                         Op::PutMeta(k, v) => {
                             meta.insert(k.as_bytes(), v.as_bytes())?;
                         }
+                        Op::DeleteMeta(k) => {
+                            meta.remove(k.as_bytes())?;
+                        }
                         Op::PutReservation(r) => {
                             reservations
                                 .insert(name_key(&r.framework_id, &r.volume_id), encode(r))?;
@@ -418,6 +422,20 @@ impl Store {
             .meta
             .get(key.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Every setting whose key starts with `prefix`, in key order.
+    pub fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        self.meta
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
     }
 
     /// Everything in the store.

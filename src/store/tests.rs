@@ -83,6 +83,9 @@ impl Model {
                 Op::PutMeta(k, v) => {
                     next.meta.insert(k.clone(), v.clone());
                 }
+                Op::DeleteMeta(k) => {
+                    next.meta.remove(k);
+                }
                 Op::PutReservation(r) => {
                     next.reservations
                         .insert((r.framework_id.clone(), r.volume_id.clone()), r.clone());
@@ -126,6 +129,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             fields: Default::default(),
         })),
         1 => (0u8..2, 0u8..9).prop_map(|(k, v)| Op::PutMeta(format!("k{k}"), format!("v{v}"))),
+        1 => (0u8..2).prop_map(|k| Op::DeleteMeta(format!("k{k}"))),
         1 => (0u8..3, 0u8..4, 1u64..1000).prop_map(|(f, v, b)| Op::PutReservation(Reservation {
             framework_id: format!("fw{f}"),
             role: "r".into(),
@@ -150,6 +154,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             uuid: format!("u{o}{st}"),
             request: "{}".into(),
             volume_id: None,
+            target_bytes: None,
             role: "*".into(),
             principal: None,
             updated_at: 1,

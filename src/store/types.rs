@@ -136,6 +136,10 @@ pub struct OperationRecord {
     pub request: String,
     /// The volume the operation created or acts on, once known.
     pub volume_id: Option<String>,
+    /// GROW_VOLUME: the size the volume grows to, recorded before the driver is asked, so a
+    /// resumed grow never adds the addition twice.
+    #[serde(default)]
+    pub target_bytes: Option<u64>,
     /// The framework's role and principal when it asked (for the reservation it creates).
     pub role: String,
     pub principal: Option<String>,

@@ -709,6 +709,48 @@ impl Manager {
         .await
     }
 
+    /// Grow a volume to `size_bytes`. The same size again is a no-op (so a retried grow is
+    /// safe); a smaller size is invalid. The intent holds the target size, and a crash or an
+    /// uncertain failure is resolved by reading the back-end's size.
+    pub async fn grow(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+        let _g = self.begin_op();
+        let res = self.grow_inner(id, size_bytes).await;
+        self.outcome("grow", &res);
+        res
+    }
+
+    async fn grow_inner(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+        if size_bytes > MAX_SIZE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "size_bytes {size_bytes} is over the largest volume, {MAX_SIZE_BYTES}"
+            )));
+        }
+        let _g = self.lock(format!("id:{id}")).await;
+        let v = self.usable(id)?;
+        if size_bytes == v.size_bytes {
+            return Ok(v);
+        }
+        if size_bytes < v.size_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "volume {id} has {} bytes; it cannot shrink to {size_bytes}",
+                v.size_bytes
+            )));
+        }
+        let svc = self.service(&v.service)?;
+        let driver_id = v.driver_id.clone().unwrap_or_default();
+        let intent = self.intent(&v, IntentOp::Grow { size_bytes })?;
+        self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        let res = self
+            .call(&svc.name, "grow", svc.driver.grow(&driver_id, size_bytes))
+            .await;
+        self.conclude(&intent, res, |dv| {
+            let mut done = v;
+            done.size_bytes = dv.size_bytes;
+            done
+        })
+        .await
+    }
+
     /// Add restrictions (the volume becomes visible only to these services / frameworks).
     pub async fn restrict(&self, id: &str, r: &Restriction) -> Result<Volume> {
         for s in &r.services {

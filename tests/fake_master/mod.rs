@@ -2,8 +2,9 @@
 //! `reference/mesos-v1.md` describes it. Chunked RecordIO streams (records split across
 //! chunks), SUBSCRIBED then HEARTBEAT, 307 with a protocol-relative Location from a
 //! non-leader, 503 while recovering or leaderless, 200 + ERROR + close for a refused
-//! subscription, the 400/403/405/406/415/501 rules, stream-id checks, failover_timeout, and
-//! offers from several agents in two zones. Several masters share one cluster state (the
+//! subscription, the 400/403/405/406/415/501 rules, stream-id checks, failover_timeout,
+//! offers from several agents in two zones, and the operator API's GET_AGENTS and
+//! GET_FRAMEWORKS. Several masters share one cluster state (the
 //! "registry"); tests steer it through [`Cluster`].
 #![allow(dead_code)]
 
@@ -67,6 +68,9 @@ pub struct CallRecord {
 
 #[derive(Debug)]
 struct Framework {
+    /// The FrameworkInfo of its last SUBSCRIBE, with the id filled in (as GET_FRAMEWORKS
+    /// reports it).
+    info: Value,
     failover_timeout: f64,
     connected: bool,
     removed: bool,
@@ -588,7 +592,10 @@ async fn subscribe(
         };
         if let Ok(id) = &outcome {
             let failover_timeout = fi["failover_timeout"].as_f64().unwrap_or(0.0);
+            let mut info = fi.clone();
+            info["id"] = json!({"value": id});
             let f = st.frameworks.entry(id.clone()).or_insert(Framework {
+                info: Value::Null,
                 failover_timeout,
                 connected: false,
                 removed: false,
@@ -600,6 +607,7 @@ async fn subscribe(
                 sender: None,
             });
             // A new SUBSCRIBE replaces the old stream.
+            f.info = info;
             f.failover_timeout = failover_timeout;
             f.connected = true;
             f.suppressed = false;
@@ -705,7 +713,11 @@ async fn heartbeats(cluster: Cluster, fw: String, stream_id: String) {
     }
 }
 
-/// The operator API: only GET_AGENTS (JSON), with the same leader and header rules.
+/// The operator API: GET_AGENTS and GET_FRAMEWORKS (JSON), with the same leader and header
+/// rules. GET_FRAMEWORKS lists registered frameworks (connected, or disconnected within their
+/// failover timeout) under `frameworks` and removed ones (torn down, or past their failover
+/// timeout) under `completed_frameworks`, each as `{framework_info, active, connected,
+/// recovered}`.
 async fn operator(
     State((cluster, me)): MasterState,
     method: Method,
@@ -733,8 +745,37 @@ async fn operator(
             )
         }
     };
+    if call["type"] == "GET_FRAMEWORKS" {
+        let (mut live, mut completed) = (Vec::new(), Vec::new());
+        let mut ids: Vec<&String> = st.frameworks.keys().collect();
+        ids.sort();
+        for id in ids {
+            let f = &st.frameworks[id];
+            let expired = f
+                .disconnected_at
+                .is_some_and(|t| !f.connected && t.elapsed().as_secs_f64() > f.failover_timeout);
+            let entry = json!({"framework_info": f.info, "active": f.connected && !f.removed,
+                               "connected": f.connected && !f.removed, "recovered": false});
+            if f.removed || expired {
+                completed.push(entry);
+            } else {
+                live.push(entry);
+            }
+        }
+        return (
+            StatusCode::OK,
+            [("Content-Type", JSON)],
+            serde_json::to_string(&json!({"type": "GET_FRAMEWORKS",
+                "get_frameworks": {"frameworks": live, "completed_frameworks": completed}}))
+            .unwrap(),
+        )
+            .into_response();
+    }
     if call["type"] != "GET_AGENTS" {
-        return error(StatusCode::NOT_IMPLEMENTED, "only GET_AGENTS is faked");
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "only GET_AGENTS and GET_FRAMEWORKS are faked",
+        );
     }
     let agents: Vec<Value> = st
         .agents

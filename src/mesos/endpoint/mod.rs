@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, resource, value};
 use super::{json, recordio};
-use crate::config::OffersConfig;
+use crate::config::{MesosConfig, OffersConfig};
 use crate::mesos::client;
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
 use crate::volumes::Manager;
@@ -88,6 +88,10 @@ struct Inner {
     manager: Manager,
     agents: client::Handle,
     cfg: OffersConfig,
+    /// The Mesos master config, when one is configured: framework ids are then checked with
+    /// its operator API (`GET_FRAMEWORKS`) at SUBSCRIBE.
+    mesos: Option<MesosConfig>,
+    http: reqwest::Client,
     /// Makes offer ids unique across restarts: an offer of a previous run is unknown.
     run_id: String,
     state: Mutex<State_>,
@@ -112,6 +116,55 @@ pub struct FrameworkView {
     pub offers: usize,
     pub filters: usize,
     pub subscribed_at: String,
+    /// Volumes the framework holds.
+    #[serde(default)]
+    pub reservations: usize,
+    /// When it sent TEARDOWN (RFC 3339), while it still holds reservations.
+    #[serde(default)]
+    pub torn_down_at: Option<String>,
+    /// When its reservations become releasable (`torn_down_at` + `teardown_grace_secs`).
+    #[serde(default)]
+    pub grace_ends: Option<String>,
+    /// The grace has passed: an admin may release its reservations.
+    #[serde(default)]
+    pub releasable: bool,
+}
+
+/// Store meta key prefix of torn-down frameworks that still hold reservations.
+const TORN_DOWN_PREFIX: &str = "offers.torn_down.";
+
+/// A framework that sent TEARDOWN while holding reservations (kept in the store's meta).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TornDown {
+    /// Unix seconds.
+    at: u64,
+    name: String,
+    role: String,
+    principal: Option<String>,
+}
+
+/// `POST /admin/frameworks/{id}/release`: what was released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    pub framework_id: String,
+    /// Volumes no longer reserved (each detached, and still existing).
+    pub released: Vec<String>,
+    /// Reservations the framework still holds.
+    pub remaining: usize,
+}
+
+/// Why a release was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused while the framework is subscribed, in its grace, or never tore down.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
 }
 
 /// `GET /admin/offers`.
@@ -172,11 +225,28 @@ fn event_type(t: event::Type) -> Option<i32> {
 
 impl Endpoint {
     pub fn new(manager: Manager, agents: client::Handle, cfg: OffersConfig) -> Endpoint {
+        Self::with_master(manager, agents, cfg, None)
+    }
+
+    /// Like [`Endpoint::new`]; with `mesos` (a config with masters), a framework that
+    /// subscribes with an id is checked against the master's `GET_FRAMEWORKS`.
+    pub fn with_master(
+        manager: Manager,
+        agents: client::Handle,
+        cfg: OffersConfig,
+        mesos: Option<MesosConfig>,
+    ) -> Endpoint {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Endpoint {
             inner: Arc::new(Inner {
                 manager,
                 agents,
                 cfg,
+                mesos: mesos.filter(|m| m.enabled()),
+                http,
                 run_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
                 state: Mutex::new(State_ {
                     next_offer_id: 1,
@@ -203,9 +273,17 @@ impl Endpoint {
         self.inner.wake.notify_one();
     }
 
-    pub fn frameworks(&self) -> Vec<FrameworkView> {
+    /// Subscribed and disconnected frameworks, then torn-down ones that still hold
+    /// reservations (with when their grace ends).
+    pub fn frameworks(&self) -> Result<Vec<FrameworkView>, crate::store::Error> {
+        let store = self.inner.manager.store();
+        let held = store.reservations()?;
+        let torn = self.torn_down()?;
+        let count = |id: &str| held.iter().filter(|r| r.framework_id == id).count();
+        let now = crate::volumes::now_secs();
         let st = lock(&self.inner.state);
-        st.frameworks
+        let mut out: Vec<FrameworkView> = st
+            .frameworks
             .iter()
             .map(|(id, f)| FrameworkView {
                 id: id.clone(),
@@ -221,8 +299,167 @@ impl Endpoint {
                     .count(),
                 filters: f.filters.len(),
                 subscribed_at: f.subscribed_at.clone(),
+                reservations: count(id),
+                torn_down_at: None,
+                grace_ends: None,
+                releasable: false,
             })
-            .collect()
+            .collect();
+        for (id, t) in torn {
+            if st.frameworks.contains_key(&id) {
+                continue;
+            }
+            let ends = self.grace_end(t.at);
+            out.push(FrameworkView {
+                reservations: count(&id),
+                id,
+                name: t.name,
+                role: t.role,
+                principal: t.principal,
+                connected: false,
+                suppressed: false,
+                offers: 0,
+                filters: 0,
+                subscribed_at: String::new(),
+                torn_down_at: Some(rfc3339_ms(t.at.saturating_mul(1000))),
+                grace_ends: Some(rfc3339_ms(ends.saturating_mul(1000))),
+                releasable: now >= ends,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Torn-down frameworks recorded in the store, by id.
+    fn torn_down(&self) -> Result<BTreeMap<String, TornDown>, crate::store::Error> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.inner.manager.store().meta_prefixed(TORN_DOWN_PREFIX)? {
+            match serde_json::from_str::<TornDown>(&v) {
+                Ok(t) => {
+                    out.insert(k[TORN_DOWN_PREFIX.len()..].to_string(), t);
+                }
+                Err(e) => tracing::warn!(key = %k, error = %e, "unreadable teardown record"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unix seconds at which the reservations of a framework torn down at `at` are
+    /// releasable.
+    fn grace_end(&self, at: u64) -> u64 {
+        at.saturating_add(self.inner.cfg.teardown_grace_secs.ceil() as u64)
+    }
+
+    /// Release what a framework holds (all of it, or one volume): detach each volume from
+    /// every instance (driver detach, each under its own intent), lift the framework's
+    /// restriction, then drop the reservation. Volumes are never deleted. Refused while the
+    /// framework is subscribed, and, unless `force`, before its teardown grace has passed
+    /// (or when it never tore down). The reservation record goes last, so a release cut
+    /// short by a crash or an error is finished by running it again.
+    pub async fn release(
+        &self,
+        fw: &str,
+        volume: Option<&str>,
+        force: bool,
+    ) -> Result<ReleaseReport, ReleaseError> {
+        let subscribed = lock(&self.inner.state)
+            .frameworks
+            .get(fw)
+            .is_some_and(|f| f.tx.is_some());
+        if subscribed {
+            return Err(ReleaseError::Refused(format!(
+                "framework {fw} is subscribed; it releases its volumes with UNRESERVE or DESTROY_DISK"
+            )));
+        }
+        let store = self.inner.manager.store().clone();
+        let mark = self.torn_down()?.remove(fw);
+        let mut held: Vec<crate::store::Reservation> = store
+            .reservations()?
+            .into_iter()
+            .filter(|r| r.framework_id == fw)
+            .collect();
+        if held.is_empty() && mark.is_none() {
+            return Err(ReleaseError::NotFound(format!(
+                "framework {fw} holds no reservations"
+            )));
+        }
+        if let Some(v) = volume {
+            held.retain(|r| r.volume_id == v);
+            if held.is_empty() {
+                return Err(ReleaseError::NotFound(format!(
+                    "framework {fw} holds no volume {v}"
+                )));
+            }
+        }
+        if !force {
+            let now = crate::volumes::now_secs();
+            match &mark {
+                None => {
+                    return Err(ReleaseError::Refused(format!(
+                        "framework {fw} has not torn down; pass --force to release its reservations anyway"
+                    )))
+                }
+                Some(t) if now < self.grace_end(t.at) => {
+                    let ends = self.grace_end(t.at);
+                    return Err(ReleaseError::Refused(format!(
+                        "framework {fw} tore down at {}; its reservations are kept until {} ({} s from now); pass --force to release them now",
+                        rfc3339_ms(t.at.saturating_mul(1000)),
+                        rfc3339_ms(ends.saturating_mul(1000)),
+                        ends - now
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let m = &self.inner.manager;
+        let mut released = Vec::new();
+        for r in held {
+            match m.volume(&r.volume_id) {
+                Ok(v) => {
+                    for a in &v.attachments {
+                        m.detach(&v.id, Some(&a.instance_id)).await?;
+                    }
+                    if v.restrict_frameworks.contains(fw) {
+                        m.unrestrict(
+                            &v.id,
+                            &crate::volumes::Restriction {
+                                frameworks: BTreeSet::from([fw.to_string()]),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    }
+                }
+                // The volume is gone already: only the claim is left to drop.
+                Err(crate::volumes::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let st = store.clone();
+            let drop_claim = crate::store::Op::DeleteReservation {
+                framework_id: fw.to_string(),
+                volume_id: r.volume_id.clone(),
+            };
+            tokio::task::spawn_blocking(move || st.apply(&[drop_claim]))
+                .await
+                .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))??;
+            tracing::info!(framework = fw, volume = %r.volume_id, "reservation released by an admin");
+            released.push(r.volume_id);
+        }
+        let remaining = store
+            .reservations()?
+            .iter()
+            .filter(|r| r.framework_id == fw)
+            .count();
+        if remaining == 0 && mark.is_some() {
+            store.apply(&[crate::store::Op::DeleteMeta(format!(
+                "{TORN_DOWN_PREFIX}{fw}"
+            ))])?;
+        }
+        self.wake();
+        Ok(ReleaseReport {
+            framework_id: fw.to_string(),
+            released,
+            remaining,
+        })
     }
 
     pub fn offers(&self) -> Vec<OfferView> {
@@ -304,10 +541,10 @@ impl Endpoint {
                 zone: a.zone.clone(),
             })
             .collect();
-        let reserved: BTreeMap<String, String> = store
-            .reservations()?
-            .into_iter()
-            .map(|r| (r.volume_id, r.framework_id))
+        let held = store.reservations()?;
+        let reserved: BTreeMap<String, String> = held
+            .iter()
+            .map(|r| (r.volume_id.clone(), r.framework_id.clone()))
             .collect();
         let mut volumes = Vec::new();
         for v in store.volumes_shared()?.iter() {
@@ -341,18 +578,44 @@ impl Endpoint {
                 kind: offers::VolumeKind::Mount,
             });
         }
-        let frameworks = st
+        let cfg = &self.inner.cfg;
+        let share = |id: &str| cfg.frameworks.get(id).cloned().unwrap_or_default();
+        let mut frameworks: Vec<offers::Framework> = st
             .frameworks
             .iter()
             .filter(|(_, f)| f.tx.is_some())
             .map(|(id, f)| offers::Framework {
                 id: id.clone(),
                 role: f.role.clone(),
-                weight: 1.0,
-                quota: Default::default(),
+                weight: share(id).weight,
+                quota: share(id).quota(),
                 suppressed: f.suppressed,
                 filters: f.filters.clone(),
             })
+            .collect();
+        // Frameworks that are away (disconnected, torn down) but still hold volumes: offered
+        // nothing, but what they hold counts towards their role's share and quota.
+        for r in &held {
+            if !frameworks.iter().any(|f| f.id == r.framework_id) {
+                frameworks.push(offers::Framework {
+                    id: r.framework_id.clone(),
+                    role: r.role.clone(),
+                    weight: share(&r.framework_id).weight,
+                    quota: share(&r.framework_id).quota(),
+                    suppressed: true,
+                    filters: Vec::new(),
+                });
+            }
+        }
+        let role_weights = cfg
+            .roles
+            .iter()
+            .map(|(r, c)| (r.clone(), c.weight))
+            .collect();
+        let role_quotas = cfg
+            .roles
+            .iter()
+            .map(|(r, c)| (r.clone(), c.quota()))
             .collect();
         Ok(Snapshot {
             now_ms,
@@ -365,7 +628,8 @@ impl Endpoint {
             pools,
             agents,
             frameworks,
-            role_weights: BTreeMap::new(),
+            role_weights,
+            role_quotas,
             reservations: st.pending.clone(),
             volumes,
             outstanding: st.outstanding.clone(),
@@ -667,7 +931,7 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
         return bad(StatusCode::NOT_IMPLEMENTED, "Received 'UNKNOWN' call");
     }
     if t == call::Type::Subscribe {
-        return ep.subscribe(&headers, call);
+        return ep.subscribe(&headers, call).await;
     }
     let Some(fw) = call.framework_id.as_ref().map(|f| f.value.clone()) else {
         return bad(
@@ -702,7 +966,12 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
     }
     match t {
         call::Type::Teardown => {
-            ep.teardown(&fw);
+            if let Err(e) = ep.teardown(&fw) {
+                return bad(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot record the teardown: {e}"),
+                );
+            }
         }
         call::Type::Accept => {
             let Some(a) = call.accept else {
@@ -761,7 +1030,7 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
 
 impl Endpoint {
     #[allow(deprecated)] // `FrameworkInfo.role`: still what single-role frameworks send.
-    fn subscribe(&self, headers: &HeaderMap, call: Call) -> Response {
+    async fn subscribe(&self, headers: &HeaderMap, call: Call) -> Response {
         if headers.contains_key(STREAM_ID) {
             return bad(
                 StatusCode::BAD_REQUEST,
@@ -797,6 +1066,11 @@ impl Endpoint {
                 format!("Expecting 'Accept' to allow {CT_JSON} or {CT_PROTO}"),
             );
         };
+        if let Some(id) = &info_id {
+            if let Some(refusal) = self.verify_framework(id, ct).await {
+                return refusal;
+            }
+        }
         let id = info_id.unwrap_or_else(|| format!("polly-{}", uuid::Uuid::new_v4()));
         let multi_role = info
             .capabilities
@@ -844,6 +1118,18 @@ impl Endpoint {
                 },
             );
         }
+        // Back after a TEARDOWN: its reservations are its own again, not releasable.
+        let mark = format!("{TORN_DOWN_PREFIX}{id}");
+        if let Ok(Some(_)) = self.inner.manager.store().meta(&mark) {
+            if let Err(e) = self
+                .inner
+                .manager
+                .store()
+                .apply(&[crate::store::Op::DeleteMeta(mark)])
+            {
+                tracing::warn!(framework = %id, error = %e, "cannot clear the teardown record");
+            }
+        }
         tracing::info!(framework = %id, name = %info.name, "framework subscribed to the storage-offer endpoint");
         // Statuses not yet acknowledged are sent again on every subscription.
         self.resend_unacknowledged(&id, &tx);
@@ -878,17 +1164,98 @@ impl Endpoint {
             .unwrap_or_else(|_| bad(StatusCode::INTERNAL_SERVER_ERROR, "response"))
     }
 
-    fn teardown(&self, fw: &str) {
+    /// With a master configured, check a subscribing framework's id with the master's
+    /// operator API. `None`: go ahead. A refusal is what a master answers when it refuses a
+    /// subscription (200, one ERROR event, end of stream); a master that cannot be asked
+    /// gives 503, which scheduler libraries retry, as they do a master still recovering.
+    async fn verify_framework(&self, id: &str, ct: Ct) -> Option<Response> {
+        let cfg = self.inner.mesos.as_ref()?;
+        let current = self.inner.agents.status();
+        let first = (current.state == client::ConnState::Subscribed)
+            .then_some(current.master)
+            .flatten();
+        let timeout = Duration::from_secs_f64(cfg.request_timeout_secs.min(10.0));
+        let status =
+            client::operator_framework_status(&self.inner.http, cfg, first.as_deref(), id, timeout)
+                .await;
+        let message = match status {
+            Ok(client::FrameworkStatus::Known) => return None,
+            Ok(client::FrameworkStatus::Removed) => format!(
+                "Framework {id} has been removed at the Mesos master; subscribe without an id to get a new one"
+            ),
+            Ok(client::FrameworkStatus::Unknown) => format!(
+                "Framework {id} is not known to the Mesos master; subscribe to the master first, or subscribe here without an id"
+            ),
+            Err(e) => {
+                tracing::warn!(framework = id, error = %e, "cannot verify a framework id with the Mesos master");
+                return Some(bad(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Cannot verify framework {id} with the Mesos master ({e}); retry"),
+                ));
+            }
+        };
+        tracing::info!(framework = id, "subscription refused: {message}");
+        let ev = Event {
+            r#type: event_type(event::Type::Error),
+            error: Some(event::Error { message }),
+            ..Default::default()
+        };
+        let body = encode_event(ct, &ev);
+        let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+        Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, ct.mime())
+                .header(STREAM_ID, uuid::Uuid::new_v4().to_string())
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| bad(StatusCode::INTERNAL_SERVER_ERROR, "response")),
+        )
+    }
+
+    /// TEARDOWN: rescind the framework's offers and end its stream. Its reservations stay;
+    /// when it holds any, the teardown is recorded (durably, before the 202) so that they
+    /// become releasable by an admin once `teardown_grace_secs` have passed.
+    fn teardown(&self, fw: &str) -> Result<(), crate::store::Error> {
+        let store = self.inner.manager.store();
+        let holds = store.reservations()?.iter().any(|r| r.framework_id == fw);
+        if holds {
+            let st = lock(&self.inner.state);
+            let f = st.frameworks.get(fw);
+            let mark = TornDown {
+                at: crate::volumes::now_secs(),
+                name: f.map(|f| f.name.clone()).unwrap_or_default(),
+                role: f.map(|f| f.role.clone()).unwrap_or_else(|| "*".into()),
+                principal: f.and_then(|f| f.principal.clone()),
+            };
+            drop(st);
+            let v = serde_json::to_string(&mark).unwrap_or_default();
+            store.apply(&[crate::store::Op::PutMeta(
+                format!("{TORN_DOWN_PREFIX}{fw}"),
+                v,
+            )])?;
+        }
         let mut st = lock(&self.inner.state);
+        let gone: Vec<OfferId> = st
+            .outstanding
+            .iter()
+            .filter(|o| o.framework_id == fw)
+            .map(|o| o.id)
+            .collect();
+        for id in gone {
+            self.send_locked(&st, fw, self.rescind_event(id));
+        }
         st.outstanding.retain(|o| o.framework_id != fw);
         // Dropping the sender ends the stream; reservations stay (never released implicitly).
         st.frameworks.remove(fw);
         drop(st);
         tracing::info!(
             framework = fw,
-            "framework tore down; its reservations are kept"
+            grace_secs = self.inner.cfg.teardown_grace_secs,
+            "framework tore down; its reservations are kept for the grace period"
         );
         self.wake();
+        Ok(())
     }
 
     fn decline(&self, fw: &str, ids: &[v1::OfferId], filters: Option<&v1::Filters>) {

@@ -1,9 +1,10 @@
 //! Offer operations: ACCEPT checked by the offer engine, then CREATE_DISK, DESTROY_DISK,
-//! RESERVE and UNRESERVE carried out through the volume manager. An operation with an id is
-//! recorded in the store (PENDING) before anything is done, and its status is kept until the
-//! framework acknowledges it; one left PENDING by a crash is resumed at start-up, and every
-//! step is idempotent (the volume's name derives from the framework and operation ids, and
-//! attach to the same instance is a no-op), so a resumed operation never creates twice.
+//! RESERVE, UNRESERVE and GROW_VOLUME carried out through the volume manager. An operation
+//! with an id is recorded in the store (PENDING) before anything is done, and its status is
+//! kept until the framework acknowledges it; one left PENDING by a crash is resumed at
+//! start-up, and every step is idempotent (the volume's name derives from the framework and
+//! operation ids, attach to the same instance is a no-op, and a grow's target size is
+//! recorded before the driver is asked), so a resumed operation never creates or grows twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,10 +30,51 @@ type Checked = (String, String, Option<(String, Option<String>)>);
 /// What one operation of an ACCEPT asks for, checked.
 #[derive(Debug, Clone)]
 enum Plan {
-    CreateDisk { pool_id: String, mb: u64 },
-    DestroyDisk { volume_id: String },
-    Reserve { volume_id: String },
-    Unreserve { volume_id: String },
+    CreateDisk {
+        pool_id: String,
+        mb: u64,
+    },
+    DestroyDisk {
+        volume_id: String,
+    },
+    Reserve {
+        volume_id: String,
+    },
+    Unreserve {
+        volume_id: String,
+    },
+    /// Grow a held volume by `mb` taken from `pool_id`'s RAW share in the offer.
+    GrowVolume {
+        volume_id: String,
+        pool_id: String,
+        mb: u64,
+    },
+}
+
+impl Plan {
+    /// The pool capacity the operation holds while it runs (a volume being created or
+    /// grown), as the offer engine's reservation.
+    fn pending(&self, fw: &str) -> Option<offers::Reservation> {
+        match self {
+            Plan::CreateDisk { pool_id, mb } => Some(offers::Reservation {
+                framework_id: fw.to_string(),
+                pool_id: pool_id.clone(),
+                volume_id: None,
+                mb: *mb,
+            }),
+            Plan::GrowVolume {
+                volume_id,
+                pool_id,
+                mb,
+            } => Some(offers::Reservation {
+                framework_id: fw.to_string(),
+                pool_id: pool_id.clone(),
+                volume_id: Some(volume_id.clone()),
+                mb: *mb,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The name of the volume an operation creates: stable, so a resumed create finds it.
@@ -125,6 +167,51 @@ fn plan(op: &v1::offer::Operation) -> Result<Plan, String> {
                 .ok_or("UNRESERVE names no volume (a disk with 'id')")?;
             Ok(Plan::Unreserve { volume_id })
         }
+        OpType::GrowVolume => {
+            let g = op
+                .grow_volume
+                .as_ref()
+                .ok_or("GROW_VOLUME without 'grow_volume'")?;
+            let vty = g
+                .volume
+                .disk
+                .as_ref()
+                .and_then(|d| d.source.as_ref())
+                .map(|s| s.r#type);
+            if vty != Some(T::Mount as i32) && vty != Some(T::Block as i32) {
+                return Err(
+                    "GROW_VOLUME 'volume' must be a MOUNT or BLOCK disk Polly offered (with 'id')"
+                        .into(),
+                );
+            }
+            let volume_id = source_id(&g.volume)
+                .ok_or("GROW_VOLUME 'volume' has no 'disk.source.id'; copy it from the offer")?;
+            let add = &g.addition;
+            let pool = add.provider_id.as_ref().ok_or(
+                "GROW_VOLUME 'addition' has no 'provider_id'; take it from the pool's RAW disk in the offer",
+            )?;
+            let aty = add
+                .disk
+                .as_ref()
+                .and_then(|d| d.source.as_ref())
+                .map(|s| s.r#type);
+            if aty != Some(T::Raw as i32) || source_id(add).is_some() {
+                return Err(
+                    "GROW_VOLUME 'addition' must be a slice of a pool's RAW disk (no 'id')".into(),
+                );
+            }
+            let mb = add.scalar.as_ref().map(|s| s.value).unwrap_or(0.0);
+            if !(mb.is_finite() && mb >= 1.0) {
+                return Err(format!(
+                    "GROW_VOLUME addition of {mb} MB: at least 1 MB is needed"
+                ));
+            }
+            Ok(Plan::GrowVolume {
+                volume_id,
+                pool_id: pool.value.clone(),
+                mb: mb as u64,
+            })
+        }
         OpType::Launch | OpType::LaunchGroup => {
             Err("Polly offers storage only: launch tasks through your Mesos master".into())
         }
@@ -191,6 +278,7 @@ fn transient_status(operation_id: &str, agent_id: &str, state: &str, message: St
         uuid: String::new(),
         request: String::new(),
         volume_id: None,
+        target_bytes: None,
         role: String::new(),
         principal: None,
         updated_at: 0,
@@ -306,7 +394,7 @@ impl Endpoint {
                     "all offers of one ACCEPT must be on one agent".into(),
                 ));
             }
-            let first = mine[0].id;
+            let offer_ids: Vec<offers::OfferId> = mine.iter().map(|o| o.id).collect();
             let uses: Vec<Use> = planned
                 .iter()
                 .filter_map(|(_, p)| match p {
@@ -317,18 +405,28 @@ impl Endpoint {
                     Plan::Reserve { volume_id } => Some(Use::Volume {
                         volume_id: volume_id.clone(),
                     }),
+                    Plan::GrowVolume {
+                        volume_id,
+                        pool_id,
+                        mb,
+                    } => Some(Use::Grow {
+                        pool_id: pool_id.clone(),
+                        volume_id: volume_id.clone(),
+                        mb: *mb,
+                    }),
                     _ => None,
                 })
                 .collect();
             let snap = self
                 .snapshot(&st, now)
                 .map_err(|e| (ERROR.into(), e.to_string()))?;
-            let acc = offers::apply_accept(&snap, fw, first, &uses).map_err(|e| match e {
-                AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
-                    (DROPPED.to_string(), e.to_string())
-                }
-                _ => (ERROR.to_string(), e.to_string()),
-            })?;
+            let acc =
+                offers::apply_accept_offers(&snap, fw, &offer_ids, &uses).map_err(|e| match e {
+                    AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
+                        (DROPPED.to_string(), e.to_string())
+                    }
+                    _ => (ERROR.to_string(), e.to_string()),
+                })?;
             let used: BTreeSet<offers::OfferId> = ids.iter().flatten().copied().collect();
             let gone: BTreeSet<offers::OfferId> = acc.rescinds.iter().map(|r| r.offer_id).collect();
             st.outstanding
@@ -383,9 +481,7 @@ impl Endpoint {
                         Ok(Some(old)) => {
                             // Idempotent by operation id: report, never run twice.
                             self.send(fw, status_event(&old));
-                            if let Plan::CreateDisk { pool_id, mb } = &p {
-                                self.release_pending(fw, pool_id, *mb);
-                            }
+                            self.release_pending(p.pending(fw));
                             continue;
                         }
                         Ok(None) => {}
@@ -409,6 +505,7 @@ impl Endpoint {
                             .map(|v| v.to_string())
                             .unwrap_or_default(),
                         volume_id: None,
+                        target_bytes: None,
                         role: role.clone(),
                         principal: principal.clone(),
                         updated_at: crate::volumes::now_secs(),
@@ -423,9 +520,7 @@ impl Endpoint {
                                 format!("cannot record the operation: {e}"),
                             ),
                         );
-                        if let Plan::CreateDisk { pool_id, mb } = &p {
-                            self.release_pending(fw, pool_id, *mb);
-                        }
+                        self.release_pending(p.pending(fw));
                         continue;
                     }
                     self.send(fw, status_event(&r));
@@ -445,13 +540,12 @@ impl Endpoint {
         }
     }
 
-    fn release_pending(&self, fw: &str, pool_id: &str, mb: u64) {
+    fn release_pending(&self, held: Option<offers::Reservation>) {
+        let Some(held) = held else {
+            return;
+        };
         let mut st = lock(&self.inner.state);
-        if let Some(pos) = st
-            .pending
-            .iter()
-            .position(|r| r.framework_id == fw && r.pool_id == pool_id && r.mb == mb)
-        {
+        if let Some(pos) = st.pending.iter().position(|r| *r == held) {
             st.pending.remove(pos);
         }
     }
@@ -482,13 +576,8 @@ impl Endpoint {
                     .await;
                     return;
                 };
-                if let Plan::CreateDisk { pool_id, mb } = &p {
-                    lock(&ep.inner.state).pending.push(offers::Reservation {
-                        framework_id: rec.framework_id.clone(),
-                        pool_id: pool_id.clone(),
-                        volume_id: None,
-                        mb: *mb,
-                    });
+                if let Some(held) = p.pending(&rec.framework_id) {
+                    lock(&ep.inner.state).pending.push(held);
                 }
                 tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
                 let (fw, agent, role, principal) = (
@@ -574,15 +663,27 @@ impl Endpoint {
         let res = self
             .run_plan(fw, agent_id, role, principal, &p, rec.as_ref())
             .await;
-        if let Plan::CreateDisk { pool_id, mb } = &p {
-            // The pool's free capacity reflects the new volume after this poll.
-            if let Some(service) = pool_id.split('/').next() {
+        if let Some(held) = p.pending(fw) {
+            // The pool's free capacity reflects the new or grown volume after this poll.
+            if let Some(service) = held.pool_id.split('/').next() {
                 let interval = self.inner.cfg.poll_interval();
                 self.inner.manager.poll_capacity(service, interval).await;
             }
-            self.release_pending(fw, pool_id, *mb);
+            self.release_pending(Some(held));
         }
         self.wake();
+        // The record as the steps left it (they add the volume id and a grow's target size).
+        let rec = rec.map(|r| {
+            match self
+                .inner
+                .manager
+                .store()
+                .operation(&r.framework_id, &r.operation_id)
+            {
+                Ok(Some(now)) => now,
+                _ => r,
+            }
+        });
         match (rec, res) {
             (Some(r), Ok((msg, converted))) => self.finish(r, FINISHED, msg, Some(converted)).await,
             (Some(r), Err(msg)) => self.finish(r, FAILED, msg, None).await,
@@ -756,6 +857,79 @@ impl Endpoint {
                         Some(volume_id),
                         (v.size_bytes >> 20).max(1),
                         None,
+                    )],
+                ))
+            }
+            Plan::GrowVolume {
+                volume_id,
+                pool_id: from,
+                mb,
+            } => {
+                self.held(fw, volume_id)?;
+                let v = m.volume(volume_id).map_err(|e| e.to_string())?;
+                let pool = v.pool.clone().unwrap_or_else(|| "default".into());
+                let pid = pool_id(&v.service, &pool, v.zone.as_deref());
+                if *from != pid {
+                    return Err(format!(
+                        "volume {volume_id} lives in pool {pid}; it can only grow from that pool's share, not from {from}"
+                    ));
+                }
+                // The target size is recorded before the driver is asked: a resumed grow
+                // aims at the same size, never at size + addition twice.
+                let target = match rec.and_then(|r| r.target_bytes) {
+                    Some(t) => t,
+                    None => {
+                        let t = v.size_bytes.saturating_add(mb << 20);
+                        if let Some(r) = rec {
+                            let mut r = r.clone();
+                            r.volume_id = Some(volume_id.clone());
+                            r.target_bytes = Some(t);
+                            self.store_apply(&[Op::PutOperation(r)])
+                                .map_err(|e| e.to_string())?;
+                        }
+                        t
+                    }
+                };
+                let grown = if v.size_bytes >= target {
+                    v
+                } else {
+                    m.grow(volume_id, target)
+                        .await
+                        .map_err(|e| format!("cannot grow volume {volume_id}: {e}"))?
+                };
+                // The reservation records what the framework holds now.
+                let store = m.store();
+                if let Some(mut r) = store
+                    .reservations()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|r| r.framework_id == fw && r.volume_id == *volume_id)
+                {
+                    if r.bytes != grown.size_bytes {
+                        r.bytes = grown.size_bytes;
+                        self.store_apply(&[Op::PutReservation(r)])
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                let alloc = lock(&self.inner.state)
+                    .frameworks
+                    .get(fw)
+                    .filter(|f| f.multi_role)
+                    .map(|f| v1::resource::AllocationInfo {
+                        role: Some(f.role.clone()),
+                    });
+                let new_mb = (grown.size_bytes >> 20).max(1);
+                Ok((
+                    format!(
+                        "volume {volume_id} grown to {new_mb} MB ({} bytes)",
+                        grown.size_bytes
+                    ),
+                    vec![super::disk_resource(
+                        &pid,
+                        &pool,
+                        Some(volume_id),
+                        new_mb,
+                        alloc,
                     )],
                 ))
             }
