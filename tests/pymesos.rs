@@ -195,13 +195,16 @@ async fn unmodified_pymesos_scheduler_completes_a_create_disk() {
     let status = exited.expect("the pymesos script exits after stop");
     assert!(status.success(), "pymesos script: {status}");
     assert!(polly.alive(), "polly serve died");
-    assert!(!client
-        .frameworks()
-        .await
-        .unwrap()
+    // TEARDOWN disconnects the framework and records it as torn down, holding its
+    // reservation for the grace period; the reservation and the volume stay.
+    let frameworks = client.frameworks().await.unwrap();
+    let torn = frameworks
         .iter()
-        .any(|f| f.id == fw));
-    // TEARDOWN keeps the reservation and the volume.
+        .find(|f| f.id == fw)
+        .expect("a torn-down framework holding a reservation is still listed");
+    assert!(!torn.connected, "{torn:?}");
+    assert!(torn.torn_down_at.is_some(), "{torn:?}");
+    assert_eq!(torn.reservations, 1, "{torn:?}");
     assert_eq!(client.dump().await.unwrap().reservations.len(), 1);
     assert!(client.inspect(&vol_id, None).await.is_ok());
 }
