@@ -361,6 +361,15 @@ fn set(v: &BTreeSet<String>) -> String {
     }
 }
 
+/// The STATUS column: the lifecycle state, except that an available volume with an
+/// attachment reads `attached`, as REX-Ray users expect.
+fn display_status(v: &Volume) -> String {
+    match v.status {
+        crate::store::VolumeStatus::Available if !v.attachments.is_empty() => "attached".into(),
+        s => format!("{s:?}").to_lowercase(),
+    }
+}
+
 fn volume_rows(vols: &[Volume]) -> Vec<Vec<String>> {
     vols.iter()
         .map(|v| {
@@ -369,7 +378,7 @@ fn volume_rows(vols: &[Volume]) -> Vec<Vec<String>> {
                 v.service.clone(),
                 v.name.clone(),
                 human_size(v.size_bytes),
-                format!("{:?}", v.status).to_lowercase(),
+                display_status(v),
                 if v.attachments.is_empty() {
                     "-".into()
                 } else {

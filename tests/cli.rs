@@ -90,6 +90,14 @@ fn every_cli_command_round_trips() {
         "/dev/xvdb",
     ]);
     assert_eq!(a["attachments"][0]["instance_id"], "node-1");
+    // The table reads `attached` while an attachment exists, `available` after detach.
+    let status_of_web = |out: &str| {
+        // Columns are aligned: the status starts where the STATUS header does.
+        let col = out.lines().next().unwrap().find("STATUS").unwrap();
+        let row = out.lines().find(|l| l.contains(" web ")).unwrap();
+        row[col..].split_whitespace().next().unwrap().to_string()
+    };
+    assert_eq!(status_of_web(&polly.cli(&["volume", "ls"]).1), "attached");
     let inst = polly.cli_json(&["instance", "ls"]);
     assert_eq!(inst[0]["instance_id"], "node-1");
     let (code, out, _) = polly.cli(&["instance", "ls"]);
@@ -97,6 +105,7 @@ fn every_cli_command_round_trips() {
     assert!(out.contains("node-1"));
     let d = polly.cli_json(&["volume", "detach", "web", "--instance", "node-1"]);
     assert_eq!(d["attachments"], serde_json::json!([]));
+    assert_eq!(status_of_web(&polly.cli(&["volume", "ls"]).1), "available");
 
     let s = polly.cli_json(&["service", "ls"]);
     assert_eq!(s[0]["name"], "vfs");
