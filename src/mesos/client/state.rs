@@ -55,6 +55,8 @@ pub enum AgentSource {
     Static,
     /// A host a REX-Ray client reported (the store's instance table).
     Instance,
+    /// Known now only from its stored lost/fenced record (e.g. after a restart).
+    Record,
 }
 
 /// One agent, `GET /admin/agents`.
@@ -70,6 +72,9 @@ pub struct Agent {
     pub lost: bool,
     pub lost_at: Option<String>,
     pub last_seen: String,
+    /// Its fencing state when a lost/fenced record exists (`lost`, `fencing`, `fenced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<crate::store::NodeState>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -119,6 +124,7 @@ impl Agent {
             source,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: now_rfc3339(),
         }
     }
@@ -154,6 +160,7 @@ impl Agent {
             source: AgentSource::Static,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: now_rfc3339(),
         }
     }
@@ -170,6 +177,7 @@ impl Agent {
             source: AgentSource::Instance,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: humantime::format_rfc3339_seconds(
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(i.last_seen),
             )
@@ -309,6 +317,7 @@ impl Handle {
                 lost: false,
                 lost_at: None,
                 last_seen: now_rfc3339(),
+                fence: None,
             });
             a.lost = true;
             a.lost_at = Some(now_rfc3339());
