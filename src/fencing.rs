@@ -363,9 +363,10 @@ impl Fencing {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Whether a node has shown itself after `since` (unix seconds): its Mesos agent in an
-    /// offer or the operator API and not lost, or one of its instances reporting. Static
-    /// agents and Polly's own start are no sign of life.
+    /// Whether a node has shown itself since `since` (unix seconds, inclusive: a silent
+    /// instance was last heard at least a second before it was recorded lost): its Mesos
+    /// agent in an offer or the operator API and not lost, or one of its instances
+    /// reporting. Static agents and Polly's own start are no sign of life.
     fn seen_since(
         &self,
         r: &NodeRecord,
@@ -377,12 +378,12 @@ impl Fencing {
             a.id == r.id
                 && !a.lost
                 && matches!(a.source, AgentSource::Offer | AgentSource::Operator)
-                && parse_secs(&a.last_seen).is_some_and(|t| t > since)
+                && parse_secs(&a.last_seen).is_some_and(|t| t >= since)
         });
         let m = &self.inner.manager;
         let instance_back = instances.iter().any(|i| {
             (i.instance_id == r.id || r.instance_ids.contains(&i.instance_id))
-                && m.instance_heard_at(i) > since
+                && m.instance_heard_at(i) >= since
         });
         agent_back || instance_back
     }
