@@ -73,3 +73,137 @@ driver = "vfs"
     ]);
     assert_eq!(v["zone"], "us-east-1a");
 }
+
+fn zoned_config(call_log: &std::path::Path) -> String {
+    format!(
+        r#"
+[[services]]
+name = "vfs"
+driver = "vfs"
+zone = "us-east-1a"
+[services.fault]
+call_log = "{}"
+
+[[mesos.agents]]
+id = "agent-c"
+hostname = "host-c"
+zone = "us-east-1c"
+
+[offers.instances]
+agent-c = "i-c"
+"#,
+        call_log.display()
+    )
+}
+
+/// Driver calls that attach or detach, from the fault driver's call log.
+fn attach_calls(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with("create "))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_to_an_instance_in_another_zone_is_refused_naming_both_before_any_backend_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let data = dir.path().join("data");
+    let cfg = zoned_config(&log);
+    let polly = tokio::task::spawn_blocking(move || Polly::start_with(&data, Some(&cfg), None))
+        .await
+        .unwrap();
+    let c = polly.client();
+    let v = c
+        .create(&polly::volumes::CreateVolume {
+            service: "vfs".into(),
+            name: "db".into(),
+            size_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.zone.as_deref(), Some("us-east-1a"));
+    let http = reqwest::Client::new();
+    let ls = |path: String, iid: &str, body: &str| {
+        http.post(format!("{}{path}", polly.libstorage))
+            .header("Libstorage-Instanceid", iid)
+            .header("Libstorage-Localdevices", "vfs=/dev/xvda::,/dev/xvdb::")
+            .header(
+                "Libstorage-Tx",
+                format!("txID={}, txCR=1", uuid::Uuid::new_v4()),
+            )
+            .body(body.to_string())
+            .send()
+    };
+
+    // A REX-Ray host in us-east-1a attaches; one in us-east-1b is refused, even with
+    // `force` (pre-empt), which would otherwise detach the first host.
+    let r = ls(
+        format!("/volumes/vfs/{}?attach", v.id),
+        "vfs=host-a,availabilityZone=us-east-1a",
+        r#"{"nextDeviceName":"/dev/xvdb"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let calls_before = attach_calls(&log);
+    assert_eq!(calls_before.len(), 1, "{calls_before:?}");
+    let r = ls(
+        format!("/volumes/vfs/{}?attach", v.id),
+        "vfs=host-b,availabilityZone=us-east-1b",
+        r#"{"nextDeviceName":"/dev/xvdb","force":true}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("us-east-1a") && msg.contains("us-east-1b") && msg.contains("host-b"),
+        "{body}"
+    );
+    assert_eq!(body["status"], 400);
+    assert_eq!(attach_calls(&log), calls_before, "no back-end call");
+    let after = c.inspect(&v.id, None).await.unwrap();
+    assert_eq!(after.attachments.len(), 1);
+    assert_eq!(after.attachments[0].instance_id, "host-a");
+    assert!(c.operations().await.unwrap().is_empty());
+
+    // The admin API refuses the same, from the zone host-b reported.
+    c.detach(&v.id, None, Some("host-a".into()), false)
+        .await
+        .unwrap();
+    let calls_before = attach_calls(&log);
+    match c.attach(&v.id, None, "host-b", None).await {
+        Err(polly::client::Error::Api {
+            status: 400,
+            message,
+            ..
+        }) => assert!(
+            message.contains("us-east-1a") && message.contains("us-east-1b"),
+            "{message}"
+        ),
+        other => panic!("cross-zone attach not refused: {other:?}"),
+    }
+    assert_eq!(attach_calls(&log), calls_before, "no back-end call");
+    assert!(c.inspect(&v.id, None).await.unwrap().attachments.is_empty());
+    // A Mesos agent's zone stands for the instance it maps to.
+    match c.attach(&v.id, None, "i-c", None).await {
+        Err(polly::client::Error::Api {
+            status: 400,
+            message,
+            ..
+        }) => assert!(
+            message.contains("us-east-1a") && message.contains("us-east-1c"),
+            "{message}"
+        ),
+        other => panic!("attach across to agent-c's zone not refused: {other:?}"),
+    }
+    assert_eq!(attach_calls(&log), calls_before, "no back-end call");
+    // An instance whose zone nobody reported is not refused (nothing to compare).
+    let ok = c.attach(&v.id, None, "host-unknown", None).await.unwrap();
+    assert_eq!(ok.attachments[0].instance_id, "host-unknown");
+}

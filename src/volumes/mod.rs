@@ -292,8 +292,9 @@ impl Manager {
         Ok(self.inner.instance_zones.get().and_then(|f| f(instance_id)))
     }
 
-    /// Refuses, before any intent or driver call, an attach across zones.
-    fn check_attach_zone(&self, v: &Volume, instance_id: &str) -> Result<()> {
+    /// Refuses, before any intent or driver call, an attach across zones (the message names
+    /// both). Callers that act before attaching (the façade's pre-empt) check it first too.
+    pub fn check_attach_zone(&self, v: &Volume, instance_id: &str) -> Result<()> {
         let (Some(vz), Some(iz)) = (self.volume_zone(v), self.instance_zone(instance_id)?) else {
             return Ok(());
         };
