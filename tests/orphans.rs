@@ -140,7 +140,10 @@ fn periodic_reconciler_reports_orphans_and_missing_volumes_and_deletes_nothing()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let polly = Polly::start_with(&data, Some("[reconciler]\ninterval_secs = 0.2\n"), None);
-    assert_eq!(metric(&polly, "polly_reconcile_interval_seconds"), Some(0.2));
+    assert_eq!(
+        metric(&polly, "polly_reconcile_interval_seconds"),
+        Some(0.2)
+    );
     let kept = polly.cli_json(&["volume", "create", "kept", "--size", "1MiB"]);
     let gone = polly.cli_json(&["volume", "create", "gone", "--size", "1MiB"]);
     let leaked = behind_pollys_back(&data, "leaked");

@@ -207,3 +207,106 @@ async fn attach_to_an_instance_in_another_zone_is_refused_naming_both_before_any
     let ok = c.attach(&v.id, None, "host-unknown", None).await.unwrap();
     assert_eq!(ok.attachments[0].instance_id, "host-unknown");
 }
+
+/// Bad input and back-end errors: each refusal names what is wrong, and the store is exactly
+/// as before. A back-end that fails without saying whether it acted keeps the create's
+/// intent (nothing is acknowledged) until the back-end can be asked; then the store is back
+/// to what it was.
+#[test]
+fn bad_sizes_unknown_zones_and_backend_errors_name_the_problem_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = |flaky: &str| {
+        format!(
+            r#"
+[[services]]
+name = "vfs"
+driver = "vfs"
+zone = "us-east-1a"
+quota_bytes = 4194304
+
+[[services]]
+name = "flaky"
+driver = "vfs"
+zone = "us-east-1a"
+{flaky}
+"#
+        )
+    };
+    let polly = Polly::start_with(
+        &data,
+        Some(&config("[services.fault]\nerror_rate = 1.0")),
+        None,
+    );
+    polly.cli_json(&["volume", "create", "keep", "--size", "1MiB"]);
+    let before = polly.cli_json(&["store", "dump"]);
+    let refused = |args: &[&str], wants: &[&str]| {
+        let (code, _, err) = polly.cli(args);
+        assert_ne!(code, 0, "{args:?} accepted");
+        for w in wants {
+            assert!(err.contains(w), "{args:?}: {err:?} does not name {w:?}");
+        }
+    };
+    refused(
+        &["volume", "create", "x", "--size", "0"],
+        &["invalid size \"0\""],
+    );
+    refused(&["volume", "create", "x", "--size", "lots"], &["lots"]);
+    refused(&["volume", "create", "x", "--size", "2PiB"], &["2PiB"]);
+    refused(
+        &[
+            "volume", "create", "x", "--size", "1MiB", "--zone", "mars-1",
+        ],
+        &["mars-1", "us-east-1a"],
+    );
+    refused(
+        &[
+            "volume",
+            "create",
+            "x",
+            "--size",
+            "1MiB",
+            "--service",
+            "nope",
+        ],
+        &["nope"],
+    );
+    refused(
+        &["volume", "attach", "nope-volume", "--instance", "i-1"],
+        &["nope-volume"],
+    );
+    refused(&["agent", "fence", "nope-node", "--yes"], &["nope-node"]);
+    // The back-end refuses (quota): 507 naming the pool and sizes.
+    refused(
+        &["volume", "create", "big", "--size", "8MiB"],
+        &["insufficient capacity", "8388608", "507"],
+    );
+    assert_eq!(polly.cli_json(&["store", "dump"]), before);
+
+    // The back-end fails without an answer: a 502 naming the service and the back-end's
+    // message; the create is not acknowledged and stays pending, not available.
+    refused(
+        &[
+            "volume",
+            "create",
+            "x",
+            "--size",
+            "1MiB",
+            "--service",
+            "flaky",
+        ],
+        &["flaky", "injected fault in create", "502"],
+    );
+    let ls = polly.cli_json(&["volume", "ls"]);
+    assert!(ls["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["name"] != "x" || v["status"] == "creating"));
+    drop(polly);
+    // Once the back-end answers again, start-up reconciliation rolls the create back.
+    let polly = Polly::start_with(&data, Some(&config("")), None);
+    assert_eq!(polly.cli_json(&["store", "dump"]), before);
+    assert!(vfs_volume_dirs(&data, "flaky").is_empty());
+    assert_eq!(vfs_volume_dirs(&data, "vfs").len(), 1);
+}
