@@ -194,7 +194,13 @@ impl Fencing {
 
     async fn fence_locked(&self, id: &str, by: &str) -> Result<NodeRecord> {
         let instances = self.store().instances()?;
-        let known = self.inner.agents.agents_with_instances(&instances);
+        let mut known = self.inner.agents.agents_with_instances(&instances);
+        // An instance listed under its Mesos agent (same hostname) can be fenced by its id.
+        if !known.iter().any(|a| a.id == id) {
+            if let Some(i) = instances.iter().find(|i| i.instance_id == id) {
+                known.push(Agent::from_instance(i));
+            }
+        }
         let agent = known.iter().find(|a| a.id == id);
         let mut rec = match (self.store().node(id)?, agent) {
             (Some(r), _) => r,
@@ -304,7 +310,11 @@ impl Fencing {
                         &instances,
                         format!("no REX-Ray report from the instance for {silent} s"),
                     );
-                    let r = NodeRecord { lost_at: now, ..r };
+                    // Lost since it was last heard: a later report brings it back.
+                    let r = NodeRecord {
+                        lost_at: heard,
+                        ..r
+                    };
                     tracing::warn!(instance = %i.instance_id, silent,
                         "instance lost: its attachments stay until it is fenced");
                     records.insert(r.id.clone(), r.clone());
@@ -363,10 +373,10 @@ impl Fencing {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Whether a node has shown itself since `since` (unix seconds, inclusive: a silent
-    /// instance was last heard at least a second before it was recorded lost): its Mesos
-    /// agent in an offer or the operator API and not lost, or one of its instances
-    /// reporting. Static agents and Polly's own start are no sign of life.
+    /// Whether a node has shown itself after `since` (unix seconds; a silent instance's
+    /// `lost_at` is when it was last heard, so any later report counts): its Mesos agent in
+    /// an offer or the operator API and not lost, or one of its instances reporting. Static
+    /// agents and Polly's own start are no sign of life.
     fn seen_since(
         &self,
         r: &NodeRecord,
@@ -378,12 +388,12 @@ impl Fencing {
             a.id == r.id
                 && !a.lost
                 && matches!(a.source, AgentSource::Offer | AgentSource::Operator)
-                && parse_secs(&a.last_seen).is_some_and(|t| t >= since)
+                && parse_secs(&a.last_seen).is_some_and(|t| t > since)
         });
         let m = &self.inner.manager;
         let instance_back = instances.iter().any(|i| {
             (i.instance_id == r.id || r.instance_ids.contains(&i.instance_id))
-                && m.instance_heard_at(i) >= since
+                && m.instance_heard_at(i) > since
         });
         agent_back || instance_back
     }
