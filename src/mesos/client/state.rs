@@ -325,6 +325,30 @@ impl Handle {
         self.recount();
     }
 
+    /// Marks lost every agent learned from offers or the operator API before `asked` that
+    /// the master's full inventory (`listed`, taken after `asked`) no longer has. Returns
+    /// the ids newly marked.
+    pub(crate) fn mark_unlisted_lost(
+        &self,
+        listed: &std::collections::BTreeSet<String>,
+        asked: SystemTime,
+    ) -> Vec<String> {
+        let gone: Vec<String> = lock(&self.inner.agents)
+            .values()
+            .filter(|a| {
+                !a.lost
+                    && matches!(a.source, AgentSource::Offer | AgentSource::Operator)
+                    && !listed.contains(&a.id)
+                    && humantime::parse_rfc3339_weak(&a.last_seen).is_ok_and(|t| t < asked)
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        for id in &gone {
+            self.mark_lost(id);
+        }
+        gone
+    }
+
     fn recount(&self) {
         let (known, lost) = {
             let agents = lock(&self.inner.agents);
