@@ -287,6 +287,11 @@ impl Fencing {
                     &instances,
                     "the Mesos master reported the agent lost".into(),
                 );
+                if self.seen_since(&r, r.lost_at, &agents, &instances) {
+                    // Its instance reported after the loss: alive, only cut off from the
+                    // master; recording it would only have it come back at once.
+                    continue;
+                }
                 tracing::warn!(agent = %a.id, hostname = %a.hostname,
                     "agent lost: its attachments stay until it is fenced");
                 records.insert(r.id.clone(), r.clone());
