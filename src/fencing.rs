@@ -189,7 +189,16 @@ impl Fencing {
     /// that is already fenced and holds nothing changes nothing.
     pub async fn fence(&self, id: &str, by: &str) -> Result<NodeRecord> {
         let _g = self.inner.lock.lock().await;
-        self.fence_locked(id, by).await
+        let res = self.fence_locked(id, by).await;
+        self.recount();
+        res
+    }
+
+    /// Node gauges from the store's records.
+    fn recount(&self) {
+        if let Ok(all) = self.store().nodes() {
+            self.count(&all.into_iter().map(|n| (n.id.clone(), n)).collect());
+        }
     }
 
     async fn fence_locked(&self, id: &str, by: &str) -> Result<NodeRecord> {
@@ -372,9 +381,7 @@ impl Fencing {
                 first_err.get_or_insert(e);
             }
         }
-        if let Ok(all) = self.store().nodes() {
-            self.count(&all.into_iter().map(|n| (n.id.clone(), n)).collect());
-        }
+        self.recount();
         first_err.map_or(Ok(()), Err)
     }
 
