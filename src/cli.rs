@@ -53,9 +53,9 @@ pub enum Command {
     /// Hosts that reported themselves to polly.
     #[command(subcommand)]
     Instance(ListCmd),
-    /// Mesos agents: from the master's offers, the operator API or static config.
+    /// Mesos agents and REX-Ray hosts: list them (with lost/fenced state), fence a dead one.
     #[command(subcommand)]
-    Agent(ListCmd),
+    Agent(AgentCmd),
     /// Frameworks subscribed to the storage-offer endpoint.
     #[command(subcommand)]
     Framework(ListCmd),
@@ -128,6 +128,22 @@ pub enum ReservationCmd {
         /// Release before the grace has passed (or for a framework that never tore down).
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// List agents: from the master's offers, the operator API, static config, REX-Ray
+    /// instances and lost/fenced records.
+    Ls,
+    /// Assert that a node is powered off: force-detach every volume attached to it, so the
+    /// volumes can be attached elsewhere. Only for a node that is really off.
+    Fence {
+        /// Agent id, or instance id of a host known from REX-Ray.
+        id: String,
+        /// Confirm: the node is off and nothing on it still writes to its volumes.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -634,7 +650,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Agent(ListCmd::Ls) => {
+        Command::Agent(AgentCmd::Fence { id, yes }) => {
+            if !yes {
+                bail!("agent fence force-detaches every volume attached to {id}; it is safe only if {id} is powered off. Add --yes to confirm");
+            }
+            let r = client.fence(&id).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "fenced {} ({}): released {} volume(s){}",
+                r.id,
+                r.hostname.as_deref().unwrap_or("-"),
+                r.released.len(),
+                if r.released.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.released.join(", "))
+                }
+            );
+            Ok(())
+        }
+        Command::Agent(AgentCmd::Ls) => {
             let agents = client.agents().await?;
             if json {
                 return print_json(&agents);
@@ -658,7 +695,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             a.hostname.clone(),
                             dash(&a.region),
                             dash(&a.zone),
-                            if a.lost { "lost" } else { "active" }.to_string(),
+                            match (a.fence, a.lost) {
+                                (Some(crate::store::NodeState::Fenced), _) => "fenced",
+                                (Some(crate::store::NodeState::Fencing), _) => "fencing",
+                                (Some(crate::store::NodeState::Lost), _) | (None, true) => "lost",
+                                (None, false) => "active",
+                            }
+                            .to_string(),
                             format!("{:?}", a.source).to_lowercase(),
                             a.attributes
                                 .iter()

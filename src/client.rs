@@ -231,6 +231,17 @@ impl AdminClient {
         self.get("/admin/agents").await
     }
 
+    /// Fences a node (asserts it is off): its attachments are released.
+    pub async fn fence(&self, id: &str) -> Result<crate::store::NodeRecord> {
+        let path = format!("/admin/agents/{}/fence", enc(id));
+        self.post(&path, &crate::admin::FenceBody {}).await
+    }
+
+    /// The periodic reconciler's last pass (`None` before the first).
+    pub async fn reconciler(&self) -> Result<Option<crate::volumes::ReconcilerStatus>> {
+        self.get("/admin/reconciler").await
+    }
+
     pub async fn frameworks(&self) -> Result<Vec<crate::mesos::endpoint::FrameworkView>> {
         self.get("/admin/frameworks").await
     }

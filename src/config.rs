@@ -28,6 +28,89 @@ pub struct Config {
     /// The capacity poller and the storage-offer endpoint (`[offers]`).
     #[serde(default)]
     pub offers: OffersConfig,
+    /// Lost agents and their attachments (`[fencing]`).
+    #[serde(default)]
+    pub fencing: FencingConfig,
+    /// The periodic reconciler (`[reconciler]`).
+    #[serde(default)]
+    pub reconciler: ReconcilerConfig,
+}
+
+/// `[fencing]`: when an agent counts as lost and when its attachments are released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FencingConfig {
+    /// An agent lost this long is fenced automatically (its attachments force-detached).
+    /// Default: none (off): only an operator's `polly agent fence` releases them, because a
+    /// node that merely stopped talking may still be writing to its volumes.
+    pub auto_release_after_secs: Option<f64>,
+    /// A REX-Ray instance that reported nothing for this long counts as lost. Default: none
+    /// (off): REX-Ray clients call only when they mount or list, so silence alone is no sign
+    /// of a dead node unless something on the node calls regularly.
+    pub instance_lost_after_secs: Option<f64>,
+    /// How often lost agents are looked for, auto-release timers checked and interrupted
+    /// fences resumed. Default 5.
+    pub check_interval_secs: f64,
+}
+
+impl Default for FencingConfig {
+    fn default() -> Self {
+        FencingConfig {
+            auto_release_after_secs: None,
+            instance_lost_after_secs: None,
+            check_interval_secs: 5.0,
+        }
+    }
+}
+
+/// `[reconciler]`: the background pass that resolves intents and compares every back-end's
+/// inventory with the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcilerConfig {
+    /// Seconds between passes. Default 30.
+    pub interval_secs: f64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        ReconcilerConfig {
+            interval_secs: 30.0,
+        }
+    }
+}
+
+fn positive_secs(name: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v > 0.0 && v < 1e9 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be a positive number of seconds, not {v}"
+        ))
+    }
+}
+
+impl FencingConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        positive_secs("fencing.check_interval_secs", self.check_interval_secs)?;
+        if let Some(v) = self.auto_release_after_secs {
+            positive_secs("fencing.auto_release_after_secs", v)?;
+        }
+        if let Some(v) = self.instance_lost_after_secs {
+            positive_secs("fencing.instance_lost_after_secs", v)?;
+        }
+        Ok(())
+    }
+}
+
+impl ReconcilerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        positive_secs("reconciler.interval_secs", self.interval_secs)
+    }
+
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.interval_secs)
+    }
 }
 
 /// `[offers]`: the capacity poller and the Mesos storage-offer endpoint.
@@ -323,6 +406,8 @@ impl Default for Config {
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
             offers: OffersConfig::default(),
+            fencing: FencingConfig::default(),
+            reconciler: ReconcilerConfig::default(),
         }
     }
 }
@@ -618,6 +703,8 @@ impl Config {
         }
         self.mesos.validate().map_err(Error::Invalid)?;
         self.offers.validate().map_err(Error::Invalid)?;
+        self.fencing.validate().map_err(Error::Invalid)?;
+        self.reconciler.validate().map_err(Error::Invalid)?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(
                 "admin and libstorage both listen on {}",

@@ -58,8 +58,42 @@ pub struct PoolLabels {
     pub zone: String,
 }
 
+/// The periodic reconciler's figures (cheap to clone; clones share values).
+#[derive(Clone, Debug, Default)]
+pub struct ReconcilerMetrics {
+    /// Seconds between passes (the configured interval).
+    pub interval_seconds: Gauge<f64, AtomicU64>,
+    pub runs: Family<OutcomeLabels, Counter>,
+    /// Unix seconds of the last finished pass.
+    pub last_run_seconds: Gauge<i64, AtomicU64Compat>,
+    pub orphans: Gauge<i64, AtomicU64Compat>,
+    pub missing: Gauge<i64, AtomicU64Compat>,
+    pub unresolved_intents: Gauge<i64, AtomicU64Compat>,
+    pub unreachable_services: Gauge<i64, AtomicU64Compat>,
+}
+
+/// Lost and fenced nodes.
+#[derive(Clone, Debug, Default)]
+pub struct FencingMetrics {
+    pub nodes: Family<StateLabels, Gauge<i64, AtomicU64Compat>>,
+    /// Attachments released by fences (one per volume).
+    pub released: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub reconciler: ReconcilerMetrics,
+    pub fencing: FencingMetrics,
     /// Capacity poller: polls by outcome, availability and free bytes per pool.
     pub capacity_polls: Family<PollLabels, Counter>,
     pub capacity_up: Family<ServiceLabels, Gauge<i64, AtomicU64Compat>>,
@@ -154,8 +188,57 @@ impl Default for Metrics {
             "Free bytes per service, pool and zone at the last successful poll",
             capacity_free_bytes.clone(),
         );
+        let reconciler = ReconcilerMetrics::default();
+        registry.register(
+            "reconcile_interval_seconds",
+            "Seconds between periodic reconciler passes",
+            reconciler.interval_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Periodic reconciler passes by outcome",
+            reconciler.runs.clone(),
+        );
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "Unix time of the last finished reconciler pass",
+            reconciler.last_run_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_orphans",
+            "Back-end volumes with no store record at the last pass",
+            reconciler.orphans.clone(),
+        );
+        registry.register(
+            "reconcile_missing",
+            "Store records whose back-end volume was gone at the last pass",
+            reconciler.missing.clone(),
+        );
+        registry.register(
+            "reconcile_unresolved_intents",
+            "Operation intents left unresolved by the last pass",
+            reconciler.unresolved_intents.clone(),
+        );
+        registry.register(
+            "reconcile_unreachable_services",
+            "Services whose inventory could not be read at the last pass",
+            reconciler.unreachable_services.clone(),
+        );
+        let fencing = FencingMetrics::default();
+        registry.register(
+            "nodes",
+            "Lost or fenced nodes by state",
+            fencing.nodes.clone(),
+        );
+        registry.register(
+            "fence_released_volumes",
+            "Volumes whose attachments a fence released",
+            fencing.released.clone(),
+        );
         Metrics {
             registry,
+            reconciler,
+            fencing,
             capacity_polls,
             capacity_up,
             capacity_free_bytes,

@@ -17,9 +17,6 @@ use crate::libstorage::{self, LsState};
 use crate::store::Store;
 use crate::volumes::Manager;
 
-/// How often unresolved intents (e.g. after a back-end outage) are retried.
-const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
-
 /// Everything opened before any socket is bound: config errors, a locked or newer store and
 /// driver set-up failures all surface here.
 pub struct Prepared {
@@ -77,12 +74,38 @@ pub async fn serve(
         config.offers.clone(),
         Some(config.mesos.clone()),
     );
+    let fencing = crate::fencing::Fencing::new(
+        manager.clone(),
+        mesos.clone(),
+        config.offers.clone(),
+        config.fencing.clone(),
+    );
+    // An instance's zone, when REX-Ray did not report one: the Mesos agent standing for it.
+    {
+        let (agents, store, cfg) = (
+            mesos.clone(),
+            manager.store().clone(),
+            config.offers.clone(),
+        );
+        manager.set_instance_zones(Arc::new(move |instance_id: &str| {
+            let instances = store.instances().ok()?;
+            agents
+                .agents()
+                .into_iter()
+                .find(|a| {
+                    crate::mesos::endpoint::agent_instance(a, &instances, &cfg).as_deref()
+                        == Some(instance_id)
+                })
+                .and_then(|a| a.zone)
+        }));
+    }
     let admin_app = admin::router(AdminState {
         manager: manager.clone(),
         token: config.admin.token.as_deref().map(Arc::from),
         ready: ready.clone(),
         mesos: mesos.clone(),
         offers: Some(offers.clone()),
+        fencing: Some(fencing.clone()),
     });
     if auth.is_on() {
         tracing::info!("libstorage: JWT authentication on");
@@ -121,44 +144,22 @@ pub async fn serve(
     };
 
     // Start-up reconciliation: finish or roll back what a previous run left half done,
-    // then report orphans. Readiness turns on only after this.
-    let left = manager.resolve_pending().await?;
-    match manager.reconcile_report().await {
-        Ok(r) => {
-            for o in &r.orphans {
-                tracing::warn!(service = %o.service, driver_id = %o.driver_id, name = %o.name,
-                    "orphan: back-end volume with no record (not deleted; see `polly orphan ls`)");
-            }
-            for m in &r.missing {
-                tracing::warn!(service = %m.service, volume = %m.volume_id, driver_id = %m.driver_id,
-                    "missing: record whose back-end volume is gone");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not compare store with back-ends"),
-    }
-    if left > 0 {
+    // then compare store and back-ends (orphans, missing). Readiness turns on only after
+    // this; the same pass then runs every `reconciler.interval_secs`.
+    let interval = config.reconciler.interval();
+    let st = manager.reconcile_pass(interval).await?;
+    if st.unresolved_intents > 0 {
         tracing::warn!(
-            left,
+            left = st.unresolved_intents,
             "unresolved operation intents; retrying in the background"
         );
     }
     ready.store(true, Ordering::Release);
     println!("polly: ready");
 
-    let m = manager.clone();
-    let t = token.clone();
-    let resolver = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = t.cancelled() => break,
-                _ = tokio::time::sleep(RESOLVE_INTERVAL) => {
-                    if let Err(e) = m.resolve_pending().await {
-                        tracing::warn!(error = %e, "intent resolver pass failed");
-                    }
-                }
-            }
-        }
-    });
+    let resolver = tokio::spawn(manager.clone().run_reconciler(interval, token.clone()));
+    // Lost nodes, auto-release and interrupted fences, after start-up reconciliation.
+    let fencer = tokio::spawn(fencing.run(token.clone()));
 
     // The storage-offer endpoint; its rounds start after start-up reconciliation, so
     // operations a previous run left pending resume on settled volume records.
@@ -195,6 +196,7 @@ pub async fn serve(
     ls_task.await?.context("libstorage server")?;
     token.cancel();
     let _ = resolver.await;
+    let _ = fencer.await;
     let _ = poller.await;
     let _ = offers_rounds.await;
     offers_task.await?.context("storage-offer endpoint")?;

@@ -75,6 +75,16 @@ async fn sigkill_during_create(phase: &str) -> Vec<polly::store::Volume> {
 
     let polly = Polly::start(&data);
     let vols = check_invariants(&polly).await;
+    // The start-up reconciler pass resolved the intent from the back-end; it found nothing
+    // to report (the created volume is adopted from the intent, not left an orphan).
+    let pass = polly
+        .client()
+        .reconciler()
+        .await
+        .unwrap()
+        .expect("start-up pass");
+    assert!(pass.runs >= 1 && pass.unresolved_intents == 0, "{pass:?}");
+    assert!(pass.report.orphans.is_empty() && pass.report.missing.is_empty());
     // The client retries with the same name, as it must after no answer: one volume.
     let c = polly.client();
     let again = c.create(&req("crashy")).await.unwrap();

@@ -643,3 +643,41 @@ async fn fake_master_follows_the_reference() {
         503
     );
 }
+
+/// A FAILURE missed while disconnected: the agent the master removed meanwhile is absent
+/// from `GET_AGENTS` after re-subscribing, so the client marks it lost all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_removed_while_disconnected_is_lost_from_the_operator_inventory() {
+    let cluster = Cluster::start(1, HEARTBEAT, default_agents()).await;
+    let mut cfg = config(&cluster, 1, MesosContentType::Json);
+    cfg.operator_agents = true;
+    let p = Running::start(cfg);
+    eventually("agents from offers", || p.handle.agents().len() == 4).await;
+    // The master goes leaderless (503), the stream drops, the agent is removed while no
+    // framework is connected (no FAILURE reaches anyone), then the leader is back.
+    cluster.set_leader(None);
+    cluster.drop_streams();
+    cluster.remove_agent("agent-S1").await;
+    eventually("a failed attempt while leaderless", || {
+        cluster.rejected().iter().any(|r| r.1 == 503)
+    })
+    .await;
+    cluster.set_leader(Some(0));
+    eventually("agent-S1 lost", || {
+        p.handle
+            .agents()
+            .iter()
+            .any(|a| a.id == "agent-S1" && a.lost)
+    })
+    .await;
+    let others: Vec<_> = p
+        .handle
+        .agents()
+        .into_iter()
+        .filter(|a| a.id != "agent-S1")
+        .collect();
+    assert_eq!(others.len(), 3);
+    assert!(others.iter().all(|a| !a.lost), "{others:?}");
+    assert_eq!(p.handle.status().agents_lost, 1);
+    p.stop().await;
+}

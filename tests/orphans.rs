@@ -108,3 +108,92 @@ fn orphan_adopt_under_another_name_and_rm() {
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A sample of `/metrics` by its full name (with labels), if present.
+fn metric(polly: &Polly, name: &str) -> Option<f64> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", polly.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    text.lines()
+        .find(|l| l.rsplit_once(' ').map(|(n, _)| n) == Some(name))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+fn reconciler_runs(polly: &Polly) -> u64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(polly.client().reconciler())
+        .unwrap()
+        .map_or(0, |s| s.runs)
+}
+
+/// The periodic reconciler (not a request) finds a leaked back-end volume and a record whose
+/// back-end volume vanished, reports them in `GET /admin/reconciler` and `/metrics`, deletes
+/// nothing, and clears them once an operator has acted.
+#[test]
+fn periodic_reconciler_reports_orphans_and_missing_volumes_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let polly = Polly::start_with(&data, Some("[reconciler]\ninterval_secs = 0.2\n"), None);
+    assert_eq!(
+        metric(&polly, "polly_reconcile_interval_seconds"),
+        Some(0.2)
+    );
+    let kept = polly.cli_json(&["volume", "create", "kept", "--size", "1MiB"]);
+    let gone = polly.cli_json(&["volume", "create", "gone", "--size", "1MiB"]);
+    let leaked = behind_pollys_back(&data, "leaked");
+    // The back-end loses "gone" (deleted behind Polly's back).
+    let gone_dir = data
+        .join("vfs")
+        .join("vfs")
+        .join("volumes")
+        .join(gone["driver_id"].as_str().unwrap());
+    std::fs::remove_dir_all(&gone_dir).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = polly.client();
+    let start_runs = rt.block_on(c.reconciler()).unwrap().unwrap().runs;
+    common::wait_until("a reconciler pass to see the leak and the loss", || {
+        let st = rt.block_on(c.reconciler()).unwrap().unwrap();
+        st.runs > start_runs && st.report.orphans.len() == 1 && st.report.missing.len() == 1
+    });
+    let st = rt.block_on(c.reconciler()).unwrap().unwrap();
+    assert_eq!(st.report.orphans[0].driver_id, leaked.id);
+    assert_eq!(st.report.orphans[0].name, "leaked");
+    assert_eq!(st.report.missing[0].volume_id, gone["id"].as_str().unwrap());
+    assert_eq!(metric(&polly, "polly_reconcile_orphans"), Some(1.0));
+    assert_eq!(metric(&polly, "polly_reconcile_missing"), Some(1.0));
+    assert!(metric(&polly, "polly_reconcile_runs_total{outcome=\"ok\"}").unwrap() >= 2.0);
+    // Nothing was deleted or adopted by the reconciler: the leak is still on the back-end
+    // and both records are still in the store.
+    assert_eq!(vfs_volume_dirs(&data, "vfs").len(), 2);
+    assert_eq!(
+        polly.cli_json(&["volume", "ls"])["volumes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(st
+        .report
+        .missing
+        .iter()
+        .all(|m| m.volume_id != kept["id"].as_str().unwrap()));
+
+    // The operator adopts the leak and deletes the record of the lost volume.
+    polly.cli_json(&["orphan", "adopt", "vfs", &leaked.id]);
+    let (code, _, err) = polly.cli(&["volume", "rm", gone["id"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let runs = reconciler_runs(&polly);
+    common::wait_until("a clean reconciler pass", || {
+        let st = rt.block_on(c.reconciler()).unwrap().unwrap();
+        st.runs > runs && st.report.orphans.is_empty() && st.report.missing.is_empty()
+    });
+    assert_eq!(metric(&polly, "polly_reconcile_orphans"), Some(0.0));
+    assert_eq!(metric(&polly, "polly_reconcile_missing"), Some(0.0));
+}

@@ -39,6 +39,8 @@ pub struct AdminState {
     pub mesos: crate::mesos::client::Handle,
     /// The storage-offer endpoint (frameworks and outstanding offers).
     pub offers: Option<crate::mesos::endpoint::Endpoint>,
+    /// Lost and fenced nodes.
+    pub fencing: Option<crate::fencing::Fencing>,
 }
 
 /// The admin router.
@@ -71,6 +73,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/store/dump", get(store_dump))
         .route("/admin/store/erase", post(store_erase))
         .route("/admin/agents", get(list_agents))
+        .route("/admin/agents/{id}/fence", post(fence_agent))
+        .route("/admin/reconciler", get(reconciler_status))
         .route("/admin/mesos", get(mesos_status))
         .route("/admin/frameworks", get(list_frameworks))
         .route("/admin/frameworks/{id}/release", post(release_reservations))
@@ -462,8 +466,38 @@ async fn store_erase(
 async fn list_agents(
     State(st): State<AdminState>,
 ) -> Result<Json<Vec<crate::mesos::client::Agent>>, ApiError> {
+    if let Some(f) = &st.fencing {
+        return Ok(Json(f.agents()?));
+    }
     let instances = st.manager.store().instances()?;
     Ok(Json(st.mesos.agents_with_instances(&instances)))
+}
+
+/// Body of `POST /admin/agents/{id}/fence` (nothing is needed: the call is the assertion).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceBody {}
+
+async fn fence_agent(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<crate::store::NodeRecord>, ApiError> {
+    let _: FenceBody = body(&bytes)?;
+    let Some(f) = &st.fencing else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "fencing is not running in this server",
+        ));
+    };
+    Ok(Json(f.fence(&id, crate::fencing::BY_OPERATOR).await?))
+}
+
+async fn reconciler_status(
+    State(st): State<AdminState>,
+) -> Json<Option<crate::volumes::ReconcilerStatus>> {
+    Json(st.manager.reconciler_status())
 }
 
 async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client::MesosStatus> {

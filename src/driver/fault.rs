@@ -59,6 +59,10 @@ pub struct FaultConfig {
     pub hang_phase: HangPhase,
     /// Seed for the error dice, for reproducible runs; `None` = seeded from the OS.
     pub seed: Option<u64>,
+    /// File to which every side-effecting call that reached the inner driver appends one
+    /// line, `<method> <id or name> <ok|err>`, so tests can count back-end side effects
+    /// across restarts (e.g. that a detach happened exactly once).
+    pub call_log: Option<std::path::PathBuf>,
 }
 
 impl FaultConfig {
@@ -154,6 +158,27 @@ impl FaultDriver {
         Ok(())
     }
 
+    /// Appends `method subject ok|err` to the call log, if one is configured.
+    fn note<T>(&self, method: &str, subject: &str, out: &Result<T>) {
+        let path = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.cfg.call_log.clone()
+        };
+        let Some(path) = path else { return };
+        let line = format!(
+            "{method} {subject} {}\n",
+            if out.is_ok() { "ok" } else { "err" }
+        );
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(e) = res {
+            tracing::warn!(path = %path.display(), error = %e, "fault driver: cannot append to the call log");
+        }
+    }
+
     /// Runs after the inner call: maybe a hang, so its result is never delivered.
     async fn after(&self, method: &'static str) {
         let hang = {
@@ -201,6 +226,7 @@ impl Driver for FaultDriver {
     async fn create(&self, req: &CreateRequest) -> Result<DriverVolume> {
         self.before("create").await?;
         let out = self.inner.create(req).await;
+        self.note("create", &req.name, &out);
         self.after("create").await;
         out
     }
@@ -208,6 +234,7 @@ impl Driver for FaultDriver {
     async fn remove(&self, id: &str) -> Result<()> {
         self.before("remove").await?;
         let out = self.inner.remove(id).await;
+        self.note("remove", id, &out);
         self.after("remove").await;
         out
     }
@@ -220,6 +247,7 @@ impl Driver for FaultDriver {
     ) -> Result<DriverAttachment> {
         self.before("attach").await?;
         let out = self.inner.attach(id, instance_id, opts).await;
+        self.note("attach", id, &out);
         self.after("attach").await;
         out
     }
@@ -227,6 +255,7 @@ impl Driver for FaultDriver {
     async fn detach(&self, id: &str, instance_id: &str) -> Result<()> {
         self.before("detach").await?;
         let out = self.inner.detach(id, instance_id).await;
+        self.note("detach", id, &out);
         self.after("detach").await;
         out
     }
@@ -234,6 +263,7 @@ impl Driver for FaultDriver {
     async fn force_detach(&self, id: &str) -> Result<()> {
         self.before("force_detach").await?;
         let out = self.inner.force_detach(id).await;
+        self.note("force_detach", id, &out);
         self.after("force_detach").await;
         out
     }
@@ -287,6 +317,7 @@ impl Driver for FaultDriver {
     async fn grow(&self, id: &str, new_size_bytes: u64) -> Result<DriverVolume> {
         self.before("grow").await?;
         let out = self.inner.grow(id, new_size_bytes).await;
+        self.note("grow", id, &out);
         self.after("grow").await;
         out
     }
@@ -410,6 +441,24 @@ mod tests {
         let start = std::time::Instant::now();
         fault.list().await.unwrap();
         assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn call_log_counts_calls_that_reached_the_back_end() {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let (_dir, _vfs, fault) = setup(FaultConfig {
+            call_log: Some(log.path().to_path_buf()),
+            ..Default::default()
+        });
+        let v = fault.create(&req("a")).await.unwrap();
+        fault.force_detach(&v.id).await.unwrap();
+        fault.remove("nope").await.unwrap();
+        fault.list().await.unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(
+            text,
+            format!("create a ok\nforce_detach {} ok\nremove nope ok\n", v.id)
+        );
     }
 
     #[test]

@@ -797,6 +797,8 @@ async fn attach(
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
     let v = st.visible_volume(&svc.name, volume)?;
+    // A cross-zone attach is refused before anything happens, pre-empting included.
+    st.manager.check_attach_zone(&v, me)?;
     if req.force {
         // Pre-empt: take the volume away from every other instance first.
         for a in v.attachments.iter().filter(|a| a.instance_id != me) {

@@ -12,7 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Tree;
 
 pub use types::{
-    Attachment, Instance, Intent, IntentOp, OperationRecord, Reservation, Volume, VolumeStatus,
+    Attachment, Instance, Intent, IntentOp, NodeRecord, NodeState, OperationRecord, Reservation,
+    Volume, VolumeStatus,
 };
 
 /// The on-disk layout version this build reads and writes.
@@ -25,6 +26,7 @@ const TREE_INTENTS: &str = "intents";
 const TREE_INSTANCES: &str = "instances";
 const TREE_RESERVATIONS: &str = "reservations";
 const TREE_OPERATIONS: &str = "offer_operations";
+const TREE_NODES: &str = "nodes";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,9 @@ pub enum Op {
         framework_id: String,
         operation_id: String,
     },
+    /// Insert or replace a lost or fenced node's record (keyed by its id).
+    PutNode(NodeRecord),
+    DeleteNode(String),
 }
 
 /// Everything in the store, for `polly store dump` and backups.
@@ -97,6 +102,8 @@ pub struct Dump {
     pub reservations: Vec<Reservation>,
     #[serde(default)]
     pub operations: Vec<OperationRecord>,
+    #[serde(default)]
+    pub nodes: Vec<NodeRecord>,
 }
 
 /// The decoded volume list and the store generation it was read at.
@@ -122,6 +129,7 @@ pub struct Store {
     instances: Tree,
     reservations: Tree,
     operations: Tree,
+    nodes: Tree,
 }
 
 fn name_key(service: &str, name: &str) -> Vec<u8> {
@@ -180,6 +188,7 @@ impl Store {
             instances: db.open_tree(TREE_INSTANCES)?,
             reservations: db.open_tree(TREE_RESERVATIONS)?,
             operations: db.open_tree(TREE_OPERATIONS)?,
+            nodes: db.open_tree(TREE_NODES)?,
             db,
         };
         match store.meta.get(KEY_SCHEMA)? {
@@ -223,9 +232,10 @@ impl Store {
             &self.meta,
             &self.reservations,
             &self.operations,
+            &self.nodes,
         );
         let res = trees.transaction(
-            |(volumes, names, intents, instances, meta, reservations, operations)| {
+            |(volumes, names, intents, instances, meta, reservations, operations, nodes)| {
                 for op in ops {
                     match op {
                         Op::PutVolume(v) => {
@@ -292,6 +302,12 @@ impl Store {
                             operation_id,
                         } => {
                             operations.remove(name_key(framework_id, operation_id))?;
+                        }
+                        Op::PutNode(n) => {
+                            nodes.insert(n.id.as_bytes(), encode(n))?;
+                        }
+                        Op::DeleteNode(id) => {
+                            nodes.remove(id.as_bytes())?;
                         }
                     }
                 }
@@ -417,6 +433,18 @@ impl Store {
             .transpose()
     }
 
+    /// Lost and fenced nodes, sorted by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        scan(&self.nodes, TREE_NODES)
+    }
+
+    pub fn node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        self.nodes
+            .get(id.as_bytes())?
+            .map(|v| decode(TREE_NODES, id.as_bytes(), &v))
+            .transpose()
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .meta
@@ -459,6 +487,7 @@ impl Store {
             instances: self.instances()?,
             reservations: self.reservations()?,
             operations: self.operations()?,
+            nodes: self.nodes()?,
         })
     }
 
@@ -472,6 +501,7 @@ impl Store {
             &self.instances,
             &self.reservations,
             &self.operations,
+            &self.nodes,
         ] {
             t.clear()?;
         }

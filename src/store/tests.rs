@@ -49,6 +49,7 @@ struct Model {
     meta: BTreeMap<String, String>,
     reservations: BTreeMap<(String, String), Reservation>,
     operations: BTreeMap<(String, String), OperationRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
 }
 
 impl Model {
@@ -108,6 +109,12 @@ impl Model {
                     next.operations
                         .remove(&(framework_id.clone(), operation_id.clone()));
                 }
+                Op::PutNode(n) => {
+                    next.nodes.insert(n.id.clone(), n.clone());
+                }
+                Op::DeleteNode(id) => {
+                    next.nodes.remove(id);
+                }
             }
         }
         *self = next;
@@ -163,6 +170,21 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             framework_id: format!("fw{f}"),
             operation_id: format!("op{o}"),
         }),
+        1 => (0u8..3, 0u8..3, 0u64..100).prop_map(|(n, st, t)| Op::PutNode(NodeRecord {
+            id: format!("agent{n}"),
+            hostname: Some(format!("h{n}")),
+            zone: None,
+            instance_ids: [format!("i-{n}")].into(),
+            state: [NodeState::Lost, NodeState::Fencing, NodeState::Fenced][st as usize],
+            reason: "lost".into(),
+            lost_at: t,
+            fenced_by: (st > 0).then(|| "operator".into()),
+            fence_requested_at: (st > 0).then_some(t),
+            pending: if st == 1 { vec![format!("pv-{t}")] } else { vec![] },
+            released: vec![],
+            fenced_at: (st == 2).then_some(t),
+        })),
+        1 => (0u8..3).prop_map(|n| Op::DeleteNode(format!("agent{n}"))),
     ]
 }
 
@@ -202,6 +224,13 @@ fn assert_matches(store: &Store, model: &Model) {
     );
     for ((f, o), r) in &model.operations {
         assert_eq!(store.operation(f, o).unwrap().as_ref(), Some(r));
+    }
+    assert_eq!(
+        store.nodes().unwrap(),
+        model.nodes.values().cloned().collect::<Vec<_>>()
+    );
+    for n in model.nodes.values() {
+        assert_eq!(store.node(&n.id).unwrap().as_ref(), Some(n));
     }
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }

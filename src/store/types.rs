@@ -153,3 +153,42 @@ impl OperationRecord {
         !matches!(self.state.as_str(), "OPERATION_PENDING")
     }
 }
+
+/// Where a node (a Mesos agent, or a host known only from REX-Ray reports) is in fencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Reported gone; its attachments stay and its volumes are not offered.
+    Lost,
+    /// Fenced (asserted off); the listed volumes are being released.
+    Fencing,
+    /// Every attachment it held was released.
+    Fenced,
+}
+
+/// A lost or fenced node. Written before any attachment is released, so a fence interrupted
+/// by a crash is resumed, never skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The agent id, or the instance id of a host known only from REX-Ray reports.
+    pub id: String,
+    pub hostname: Option<String>,
+    pub zone: Option<String>,
+    /// Instance ids whose attachments this node holds.
+    pub instance_ids: BTreeSet<String>,
+    pub state: NodeState,
+    /// Why it counts as lost (or `fenced by operator` when fenced while active).
+    pub reason: String,
+    /// Unix seconds.
+    pub lost_at: u64,
+    /// `operator` or `auto_release`, once fenced.
+    pub fenced_by: Option<String>,
+    /// Unix seconds the fence was asked for.
+    pub fence_requested_at: Option<u64>,
+    /// Volumes still to release (state `fencing`).
+    pub pending: Vec<String>,
+    /// Volumes released by the fence.
+    pub released: Vec<String>,
+    /// Unix seconds the last volume was released.
+    pub fenced_at: Option<u64>,
+}

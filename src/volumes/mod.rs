@@ -23,6 +23,7 @@ use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volu
 pub(crate) use capacity::now_ms;
 pub use capacity::{backoff as capacity_backoff, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
+
 pub use snapshots::{SnapshotInfo, Source};
 
 /// How stale an instance's `last_seen` may get before a report from it is written again.
@@ -67,7 +68,7 @@ pub fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-pub(crate) fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -146,6 +147,30 @@ struct Inner {
     /// The zone each configured service serves (`None`: no zone); services built without a
     /// config (`with_services`) are absent and not checked.
     zones: BTreeMap<String, Option<String>>,
+    /// Where else an instance's zone may be known (Mesos agents), set by the server.
+    instance_zones: std::sync::OnceLock<InstanceZones>,
+    /// When each instance last reported, in memory (the store's `last_seen` is refreshed at
+    /// most once a minute), and when this process started: nothing was heard before that.
+    seen: Mutex<HashMap<String, u64>>,
+    started_at: u64,
+    /// The periodic reconciler's last pass.
+    last_pass: Mutex<Option<ReconcilerStatus>>,
+}
+
+/// Looks up the zone of an instance id from outside the store (e.g. Mesos agents' domains).
+pub type InstanceZones = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The periodic reconciler's last pass, `GET /admin/reconciler`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconcilerStatus {
+    pub interval_secs: f64,
+    pub runs: u64,
+    /// RFC 3339 of the last finished pass.
+    pub last_run: Option<String>,
+    pub last_error: Option<String>,
+    /// Intents the pass could not resolve (retried next pass).
+    pub unresolved_intents: usize,
+    pub report: ReconcileReport,
 }
 
 /// Shared handle to the manager.
@@ -213,6 +238,10 @@ impl Manager {
                 metrics: Metrics::default(),
                 capacity: Mutex::new(BTreeMap::new()),
                 zones,
+                instance_zones: std::sync::OnceLock::new(),
+                seen: Mutex::new(HashMap::new()),
+                started_at: now_secs(),
+                last_pass: Mutex::new(None),
             }),
         }
     }
@@ -231,6 +260,70 @@ impl Manager {
                 "zone {want:?} is not served by service {service:?}, which has no zone configured"
             ))),
         }
+    }
+
+    /// Install the outside source of instance zones (once; later calls are ignored).
+    pub fn set_instance_zones(&self, f: InstanceZones) {
+        let _ = self.inner.instance_zones.set(f);
+    }
+
+    /// The zone a volume lives in: its own, else its service's.
+    pub fn volume_zone(&self, v: &Volume) -> Option<String> {
+        v.zone
+            .clone()
+            .or_else(|| self.inner.zones.get(&v.service).cloned().flatten())
+    }
+
+    /// The zone an instance is in: from its REX-Ray reports (`zone`/`availabilityZone`),
+    /// else from the outside source (the Mesos agent standing for it).
+    pub fn instance_zone(&self, instance_id: &str) -> Result<Option<String>> {
+        for i in self.inner.store.instances()? {
+            if i.instance_id == instance_id {
+                if let Some(z) = i
+                    .fields
+                    .get("zone")
+                    .or_else(|| i.fields.get("availabilityZone"))
+                    .filter(|z| !z.is_empty())
+                {
+                    return Ok(Some(z.clone()));
+                }
+            }
+        }
+        Ok(self.inner.instance_zones.get().and_then(|f| f(instance_id)))
+    }
+
+    /// Refuses, before any intent or driver call, an attach across zones (the message names
+    /// both). Callers that act before attaching (the façade's pre-empt) check it first too.
+    pub fn check_attach_zone(&self, v: &Volume, instance_id: &str) -> Result<()> {
+        let (Some(vz), Some(iz)) = (self.volume_zone(v), self.instance_zone(instance_id)?) else {
+            return Ok(());
+        };
+        if vz == iz {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "volume {} ({}) is in zone {vz:?} but instance {instance_id:?} is in zone {iz:?}; a volume attaches only to instances in its own zone",
+            v.id, v.name
+        )))
+    }
+
+    /// Unix seconds this process started: no report could be heard before.
+    pub fn started_at(&self) -> u64 {
+        self.inner.started_at
+    }
+
+    /// When an instance was last heard from (unix seconds): the later of its stored
+    /// `last_seen` (refreshed at most once a minute) and this process's in-memory note.
+    pub fn instance_heard_at(&self, i: &Instance) -> u64 {
+        let mem = self
+            .inner
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&i.instance_id)
+            .copied()
+            .unwrap_or(0);
+        i.last_seen.max(mem)
     }
 
     pub fn store(&self) -> &Store {
@@ -543,6 +636,7 @@ impl Manager {
         if v.attachments.iter().any(|a| a.instance_id == instance_id) {
             return Ok(v);
         }
+        self.check_attach_zone(&v, instance_id)?;
         if !v.access_mode.allows_many() && !v.attachments.is_empty() {
             return Err(Error::Conflict(format!(
                 "volume {} is attached to {}; detach it first or force-detach",
@@ -628,6 +722,59 @@ impl Manager {
     async fn detach_inner(&self, id: &str, instance_id: Option<&str>) -> Result<Volume> {
         let _g = self.lock(format!("id:{id}")).await;
         let v = self.usable(id)?;
+        self.detach_locked(v, instance_id).await
+    }
+
+    /// Release the attachments `instances` hold on a volume, for a fence: a force-detach
+    /// when they hold every attachment, else a detach per instance (other holders of a
+    /// shared volume keep theirs). An intent this volume still has (a crash or an uncertain
+    /// failure) is resolved against the back-end first, so a detach that already happened is
+    /// never sent again. Returns the volume, or `None` when it no longer exists.
+    pub async fn fence_detach(
+        &self,
+        id: &str,
+        instances: &BTreeSet<String>,
+    ) -> Result<Option<Volume>> {
+        let _g = self.lock(format!("id:{id}")).await;
+        for i in self.inner.store.intents()? {
+            if i.volume_id == id {
+                self.resolve_locked(&i).await?;
+            }
+        }
+        let Some(mut v) = self.inner.store.volume(id)? else {
+            return Ok(None);
+        };
+        if v.status != VolumeStatus::Available {
+            return Err(Error::Conflict(format!(
+                "volume {id} is {:?}; retry shortly",
+                v.status
+            )));
+        }
+        let held: Vec<String> = v
+            .attachments
+            .iter()
+            .filter(|a| instances.contains(&a.instance_id))
+            .map(|a| a.instance_id.clone())
+            .collect();
+        if held.is_empty() {
+            return Ok(Some(v));
+        }
+        if held.len() == v.attachments.len() {
+            let _g = self.begin_op();
+            let res = self.detach_locked(v, None).await;
+            self.outcome("force_detach", &res);
+            return res.map(Some);
+        }
+        for i in held {
+            let _g = self.begin_op();
+            let res = self.detach_locked(v, Some(&i)).await;
+            self.outcome("detach", &res);
+            v = res?;
+        }
+        Ok(Some(v))
+    }
+
+    async fn detach_locked(&self, v: Volume, instance_id: Option<&str>) -> Result<Volume> {
         let held = match instance_id {
             Some(i) => v.attachments.iter().any(|a| a.instance_id == i),
             None => !v.attachments.is_empty(),
@@ -819,6 +966,11 @@ impl Manager {
             last_seen: now_secs(),
             fields,
         };
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance_id.to_string(), inst.last_seen);
         if let Some(known) = self.inner.store.instance(driver, instance_id)? {
             // REX-Ray agents send their instance id on nearly every request: refresh
             // `last_seen` at most once a minute rather than pay a durable write each time.

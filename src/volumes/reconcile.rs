@@ -10,7 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_secs, valid_name, Error, Manager, Result};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{now_secs, valid_name, Error, Manager, ReconcilerStatus, Result};
 use crate::store::{Attachment, Intent, IntentOp, Op, Volume, VolumeStatus};
 
 /// A back-end volume with no record in the store. Reported, never deleted by Polly.
@@ -56,7 +60,7 @@ impl Manager {
         self.resolve_locked(intent).await
     }
 
-    async fn resolve_locked(&self, intent: &Intent) -> Result<()> {
+    pub(super) async fn resolve_locked(&self, intent: &Intent) -> Result<()> {
         // The operation may have finished while this pass waited for its lock.
         if self.inner.store.intent(intent.id)?.is_none() {
             return Ok(());
@@ -183,6 +187,102 @@ impl Manager {
             }
         }
         Ok(report)
+    }
+}
+
+impl Manager {
+    /// One pass of the periodic reconciler: resolve every intent, then compare the store
+    /// with every back-end's inventory. Nothing is deleted or adopted: orphans and missing
+    /// volumes are recorded (status, metrics, log) for an operator.
+    pub async fn reconcile_pass(&self, interval: Duration) -> Result<ReconcilerStatus> {
+        let m = &self.inner.metrics.reconciler;
+        m.interval_seconds.set(interval.as_secs_f64());
+        let res = async {
+            let left = self.resolve_pending().await?;
+            Ok::<_, Error>((left, self.reconcile_report().await?))
+        }
+        .await;
+        let mut st = self.reconciler_status().unwrap_or_default();
+        st.interval_secs = interval.as_secs_f64();
+        st.runs += 1;
+        st.last_run =
+            Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+        let outcome = match &res {
+            Ok((left, report)) => {
+                for o in &report.orphans {
+                    if !st.report.orphans.contains(o) {
+                        tracing::warn!(service = %o.service, driver_id = %o.driver_id, name = %o.name,
+                            "orphan: back-end volume with no record (not deleted; see `polly orphan ls`)");
+                    }
+                }
+                for x in &report.missing {
+                    if !st.report.missing.contains(x) {
+                        tracing::warn!(service = %x.service, volume = %x.volume_id, driver_id = %x.driver_id,
+                            "missing: record whose back-end volume is gone");
+                    }
+                }
+                for (service, e) in &report.unreachable {
+                    tracing::warn!(%service, error = %e, "reconciler could not list the service's volumes");
+                }
+                st.unresolved_intents = *left;
+                st.report = report.clone();
+                st.last_error = (*left > 0)
+                    .then(|| format!("{left} operation intents unresolved; retrying next pass"));
+                if *left > 0 || !report.unreachable.is_empty() {
+                    "partial"
+                } else {
+                    "ok"
+                }
+            }
+            Err(e) => {
+                st.last_error = Some(e.to_string());
+                "error"
+            }
+        };
+        m.runs
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        m.last_run_seconds.set(now_secs() as i64);
+        m.orphans.set(st.report.orphans.len() as i64);
+        m.missing.set(st.report.missing.len() as i64);
+        m.unresolved_intents.set(st.unresolved_intents as i64);
+        m.unreachable_services
+            .set(st.report.unreachable.len() as i64);
+        *self
+            .inner
+            .last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(st.clone());
+        res.map(|_| st)
+    }
+
+    /// The periodic reconciler's last pass, if one ran.
+    pub fn reconciler_status(&self) -> Option<ReconcilerStatus> {
+        self.inner
+            .last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Run a pass every `interval` until `token` is cancelled (the first one at once: the
+    /// caller runs it at start-up before readiness).
+    pub async fn run_reconciler(self, interval: Duration, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(interval) => {
+                    match self.reconcile_pass(interval).await {
+                        Ok(st) => if let Some(e) = &st.last_error {
+                            tracing::warn!(error = %e, "reconciler pass incomplete");
+                        },
+                        Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
+                    }
+                }
+            }
+        }
     }
 }
 

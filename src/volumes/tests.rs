@@ -260,3 +260,89 @@ async fn repeated_instance_reports_write_once_until_something_changes() {
     let i = m.store().instance("vfs", "host-a").unwrap().unwrap();
     assert_eq!(i.hostname.as_deref(), Some("renamed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_detach_releases_only_the_fenced_instances_of_a_shared_volume() {
+    let f = fixture(Duration::from_secs(10));
+    let log = f._dir.path().join("calls.log");
+    f.fault.set_config(FaultConfig {
+        call_log: Some(log.clone()),
+        ..Default::default()
+    });
+    let mut r = req("shared");
+    r.access_mode = AccessMode::MultiWriter;
+    let v = f.manager.create(r).await.unwrap();
+    f.manager.attach(&v.id, "dead", None).await.unwrap();
+    f.manager.attach(&v.id, "alive", None).await.unwrap();
+    let fenced = BTreeSet::from(["dead".to_string()]);
+    let after = f
+        .manager
+        .fence_detach(&v.id, &fenced)
+        .await
+        .unwrap()
+        .unwrap();
+    let holders: Vec<_> = after
+        .attachments
+        .iter()
+        .map(|a| a.instance_id.as_str())
+        .collect();
+    assert_eq!(holders, vec!["alive"]);
+    let backend = f
+        .vfs
+        .inspect(v.driver_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(backend.attachments.len(), 1);
+    assert_eq!(backend.attachments[0].instance_id, "alive");
+    // Again: nothing held, no back-end call.
+    f.manager.fence_detach(&v.id, &fenced).await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let detaches: Vec<_> = text.lines().filter(|l| l.contains("detach")).collect();
+    assert_eq!(detaches.len(), 1, "{text}");
+    assert!(detaches[0].starts_with("detach "), "{text}");
+    // An unknown volume is `None`, not an error (it may have been deleted meanwhile).
+    assert!(f
+        .manager
+        .fence_detach("pv-gone", &fenced)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_detach_resolves_a_leftover_intent_instead_of_detaching_twice() {
+    let f = fixture(Duration::from_millis(300));
+    let log = f._dir.path().join("calls.log");
+    let v = f.manager.create(req("solo")).await.unwrap();
+    f.manager.attach(&v.id, "dead", None).await.unwrap();
+    // The force-detach reaches the back-end but its reply is lost; the intent stays when the
+    // resolution right after it cannot run either (inspect hangs too).
+    f.fault.set_config(FaultConfig {
+        call_log: Some(log.clone()),
+        hang: vec!["force_detach".into(), "inspect".into()],
+        hang_phase: HangPhase::After,
+        ..Default::default()
+    });
+    assert!(f.manager.detach(&v.id, None).await.is_err());
+    assert_eq!(f.manager.store().intents().unwrap().len(), 1);
+    assert_eq!(f.manager.volume(&v.id).unwrap().attachments.len(), 1);
+    f.fault.set_config(FaultConfig {
+        call_log: Some(log.clone()),
+        ..Default::default()
+    });
+    let fenced = BTreeSet::from(["dead".to_string()]);
+    let after = f
+        .manager
+        .fence_detach(&v.id, &fenced)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(after.attachments.is_empty());
+    assert!(f.manager.store().intents().unwrap().is_empty());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("detach")).count(),
+        1,
+        "{text}"
+    );
+}

@@ -185,6 +185,25 @@ impl Cluster {
         self.lock().agents.push(a);
     }
 
+    /// Remove an agent as a master does when the agent fails its health checks or is marked
+    /// gone: it is offered no more, `GET_AGENTS` no longer lists it, and every connected
+    /// framework gets FAILURE with the agent id and no executor id (agent lost).
+    pub async fn remove_agent(&self, id: &str) {
+        let streams: Vec<(mpsc::Sender<Bytes>, &'static str)> = {
+            let mut st = self.lock();
+            st.agents.retain(|a| a.id != id);
+            st.frameworks
+                .values()
+                .filter(|f| f.connected)
+                .filter_map(|f| f.sender.clone().map(|tx| (tx, f.encoding)))
+                .collect()
+        };
+        let ev = json!({"type": "FAILURE", "failure": {"agent_id": {"value": id}}});
+        for (tx, enc) in streams {
+            send_record(&tx, &encode_event(enc, &ev), 5).await;
+        }
+    }
+
     pub fn subscribes(&self) -> Vec<Subscribe> {
         self.lock().subscribes.clone()
     }

@@ -441,10 +441,18 @@ impl Stream<'_> {
         let master = self.master.to_string();
         let cfg = self.cfg().clone();
         tokio::spawn(async move {
+            let asked = std::time::SystemTime::now();
             match operator_agents(&http, &master, &cfg).await {
-                Ok(agents) => {
+                Ok((agents, recovered)) => {
+                    let mut listed: std::collections::BTreeSet<String> = recovered;
                     for a in agents {
+                        listed.insert(a.id.clone());
                         handle.learn(a);
+                    }
+                    // The full inventory no longer lists them: removed or unreachable while
+                    // this client may have missed the FAILURE (e.g. while disconnected).
+                    for id in handle.mark_unlisted_lost(&listed, asked) {
+                        tracing::warn!(agent = %id, "mesos: agent lost (absent from GET_AGENTS)");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "mesos: GET_AGENTS failed"),
@@ -778,12 +786,13 @@ async fn read_limited(resp: reqwest::Response, limit: usize) -> reqwest::Result<
     Ok(out)
 }
 
-/// The operator API's `GET_AGENTS` (JSON), as agents.
+/// The operator API's `GET_AGENTS` (JSON): the registered agents, and the ids of agents the
+/// master recovered from its registry that have not re-registered yet.
 pub async fn operator_agents(
     http: &reqwest::Client,
     master: &str,
     cfg: &MesosConfig,
-) -> Result<Vec<Agent>, Error> {
+) -> Result<(Vec<Agent>, std::collections::BTreeSet<String>), Error> {
     let err = |detail: String| Error::Http {
         master: master.to_string(),
         detail,
@@ -830,7 +839,13 @@ pub async fn operator_agents(
             out.push(agent);
         }
     }
-    Ok(out)
+    let recovered = v["get_agents"]["recovered_agents"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(|a| a["id"]["value"].as_str().map(str::to_string))
+        .collect();
+    Ok((out, recovered))
 }
 
 /// What a master's operator API says about a framework id.

@@ -55,6 +55,8 @@ pub enum AgentSource {
     Static,
     /// A host a REX-Ray client reported (the store's instance table).
     Instance,
+    /// Known now only from its stored lost/fenced record (e.g. after a restart).
+    Record,
 }
 
 /// One agent, `GET /admin/agents`.
@@ -70,6 +72,9 @@ pub struct Agent {
     pub lost: bool,
     pub lost_at: Option<String>,
     pub last_seen: String,
+    /// Its fencing state when a lost/fenced record exists (`lost`, `fencing`, `fenced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<crate::store::NodeState>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -119,6 +124,7 @@ impl Agent {
             source,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: now_rfc3339(),
         }
     }
@@ -154,6 +160,7 @@ impl Agent {
             source: AgentSource::Static,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: now_rfc3339(),
         }
     }
@@ -170,6 +177,7 @@ impl Agent {
             source: AgentSource::Instance,
             lost: false,
             lost_at: None,
+            fence: None,
             last_seen: humantime::format_rfc3339_seconds(
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(i.last_seen),
             )
@@ -309,11 +317,36 @@ impl Handle {
                 lost: false,
                 lost_at: None,
                 last_seen: now_rfc3339(),
+                fence: None,
             });
             a.lost = true;
             a.lost_at = Some(now_rfc3339());
         }
         self.recount();
+    }
+
+    /// Marks lost every agent learned from offers or the operator API before `asked` that
+    /// the master's full inventory (`listed`, taken after `asked`) no longer has. Returns
+    /// the ids newly marked.
+    pub(crate) fn mark_unlisted_lost(
+        &self,
+        listed: &std::collections::BTreeSet<String>,
+        asked: SystemTime,
+    ) -> Vec<String> {
+        let gone: Vec<String> = lock(&self.inner.agents)
+            .values()
+            .filter(|a| {
+                !a.lost
+                    && matches!(a.source, AgentSource::Offer | AgentSource::Operator)
+                    && !listed.contains(&a.id)
+                    && humantime::parse_rfc3339_weak(&a.last_seen).is_ok_and(|t| t < asked)
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        for id in &gone {
+            self.mark_lost(id);
+        }
+        gone
     }
 
     fn recount(&self) {

@@ -532,17 +532,20 @@ impl Endpoint {
         }
         let instances = store.instances()?;
         let known = self.inner.agents.agents_with_instances(&instances);
+        // Lost and fenced nodes get no offers, and what a lost node holds is not offered
+        // until it is fenced (`crate::fencing`).
+        let held = crate::fencing::Held::read(store)?;
         let agents: Vec<offers::Agent> = known
             .iter()
-            .filter(|a| !a.lost)
+            .filter(|a| !a.lost && !held.blocks_agent(&a.id))
             .map(|a| offers::Agent {
                 id: a.id.clone(),
                 hostname: a.hostname.clone(),
                 zone: a.zone.clone(),
             })
             .collect();
-        let held = store.reservations()?;
-        let reserved: BTreeMap<String, String> = held
+        let reservations = store.reservations()?;
+        let reserved: BTreeMap<String, String> = reservations
             .iter()
             .map(|r| (r.volume_id.clone(), r.framework_id.clone()))
             .collect();
@@ -551,6 +554,7 @@ impl Endpoint {
             let reserved_by = reserved.get(&v.id).cloned();
             if v.status != crate::store::VolumeStatus::Available
                 || (v.restrict_frameworks.is_empty() && reserved_by.is_none())
+                || held.holds(v)
             {
                 continue;
             }
@@ -595,7 +599,7 @@ impl Endpoint {
             .collect();
         // Frameworks that are away (disconnected, torn down) but still hold volumes: offered
         // nothing, but what they hold counts towards their role's share and quota.
-        for r in &held {
+        for r in &reservations {
             if !frameworks.iter().any(|f| f.id == r.framework_id) {
                 frameworks.push(offers::Framework {
                     id: r.framework_id.clone(),
@@ -772,30 +776,13 @@ impl Endpoint {
         }
     }
 
-    /// The instance id volumes are attached to for an agent: an instance REX-Ray reported
-    /// for the agent's hostname, else the agent's instance attribute, else static config.
+    /// The instance id volumes are attached to for an agent ([`agent_instance`]).
     fn instance_for(
         &self,
         a: &client::Agent,
         instances: &[crate::store::Instance],
     ) -> Option<String> {
-        if a.source == client::AgentSource::Instance {
-            return Some(a.id.clone());
-        }
-        if !a.hostname.is_empty() {
-            if let Some(i) = instances
-                .iter()
-                .filter(|i| i.hostname.as_deref() == Some(a.hostname.as_str()))
-                .max_by_key(|i| i.last_seen)
-            {
-                return Some(i.instance_id.clone());
-            }
-        }
-        if let Some(v) = a.attributes.get(&self.inner.cfg.instance_attribute) {
-            return Some(v.clone());
-        }
-        let c = &self.inner.cfg.instances;
-        c.get(&a.id).or_else(|| c.get(&a.hostname)).cloned()
+        agent_instance(a, instances, &self.inner.cfg)
     }
 
     /// Close a framework's stream (if it is still `stream_id`'s) and return its offers.
@@ -816,6 +803,32 @@ impl Endpoint {
         );
         self.wake();
     }
+}
+
+/// The instance id volumes are attached to for an agent: an instance REX-Ray reported
+/// for the agent's hostname, else the agent's instance attribute, else static config.
+pub fn agent_instance(
+    a: &client::Agent,
+    instances: &[crate::store::Instance],
+    cfg: &OffersConfig,
+) -> Option<String> {
+    if a.source == client::AgentSource::Instance {
+        return Some(a.id.clone());
+    }
+    if !a.hostname.is_empty() {
+        if let Some(i) = instances
+            .iter()
+            .filter(|i| i.hostname.as_deref() == Some(a.hostname.as_str()))
+            .max_by_key(|i| i.last_seen)
+        {
+            return Some(i.instance_id.clone());
+        }
+    }
+    if let Some(v) = a.attributes.get(&cfg.instance_attribute) {
+        return Some(v.clone());
+    }
+    let c = &cfg.instances;
+    c.get(&a.id).or_else(|| c.get(&a.hostname)).cloned()
 }
 
 fn disk_resource(
