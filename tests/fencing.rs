@@ -193,6 +193,7 @@ async fn lost_agent_keeps_its_volume_until_fenced_then_it_is_detached_once_and_o
     )
     .await;
     let (vol, driver_id) = attached_volume(&p, "db", "i-0").await;
+    cluster.register_framework(FRAMEWORK, "*");
     let _fw = subscribe(&p.offers).await;
 
     // Healthy: the attached volume is offered on the agent that holds it, and only there.

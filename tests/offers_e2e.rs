@@ -956,7 +956,7 @@ async fn share_of_vfs_a(extra: &str, first: (&str, &str), second: (&str, &str)) 
     )
     .await;
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..500 {
+    for _ in 0..1500 {
         a = raw_offered(&client, first.0, "vfs-a/").await;
         b = raw_offered(&client, second.0, "vfs-a/").await;
         if !a.is_empty() && !b.is_empty() {
@@ -1449,9 +1449,10 @@ async fn sigkill_during_grow_volume_then_restart_grows_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_volume_may_take_the_volume_and_the_share_from_two_offers_of_one_agent() {
     let dir = tempfile::tempdir().unwrap();
-    // Slow driver calls: the share is offered again before the new volume exists, so the
+    // Slow driver calls (a second each, so even a loaded machine runs several allocation
+    // rounds meanwhile): the share is offered again before the new volume exists, so the
     // volume comes later in an offer of its own on the same agent.
-    let slow = config("[services.fault]\nlatency_ms = 300");
+    let slow = config("[services.fault]\nlatency_ms = 1000");
     let polly = Polly::start_with(&dir.path().join("d"), Some(&slow), None);
     let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let offers = fw.offers_for(&["agent-a"]).await;

@@ -185,6 +185,27 @@ impl Cluster {
         self.lock().agents.push(a);
     }
 
+    /// Register a framework as if it had subscribed to this master elsewhere and is still
+    /// connected there: `GET_FRAMEWORKS` lists it as active (no stream of ours carries it).
+    pub fn register_framework(&self, id: &str, role: &str) {
+        let info = json!({"id": {"value": id}, "user": "root", "name": id, "roles": [role]});
+        self.lock().frameworks.insert(
+            id.to_string(),
+            Framework {
+                info,
+                failover_timeout: 0.0,
+                connected: true,
+                removed: false,
+                suppressed: false,
+                stream_id: None,
+                stream_peer: None,
+                disconnected_at: None,
+                encoding: "application/json",
+                sender: None,
+            },
+        );
+    }
+
     /// Remove an agent as a master does when the agent fails its health checks or is marked
     /// gone: it is offered no more, `GET_AGENTS` no longer lists it, and every connected
     /// framework gets FAILURE with the agent id and no executor id (agent lost).
