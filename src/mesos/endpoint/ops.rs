@@ -61,6 +61,7 @@ impl Plan {
                 pool_id: pool_id.clone(),
                 volume_id: None,
                 mb: *mb,
+                provisioned: false,
             }),
             Plan::GrowVolume {
                 volume_id,
@@ -71,6 +72,7 @@ impl Plan {
                 pool_id: pool_id.clone(),
                 volume_id: Some(volume_id.clone()),
                 mb: *mb,
+                provisioned: false,
             }),
             _ => None,
         }
