@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
 pub(crate) use capacity::now_ms;
-pub use capacity::{backoff as capacity_backoff, CapacityReading};
+pub use capacity::{backoff as capacity_backoff, CapacityClaim, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 pub use snapshots::{SnapshotInfo, Source};
 
@@ -142,7 +142,7 @@ struct Inner {
     driver_timeout: Duration,
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
-    capacity: Mutex<BTreeMap<String, capacity::CapacityReading>>,
+    capacity: Mutex<capacity::Capacity>,
     /// The zone each configured service serves (`None`: no zone); services built without a
     /// config (`with_services`) are absent and not checked.
     zones: BTreeMap<String, Option<String>>,
@@ -211,7 +211,7 @@ impl Manager {
                 locks: Mutex::new(HashMap::new()),
                 driver_timeout,
                 metrics: Metrics::default(),
-                capacity: Mutex::new(BTreeMap::new()),
+                capacity: Mutex::new(capacity::Capacity::default()),
                 zones,
             }),
         }
@@ -412,9 +412,17 @@ impl Manager {
         let _g = self
             .lock(format!("name:{}/{}", req.service, req.name))
             .await;
+        let claim = CapacityClaim::Create {
+            service: req.service.clone(),
+            name: req.name.clone(),
+        };
         if let Some(v) = self.inner.store.volume_by_name(&req.service, &req.name)? {
             return match v.status {
-                VolumeStatus::Available if v.size_bytes == req.size_bytes => Ok(v),
+                VolumeStatus::Available if v.size_bytes == req.size_bytes => {
+                    // Created before: its bytes are known already.
+                    self.drop_capacity_claim(&claim);
+                    Ok(v)
+                }
                 VolumeStatus::Available => Err(Error::Conflict(format!(
                     "volume {:?} already exists in service {:?} with size {} bytes, not {}",
                     req.name, req.service, v.size_bytes, req.size_bytes
@@ -489,6 +497,7 @@ impl Manager {
         match res {
             Ok(dv) => {
                 let done = created(vol, dv);
+                self.account_volume(&done, -signed(done.size_bytes), Some(&claim));
                 self.write(vec![
                     Op::PutVolume(done.clone()),
                     Op::DeleteIntent(intent.id),
@@ -506,7 +515,10 @@ impl Manager {
                 // Unknown outcome: ask the back-end and make the store agree.
                 self.resolve_logged(&intent).await;
                 match self.inner.store.volume(&vol.id)? {
-                    Some(v) if v.status == VolumeStatus::Available => Ok(v),
+                    Some(v) if v.status == VolumeStatus::Available => {
+                        self.account_volume(&v, -signed(v.size_bytes), Some(&claim));
+                        Ok(v)
+                    }
                     _ => Err(e),
                 }
             }
@@ -701,6 +713,7 @@ impl Manager {
             // On failure the intent stays and the reconciler retries the removal.
             self.call(&svc.name, "remove", svc.driver.remove(driver_id))
                 .await?;
+            self.account_volume(v, signed(v.size_bytes), None);
         }
         self.write(vec![
             Op::DeleteVolume(v.id.clone()),
@@ -727,7 +740,12 @@ impl Manager {
         }
         let _g = self.lock(format!("id:{id}")).await;
         let v = self.usable(id)?;
+        let claim = CapacityClaim::Grow {
+            volume_id: v.id.clone(),
+        };
         if size_bytes == v.size_bytes {
+            // Grown before: its bytes are known already.
+            self.drop_capacity_claim(&claim);
             return Ok(v);
         }
         if size_bytes < v.size_bytes {
@@ -743,12 +761,38 @@ impl Manager {
         let res = self
             .call(&svc.name, "grow", svc.driver.grow(&driver_id, size_bytes))
             .await;
-        self.conclude(&intent, res, |dv| {
-            let mut done = v;
-            done.size_bytes = dv.size_bytes;
-            done
-        })
-        .await
+        let before = v.clone();
+        let uncertain = matches!(&res, Err(e) if !is_definite(e));
+        if let Ok(dv) = &res {
+            let delta = signed(dv.size_bytes) - signed(v.size_bytes);
+            self.account_volume(&v, -delta, Some(&claim));
+        }
+        let out = self
+            .conclude(&intent, res, |dv| {
+                let mut done = v;
+                done.size_bytes = dv.size_bytes;
+                done
+            })
+            .await;
+        if uncertain {
+            // Resolution copied the back-end's size into the record: account what it grew.
+            if let Ok(Some(now)) = self.inner.store.volume(&before.id) {
+                let delta = signed(now.size_bytes) - signed(before.size_bytes);
+                self.account_volume(&before, -delta.max(0), None);
+            }
+        }
+        out
+    }
+
+    /// Tell the capacity ledger (`capacity.rs`) that `v` changed its pool's free space.
+    fn account_volume(&self, v: &Volume, delta: i64, claim: Option<&CapacityClaim>) {
+        self.account(
+            &v.service,
+            v.pool.as_deref(),
+            v.zone.as_deref(),
+            delta,
+            claim,
+        );
     }
 
     /// Add restrictions (the volume becomes visible only to these services / frameworks).
@@ -896,6 +940,11 @@ fn created(mut v: Volume, dv: driver::DriverVolume) -> Volume {
     v.zone = dv.zone;
     v.path = dv.path;
     v
+}
+
+/// Bytes as a signed delta (sizes are at most `MAX_SIZE_BYTES`, far below `i64::MAX`).
+fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 fn holders(v: &Volume) -> String {

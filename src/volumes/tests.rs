@@ -260,3 +260,60 @@ async fn repeated_instance_reports_write_once_until_something_changes() {
     let i = m.store().instance("vfs", "host-a").unwrap().unwrap();
     assert_eq!(i.hostname.as_deref(), Some("renamed"));
 }
+
+#[tokio::test]
+async fn creates_grows_and_deletes_change_known_free_capacity_before_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut cfg = VfsConfig::new(dir.path().join("vfs"));
+    cfg.quota_bytes = Some(1 << 30);
+    let vfs = Arc::new(VfsDriver::open(cfg).unwrap());
+    let services = BTreeMap::from([(
+        "vfs".to_string(),
+        Service {
+            name: "vfs".into(),
+            driver: vfs.clone(),
+        },
+    )]);
+    let m = Manager::with_services(store, services, Duration::from_secs(10));
+    let free = |m: &Manager| m.capacity_readings()["vfs"].pools[0].free_bytes;
+    let interval = Duration::from_secs(3600);
+    assert!(m.poll_capacity("vfs", interval).await);
+    let start = free(&m);
+    assert_eq!(start, 1 << 30);
+
+    // A create through the manager (any surface) counts at once, and drops its claim in the
+    // same step.
+    let claim = CapacityClaim::Create {
+        service: "vfs".into(),
+        name: "a".into(),
+    };
+    m.claim_capacity(claim.clone());
+    assert!(m.capacity_view().1.contains(&claim));
+    let mut r = req("a");
+    r.size_bytes = 64 << 20;
+    let v = m.create(r.clone()).await.unwrap();
+    assert_eq!(free(&m), start - (64 << 20));
+    assert!(m.capacity_view().1.is_empty(), "the claim is accounted");
+    // The same create again changes nothing.
+    m.create(r).await.unwrap();
+    assert_eq!(free(&m), start - (64 << 20));
+
+    // A grow counts its addition.
+    m.claim_capacity(CapacityClaim::Grow {
+        volume_id: v.id.clone(),
+    });
+    m.grow(&v.id, 96 << 20).await.unwrap();
+    assert_eq!(free(&m), start - (96 << 20));
+    assert!(m.capacity_view().1.is_empty());
+
+    // The next reading replaces the known value; the driver sees the same.
+    assert!(m.poll_capacity("vfs", interval).await);
+    assert_eq!(free(&m), start - (96 << 20));
+
+    // A delete gives the space back at once.
+    m.delete(&v.id).await.unwrap();
+    assert_eq!(free(&m), start);
+    assert!(m.poll_capacity("vfs", interval).await);
+    assert_eq!(free(&m), start);
+}
