@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::mpsc;
 
-use super::{event, lock, pool_id, v1, Endpoint, Event};
+use super::{event, lock, pool_id, v1, Endpoint, Event, State_};
 use crate::mesos::json;
 use crate::mesos::v1::offer::operation::Type as OpType;
 use crate::mesos::v1::scheduler::call;
 use crate::offers::{self, AcceptError, Use};
 use crate::store::{Op, OperationRecord, Reservation};
-use crate::volumes::CreateVolume;
+use crate::volumes::{CapacityClaim, CreateVolume};
 
 const PENDING: &str = "OPERATION_PENDING";
 const FINISHED: &str = "OPERATION_FINISHED";
@@ -53,30 +53,79 @@ enum Plan {
 
 impl Plan {
     /// The pool capacity the operation holds while it runs (a volume being created or
-    /// grown), as the offer engine's reservation.
-    fn pending(&self, fw: &str) -> Option<offers::Reservation> {
+    /// grown), as the offer engine's reservation, and the claim under which the volume
+    /// manager accounts for it. `key` is the operation id (a generated one without).
+    fn hold(&self, fw: &str, key: &str) -> Option<(offers::Reservation, CapacityClaim)> {
         match self {
-            Plan::CreateDisk { pool_id, mb } => Some(offers::Reservation {
-                framework_id: fw.to_string(),
-                pool_id: pool_id.clone(),
-                volume_id: None,
-                mb: *mb,
-                provisioned: false,
-            }),
+            Plan::CreateDisk { pool_id, mb } => Some((
+                offers::Reservation {
+                    framework_id: fw.to_string(),
+                    pool_id: pool_id.clone(),
+                    volume_id: None,
+                    mb: *mb,
+                    provisioned: false,
+                },
+                CapacityClaim::Create {
+                    service: pool_id.split('/').next().unwrap_or_default().to_string(),
+                    name: volume_name(fw, key),
+                },
+            )),
             Plan::GrowVolume {
                 volume_id,
                 pool_id,
                 mb,
-            } => Some(offers::Reservation {
-                framework_id: fw.to_string(),
-                pool_id: pool_id.clone(),
-                volume_id: Some(volume_id.clone()),
-                mb: *mb,
-                provisioned: false,
-            }),
+            } => Some((
+                offers::Reservation {
+                    framework_id: fw.to_string(),
+                    pool_id: pool_id.clone(),
+                    volume_id: Some(volume_id.clone()),
+                    mb: *mb,
+                    provisioned: false,
+                },
+                CapacityClaim::Grow {
+                    volume_id: volume_id.clone(),
+                },
+            )),
             _ => None,
         }
     }
+}
+
+/// Capacity an operation holds from its accept until its terminal status has been sent.
+/// Its reservation counts against the pool until the volume manager has accounted for the
+/// new bytes (the claim is gone then, in the same step), and for the framework until the end,
+/// so every MB is counted once: by the reservation, then by the pool's known free capacity.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    token: u64,
+    res: offers::Reservation,
+    claim: CapacityClaim,
+}
+
+/// The engine's reservations for the operations in flight, given the claims the manager has
+/// not accounted for yet.
+pub(super) fn reservations(
+    pending: &[Pending],
+    unaccounted: &BTreeSet<CapacityClaim>,
+) -> Vec<offers::Reservation> {
+    pending
+        .iter()
+        .map(|p| offers::Reservation {
+            provisioned: !unaccounted.contains(&p.claim),
+            ..p.res.clone()
+        })
+        .collect()
+}
+
+/// (service, name) of the volumes being created by operations in flight.
+pub(super) fn creating(pending: &[Pending]) -> BTreeSet<(&str, &str)> {
+    pending
+        .iter()
+        .filter_map(|p| match &p.claim {
+            CapacityClaim::Create { service, name } => Some((service.as_str(), name.as_str())),
+            CapacityClaim::Grow { .. } => None,
+        })
+        .collect()
 }
 
 /// The name of the volume an operation creates: stable, so a resumed create finds it.
@@ -368,10 +417,19 @@ impl Endpoint {
         let mut errors = Vec::new();
         for op in &ops {
             match plan(op) {
-                Ok(p) => planned.push((op.clone(), p)),
+                Ok(p) => {
+                    let key = op
+                        .id
+                        .as_ref()
+                        .map(|i| i.value.clone())
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                    planned.push((op.clone(), p, key))
+                }
                 Err(m) => errors.push((op.clone(), m)),
             }
         }
+        // Per planned operation, the capacity it holds (see `Pending`).
+        let mut tokens: Vec<Option<u64>> = Vec::new();
         let outcome: Result<Checked, (String, String)> = (|| {
             let mut st = lock(&self.inner.state);
             let mine: Vec<offers::Offer> = ids
@@ -399,7 +457,7 @@ impl Endpoint {
             let offer_ids: Vec<offers::OfferId> = mine.iter().map(|o| o.id).collect();
             let uses: Vec<Use> = planned
                 .iter()
-                .filter_map(|(_, p)| match p {
+                .filter_map(|(_, p, _)| match p {
                     Plan::CreateDisk { pool_id, mb } => Some(Use::Raw {
                         pool_id: pool_id.clone(),
                         mb: *mb,
@@ -436,7 +494,25 @@ impl Endpoint {
             for id in gone {
                 self.send_locked(&st, fw, self.rescind_event(id));
             }
-            st.pending.extend(acc.reservations);
+            // The engine's reservations are the operations' own (`Plan::hold`).
+            debug_assert_eq!(
+                acc.reservations.len(),
+                planned
+                    .iter()
+                    .filter(|(_, p, k)| p.hold(fw, k).is_some())
+                    .count()
+            );
+            for (_, p, key) in &planned {
+                let token = p.hold(fw, key).and_then(|(res, claim)| {
+                    // The same operation id already in flight: nothing more is held; the
+                    // repeat is answered from the record below.
+                    if st.pending.iter().any(|x| x.claim == claim) {
+                        return None;
+                    }
+                    Some(self.hold_locked(&mut st, res, claim))
+                });
+                tokens.push(token);
+            }
             let refuse = a
                 .filters
                 .as_ref()
@@ -474,7 +550,7 @@ impl Endpoint {
                 self.send(fw, transient_status(&id.value, &agent_id, ERROR, msg));
             }
         }
-        for (op, p) in planned {
+        for ((op, p, key), token) in planned.into_iter().zip(tokens) {
             let rec = match &op.id {
                 None => None,
                 Some(id) => {
@@ -483,7 +559,7 @@ impl Endpoint {
                         Ok(Some(old)) => {
                             // Idempotent by operation id: report, never run twice.
                             self.send(fw, status_event(&old));
-                            self.release_pending(p.pending(fw));
+                            self.release_held(token);
                             continue;
                         }
                         Ok(None) => {}
@@ -522,7 +598,7 @@ impl Endpoint {
                                 format!("cannot record the operation: {e}"),
                             ),
                         );
-                        self.release_pending(p.pending(fw));
+                        self.release_held(token);
                         continue;
                     }
                     self.send(fw, status_event(&r));
@@ -537,18 +613,33 @@ impl Endpoint {
                 principal.clone(),
             );
             tokio::spawn(async move {
-                ep.execute(&fw, &agent_id, &role, principal, p, rec).await;
+                ep.execute(&fw, &agent_id, &role, principal, p, rec, &key, token)
+                    .await;
             });
         }
     }
 
-    fn release_pending(&self, held: Option<offers::Reservation>) {
-        let Some(held) = held else {
+    /// Hold capacity for an operation in flight; the token releases it.
+    fn hold_locked(&self, st: &mut State_, res: offers::Reservation, claim: CapacityClaim) -> u64 {
+        st.next_pending += 1;
+        let token = st.next_pending;
+        self.inner.manager.claim_capacity(claim.clone());
+        st.pending.push(Pending { token, res, claim });
+        token
+    }
+
+    /// The operation holding `token` has ended (its terminal status is sent): what it created
+    /// or grew now counts as the framework's volume and in the pool's known free capacity.
+    fn release_held(&self, token: Option<u64>) {
+        let Some(token) = token else {
             return;
         };
         let mut st = lock(&self.inner.state);
-        if let Some(pos) = st.pending.iter().position(|r| *r == held) {
-            st.pending.remove(pos);
+        if let Some(pos) = st.pending.iter().position(|p| p.token == token) {
+            let gone = st.pending.remove(pos);
+            if !st.pending.iter().any(|p| p.claim == gone.claim) {
+                self.inner.manager.drop_capacity_claim(&gone.claim);
+            }
         }
     }
 
@@ -578,9 +669,9 @@ impl Endpoint {
                     .await;
                     return;
                 };
-                if let Some(held) = p.pending(&rec.framework_id) {
-                    lock(&ep.inner.state).pending.push(held);
-                }
+                let token = p
+                    .hold(&rec.framework_id, &rec.operation_id)
+                    .map(|(res, claim)| ep.hold_locked(&mut lock(&ep.inner.state), res, claim));
                 tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
                 let (fw, agent, role, principal) = (
                     rec.framework_id.clone(),
@@ -588,7 +679,8 @@ impl Endpoint {
                     rec.role.clone(),
                     rec.principal.clone(),
                 );
-                ep.execute(&fw, &agent, &role, principal, p, Some(rec))
+                let key = rec.operation_id.clone();
+                ep.execute(&fw, &agent, &role, principal, p, Some(rec), &key, token)
                     .await;
             });
         }
@@ -653,6 +745,9 @@ impl Endpoint {
         })
     }
 
+    /// Run one operation, then send its terminal status and only then release what it held:
+    /// a new volume is offered after the framework has heard of it (FINISHED), never before.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         fw: &str,
@@ -661,19 +756,12 @@ impl Endpoint {
         principal: Option<String>,
         p: Plan,
         rec: Option<OperationRecord>,
+        key: &str,
+        token: Option<u64>,
     ) {
         let res = self
-            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref())
+            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref(), key)
             .await;
-        if let Some(held) = p.pending(fw) {
-            // The pool's free capacity reflects the new or grown volume after this poll.
-            if let Some(service) = held.pool_id.split('/').next() {
-                let interval = self.inner.cfg.poll_interval();
-                self.inner.manager.poll_capacity(service, interval).await;
-            }
-            self.release_pending(Some(held));
-        }
-        self.wake();
         // The record as the steps left it (they add the volume id and a grow's target size).
         let rec = rec.map(|r| {
             match self
@@ -694,6 +782,8 @@ impl Endpoint {
             }
             (None, Ok(_)) => {}
         }
+        self.release_held(token);
+        self.wake();
     }
 
     /// A pool's service, pool name and zone; reads the service's capacity first when the
@@ -729,15 +819,14 @@ impl Endpoint {
         principal: Option<String>,
         p: &Plan,
         rec: Option<&OperationRecord>,
+        key: &str,
     ) -> Result<(String, Vec<v1::Resource>), String> {
         let m = &self.inner.manager;
         match p {
             Plan::CreateDisk { pool_id, mb } => {
                 let instance = self.agent_instance(agent_id)?;
                 let (service, pool, zone) = self.pool_parts(pool_id).await?;
-                let op_id = rec
-                    .map(|r| r.operation_id.clone())
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let op_id = key.to_string();
                 let v = m
                     .create(CreateVolume {
                         service: service.clone(),
