@@ -6,9 +6,11 @@
 //!
 //! Between polls the manager keeps each pool's known free capacity current itself: a volume
 //! created, grown or deleted through any surface changes it at once (`account`), and the next
-//! reading replaces it. Consumption that a reading may have missed (recorded after its poll
-//! started) is applied to that reading again; space freed meanwhile is not (it returns with the
-//! next poll), so a race with a poll can only make Polly offer less, never more, than is free.
+//! reading replaces it. A reading from a poll that overlapped such a change (its driver call,
+//! up to its accounting) may or may not show it, so it is set aside (the known value, exact for Polly's own changes, stays)
+//! unless that happened `MAX_SET_ASIDE` times in a row; then it is taken with the consumption
+//! it may have missed applied again (and space freed meanwhile not), so a race with a poll can
+//! only make Polly offer less, never more, than is free.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Manager;
 use crate::driver::PoolCapacity;
+
+/// Readings in a row set aside because Polly changed the service's volumes during the poll;
+/// the next such one is taken (conservatively), so changes made outside Polly still show.
+const MAX_SET_ASIDE: u32 = 3;
 
 /// Longest wait between two polls of a failing service.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -39,15 +45,10 @@ pub struct CapacityReading {
 }
 
 /// Capacity that a caller (the storage-offer endpoint) counts itself while a volume is being
-/// created or grown; the manager drops the claim when it accounts for the new bytes, in the
-/// same step, so the caller never counts them twice or not at all.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CapacityClaim {
-    /// Volume `name` is being created in `service`.
-    Create { service: String, name: String },
-    /// Volume `volume_id` is being grown.
-    Grow { volume_id: String },
-}
+/// created or grown. Passed to that create or grow, it is dropped in the same step as the
+/// manager accounts for the new bytes, so the caller never counts them twice or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CapacityClaim(u64);
 
 /// Readings plus what happened since: one lock, so a reader sees them consistently.
 #[derive(Debug, Default)]
@@ -57,18 +58,39 @@ pub(super) struct Capacity {
     seq: u64,
     /// Per service, the `seq` at which the poll behind its current reading started.
     read_seq: BTreeMap<String, u64>,
-    /// Bytes consumed, kept until a reading from a poll that started after them.
-    consumed: Vec<Consumed>,
+    /// Changes, kept until a reading from a poll that started after them.
+    changes: Vec<Change>,
+    /// Per service, readings set aside in a row.
+    set_aside: BTreeMap<String, u32>,
     claims: BTreeSet<CapacityClaim>,
+    next_claim: u64,
+    /// Per service, driver calls under way that may change its free space.
+    busy: BTreeMap<String, u32>,
+}
+
+/// A driver call that may change a service's free space is under way while this lives.
+pub(super) struct ChangeGuard {
+    manager: Manager,
+    service: String,
+}
+
+impl Drop for ChangeGuard {
+    fn drop(&mut self) {
+        let mut c = self.manager.capacity();
+        if let Some(n) = c.busy.get_mut(&self.service) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Consumed {
+struct Change {
     seq: u64,
     service: String,
     pool: Option<String>,
     zone: Option<String>,
-    bytes: u64,
+    /// Negative: consumed.
+    delta: i64,
 }
 
 /// Pools of `pools` a volume in `pool`/`zone` may live in (`None` matches any).
@@ -142,10 +164,25 @@ impl Manager {
         (c.readings.clone(), c.claims.clone())
     }
 
-    /// The caller counts the capacity of a create or grow itself until the manager has
-    /// accounted for it (see [`CapacityClaim`]).
-    pub fn claim_capacity(&self, claim: CapacityClaim) {
-        self.capacity().claims.insert(claim);
+    /// Call before a driver call that may change `service`'s free space (create, grow,
+    /// remove), and keep the guard until its change is accounted: a reading taken meanwhile
+    /// may or may not show the change.
+    pub(super) fn begin_change(&self, service: &str) -> ChangeGuard {
+        *self.capacity().busy.entry(service.to_string()).or_default() += 1;
+        ChangeGuard {
+            manager: self.clone(),
+            service: service.to_string(),
+        }
+    }
+
+    /// A new claim: the caller counts the capacity of a create or grow itself until the
+    /// manager has accounted for it (see [`CapacityClaim`]).
+    pub fn claim_capacity(&self) -> CapacityClaim {
+        let mut c = self.capacity();
+        c.next_claim += 1;
+        let claim = CapacityClaim(c.next_claim);
+        c.claims.insert(claim);
+        claim
     }
 
     /// The operation behind `claim` has ended (or never ran); forget it.
@@ -173,15 +210,13 @@ impl Manager {
         c.seq += 1;
         let seq = c.seq;
         c.apply(service, pool, zone, delta);
-        if delta < 0 {
-            c.consumed.push(Consumed {
-                seq,
-                service: service.to_string(),
-                pool: pool.map(str::to_string),
-                zone: zone.map(str::to_string),
-                bytes: delta.unsigned_abs(),
-            });
-        }
+        c.changes.push(Change {
+            seq,
+            service: service.to_string(),
+            pool: pool.map(str::to_string),
+            zone: zone.map(str::to_string),
+            delta,
+        });
     }
 
     /// Poll one service now and record the outcome; true when it answered.
@@ -204,24 +239,36 @@ impl Manager {
         let Capacity {
             readings,
             read_seq,
-            consumed,
+            changes,
+            set_aside,
+            busy,
             ..
         } = &mut *c;
         let r = readings.entry(service.to_string()).or_default();
         let ok = res.is_ok();
         match res {
             Ok(pools) => {
-                if !stale {
+                // What changed before the poll started is in the reading; what changed while
+                // it ran may or may not be.
+                changes.retain(|x| x.service != service || x.seq > started);
+                let during = changes.iter().filter(|x| x.service == service);
+                let unsure =
+                    during.clone().next().is_some() || busy.get(service).is_some_and(|&n| n > 0);
+                let aside = set_aside.entry(service.to_string()).or_default();
+                if unsure && !r.pools.is_empty() && *aside < MAX_SET_ASIDE {
+                    *aside += 1;
+                } else if !stale {
                     r.pools = pools;
-                    read_seq.insert(service.to_string(), started);
-                    // What was consumed before the poll started is in the reading; what came
-                    // after may not be: count it again (at worst twice, never not at all).
-                    consumed.retain(|x| x.service != service || x.seq > started);
-                    for x in consumed.iter().filter(|x| x.service == service) {
+                    // Consumption it may have missed counts again (at worst twice, never
+                    // not at all); space freed meanwhile waits for the next reading.
+                    for x in during.filter(|x| x.delta < 0) {
+                        let bytes = x.delta.unsigned_abs();
                         for p in matching(&mut r.pools, x.pool.as_deref(), x.zone.as_deref()) {
-                            p.free_bytes = p.free_bytes.saturating_sub(x.bytes);
+                            p.free_bytes = p.free_bytes.saturating_sub(bytes);
                         }
                     }
+                    *aside = 0;
+                    read_seq.insert(service.to_string(), started);
                     r.read_at_ms = Some(now);
                 }
                 r.available = true;

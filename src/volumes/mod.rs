@@ -364,8 +364,18 @@ impl Manager {
     /// Create a volume, idempotent by (service, name): the same request again returns the
     /// existing volume; the same name with another size is a conflict.
     pub async fn create(&self, req: CreateVolume) -> Result<Volume> {
+        self.create_claimed(req, None).await
+    }
+
+    /// [`Manager::create`], dropping `claim` when the new volume's bytes are counted in its
+    /// pool's known free capacity.
+    pub async fn create_claimed(
+        &self,
+        req: CreateVolume,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.create_inner(req, None).await;
+        let res = self.create_inner(req, None, claim).await;
         self.outcome("create", &res);
         res
     }
@@ -376,6 +386,7 @@ impl Manager {
         &self,
         req: CreateVolume,
         source: Option<Source>,
+        claim: Option<CapacityClaim>,
     ) -> Result<Volume> {
         let svc = self.service(&req.service)?;
         if !valid_name(&req.name) {
@@ -412,15 +423,13 @@ impl Manager {
         let _g = self
             .lock(format!("name:{}/{}", req.service, req.name))
             .await;
-        let claim = CapacityClaim::Create {
-            service: req.service.clone(),
-            name: req.name.clone(),
-        };
         if let Some(v) = self.inner.store.volume_by_name(&req.service, &req.name)? {
             return match v.status {
                 VolumeStatus::Available if v.size_bytes == req.size_bytes => {
                     // Created before: its bytes are known already.
-                    self.drop_capacity_claim(&claim);
+                    if let Some(c) = &claim {
+                        self.drop_capacity_claim(c);
+                    }
                     Ok(v)
                 }
                 VolumeStatus::Available => Err(Error::Conflict(format!(
@@ -472,6 +481,7 @@ impl Manager {
             Op::PutIntent(intent.clone()),
         ])
         .await?;
+        let _changing = self.begin_change(&svc.name);
         let res = match &source {
             None => {
                 self.call(&svc.name, "create", svc.driver.create(&request))
@@ -497,7 +507,7 @@ impl Manager {
         match res {
             Ok(dv) => {
                 let done = created(vol, dv);
-                self.account_volume(&done, -signed(done.size_bytes), Some(&claim));
+                self.account_volume(&done, -signed(done.size_bytes), claim.as_ref());
                 self.write(vec![
                     Op::PutVolume(done.clone()),
                     Op::DeleteIntent(intent.id),
@@ -516,7 +526,7 @@ impl Manager {
                 self.resolve_logged(&intent).await;
                 match self.inner.store.volume(&vol.id)? {
                     Some(v) if v.status == VolumeStatus::Available => {
-                        self.account_volume(&v, -signed(v.size_bytes), Some(&claim));
+                        self.account_volume(&v, -signed(v.size_bytes), claim.as_ref());
                         Ok(v)
                     }
                     _ => Err(e),
@@ -711,6 +721,7 @@ impl Manager {
             let svc = self.service(&v.service)?;
             // Remove is idempotent: an unknown id succeeds, so retrying after a crash is safe.
             // On failure the intent stays and the reconciler retries the removal.
+            let _changing = self.begin_change(&svc.name);
             self.call(&svc.name, "remove", svc.driver.remove(driver_id))
                 .await?;
             self.account_volume(v, signed(v.size_bytes), None);
@@ -726,13 +737,29 @@ impl Manager {
     /// safe); a smaller size is invalid. The intent holds the target size, and a crash or an
     /// uncertain failure is resolved by reading the back-end's size.
     pub async fn grow(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+        self.grow_claimed(id, size_bytes, None).await
+    }
+
+    /// [`Manager::grow`], dropping `claim` when the added bytes are counted in the pool's
+    /// known free capacity.
+    pub async fn grow_claimed(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.grow_inner(id, size_bytes).await;
+        let res = self.grow_inner(id, size_bytes, claim).await;
         self.outcome("grow", &res);
         res
     }
 
-    async fn grow_inner(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+    async fn grow_inner(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         if size_bytes > MAX_SIZE_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "size_bytes {size_bytes} is over the largest volume, {MAX_SIZE_BYTES}"
@@ -740,12 +767,11 @@ impl Manager {
         }
         let _g = self.lock(format!("id:{id}")).await;
         let v = self.usable(id)?;
-        let claim = CapacityClaim::Grow {
-            volume_id: v.id.clone(),
-        };
         if size_bytes == v.size_bytes {
             // Grown before: its bytes are known already.
-            self.drop_capacity_claim(&claim);
+            if let Some(c) = &claim {
+                self.drop_capacity_claim(c);
+            }
             return Ok(v);
         }
         if size_bytes < v.size_bytes {
@@ -758,6 +784,7 @@ impl Manager {
         let driver_id = v.driver_id.clone().unwrap_or_default();
         let intent = self.intent(&v, IntentOp::Grow { size_bytes })?;
         self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        let _changing = self.begin_change(&svc.name);
         let res = self
             .call(&svc.name, "grow", svc.driver.grow(&driver_id, size_bytes))
             .await;
@@ -765,7 +792,7 @@ impl Manager {
         let uncertain = matches!(&res, Err(e) if !is_definite(e));
         if let Ok(dv) = &res {
             let delta = signed(dv.size_bytes) - signed(v.size_bytes);
-            self.account_volume(&v, -delta, Some(&claim));
+            self.account_volume(&v, -delta, claim.as_ref());
         }
         let out = self
             .conclude(&intent, res, |dv| {

@@ -284,15 +284,11 @@ async fn creates_grows_and_deletes_change_known_free_capacity_before_the_next_po
 
     // A create through the manager (any surface) counts at once, and drops its claim in the
     // same step.
-    let claim = CapacityClaim::Create {
-        service: "vfs".into(),
-        name: "a".into(),
-    };
-    m.claim_capacity(claim.clone());
+    let claim = m.claim_capacity();
     assert!(m.capacity_view().1.contains(&claim));
     let mut r = req("a");
     r.size_bytes = 64 << 20;
-    let v = m.create(r.clone()).await.unwrap();
+    let v = m.create_claimed(r.clone(), Some(claim)).await.unwrap();
     assert_eq!(free(&m), start - (64 << 20));
     assert!(m.capacity_view().1.is_empty(), "the claim is accounted");
     // The same create again changes nothing.
@@ -300,10 +296,8 @@ async fn creates_grows_and_deletes_change_known_free_capacity_before_the_next_po
     assert_eq!(free(&m), start - (64 << 20));
 
     // A grow counts its addition.
-    m.claim_capacity(CapacityClaim::Grow {
-        volume_id: v.id.clone(),
-    });
-    m.grow(&v.id, 96 << 20).await.unwrap();
+    let claim = m.claim_capacity();
+    m.grow_claimed(&v.id, 96 << 20, Some(claim)).await.unwrap();
     assert_eq!(free(&m), start - (96 << 20));
     assert!(m.capacity_view().1.is_empty());
 

@@ -83,7 +83,6 @@ struct State_ {
     /// Capacity held by CREATE_DISK and GROW_VOLUME operations from their accept until their
     /// terminal status has been sent (`ops.rs`).
     pending: Vec<ops::Pending>,
-    next_pending: u64,
 }
 
 struct Inner {

@@ -53,9 +53,9 @@ enum Plan {
 
 impl Plan {
     /// The pool capacity the operation holds while it runs (a volume being created or
-    /// grown), as the offer engine's reservation, and the claim under which the volume
-    /// manager accounts for it. `key` is the operation id (a generated one without).
-    fn hold(&self, fw: &str, key: &str) -> Option<(offers::Reservation, CapacityClaim)> {
+    /// grown), as the offer engine's reservation, and the (service, name) of the volume it
+    /// creates. `key` is the operation id (a generated one without).
+    fn hold(&self, fw: &str, key: &str) -> Option<(offers::Reservation, Option<(String, String)>)> {
         match self {
             Plan::CreateDisk { pool_id, mb } => Some((
                 offers::Reservation {
@@ -65,10 +65,10 @@ impl Plan {
                     mb: *mb,
                     provisioned: false,
                 },
-                CapacityClaim::Create {
-                    service: pool_id.split('/').next().unwrap_or_default().to_string(),
-                    name: volume_name(fw, key),
-                },
+                Some((
+                    pool_id.split('/').next().unwrap_or_default().to_string(),
+                    volume_name(fw, key),
+                )),
             )),
             Plan::GrowVolume {
                 volume_id,
@@ -82,9 +82,7 @@ impl Plan {
                     mb: *mb,
                     provisioned: false,
                 },
-                CapacityClaim::Grow {
-                    volume_id: volume_id.clone(),
-                },
+                None,
             )),
             _ => None,
         }
@@ -93,13 +91,15 @@ impl Plan {
 
 /// Capacity an operation holds from its accept until its terminal status has been sent.
 /// Its reservation counts against the pool until the volume manager has accounted for the
-/// new bytes (the claim is gone then, in the same step), and for the framework until the end,
-/// so every MB is counted once: by the reservation, then by the pool's known free capacity.
+/// new bytes (it drops the claim then, in the same step), and for the framework until the
+/// end, so every MB is counted once: by the reservation, then by the pool's known free
+/// capacity.
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
-    token: u64,
-    res: offers::Reservation,
     claim: CapacityClaim,
+    res: offers::Reservation,
+    /// (service, name) of the volume being created.
+    creating: Option<(String, String)>,
 }
 
 /// The engine's reservations for the operations in flight, given the claims the manager has
@@ -121,10 +121,8 @@ pub(super) fn reservations(
 pub(super) fn creating(pending: &[Pending]) -> BTreeSet<(&str, &str)> {
     pending
         .iter()
-        .filter_map(|p| match &p.claim {
-            CapacityClaim::Create { service, name } => Some((service.as_str(), name.as_str())),
-            CapacityClaim::Grow { .. } => None,
-        })
+        .filter_map(|p| p.creating.as_ref())
+        .map(|(s, n)| (s.as_str(), n.as_str()))
         .collect()
 }
 
@@ -429,7 +427,7 @@ impl Endpoint {
             }
         }
         // Per planned operation, the capacity it holds (see `Pending`).
-        let mut tokens: Vec<Option<u64>> = Vec::new();
+        let mut claims: Vec<Option<CapacityClaim>> = Vec::new();
         let outcome: Result<Checked, (String, String)> = (|| {
             let mut st = lock(&self.inner.state);
             let mine: Vec<offers::Offer> = ids
@@ -503,15 +501,10 @@ impl Endpoint {
                     .count()
             );
             for (_, p, key) in &planned {
-                let token = p.hold(fw, key).and_then(|(res, claim)| {
-                    // The same operation id already in flight: nothing more is held; the
-                    // repeat is answered from the record below.
-                    if st.pending.iter().any(|x| x.claim == claim) {
-                        return None;
-                    }
-                    Some(self.hold_locked(&mut st, res, claim))
-                });
-                tokens.push(token);
+                let held = p
+                    .hold(fw, key)
+                    .map(|(res, creating)| self.hold_locked(&mut st, res, creating));
+                claims.push(held);
             }
             let refuse = a
                 .filters
@@ -550,7 +543,7 @@ impl Endpoint {
                 self.send(fw, transient_status(&id.value, &agent_id, ERROR, msg));
             }
         }
-        for ((op, p, key), token) in planned.into_iter().zip(tokens) {
+        for ((op, p, key), claim) in planned.into_iter().zip(claims) {
             let rec = match &op.id {
                 None => None,
                 Some(id) => {
@@ -559,7 +552,7 @@ impl Endpoint {
                         Ok(Some(old)) => {
                             // Idempotent by operation id: report, never run twice.
                             self.send(fw, status_event(&old));
-                            self.release_held(token);
+                            self.release_held(claim);
                             continue;
                         }
                         Ok(None) => {}
@@ -598,7 +591,7 @@ impl Endpoint {
                                 format!("cannot record the operation: {e}"),
                             ),
                         );
-                        self.release_held(token);
+                        self.release_held(claim);
                         continue;
                     }
                     self.send(fw, status_event(&r));
@@ -613,34 +606,38 @@ impl Endpoint {
                 principal.clone(),
             );
             tokio::spawn(async move {
-                ep.execute(&fw, &agent_id, &role, principal, p, rec, &key, token)
+                ep.execute(&fw, &agent_id, &role, principal, p, rec, &key, claim)
                     .await;
             });
         }
     }
 
-    /// Hold capacity for an operation in flight; the token releases it.
-    fn hold_locked(&self, st: &mut State_, res: offers::Reservation, claim: CapacityClaim) -> u64 {
-        st.next_pending += 1;
-        let token = st.next_pending;
-        self.inner.manager.claim_capacity(claim.clone());
-        st.pending.push(Pending { token, res, claim });
-        token
+    /// Hold capacity for an operation in flight, under a new claim that releases it.
+    fn hold_locked(
+        &self,
+        st: &mut State_,
+        res: offers::Reservation,
+        creating: Option<(String, String)>,
+    ) -> CapacityClaim {
+        let claim = self.inner.manager.claim_capacity();
+        st.pending.push(Pending {
+            claim,
+            res,
+            creating,
+        });
+        claim
     }
 
-    /// The operation holding `token` has ended (its terminal status is sent): what it created
+    /// The operation holding `claim` has ended (its terminal status is sent): what it created
     /// or grew now counts as the framework's volume and in the pool's known free capacity.
-    fn release_held(&self, token: Option<u64>) {
-        let Some(token) = token else {
+    fn release_held(&self, claim: Option<CapacityClaim>) {
+        let Some(claim) = claim else {
             return;
         };
         let mut st = lock(&self.inner.state);
-        if let Some(pos) = st.pending.iter().position(|p| p.token == token) {
-            let gone = st.pending.remove(pos);
-            if !st.pending.iter().any(|p| p.claim == gone.claim) {
-                self.inner.manager.drop_capacity_claim(&gone.claim);
-            }
-        }
+        st.pending.retain(|p| p.claim != claim);
+        // Not accounted (the operation failed before its driver call): nothing to count.
+        self.inner.manager.drop_capacity_claim(&claim);
     }
 
     /// Operations a previous run recorded and did not finish: run them again (every step is
@@ -669,9 +666,11 @@ impl Endpoint {
                     .await;
                     return;
                 };
-                let token = p
+                let claim = p
                     .hold(&rec.framework_id, &rec.operation_id)
-                    .map(|(res, claim)| ep.hold_locked(&mut lock(&ep.inner.state), res, claim));
+                    .map(|(res, creating)| {
+                        ep.hold_locked(&mut lock(&ep.inner.state), res, creating)
+                    });
                 tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
                 let (fw, agent, role, principal) = (
                     rec.framework_id.clone(),
@@ -680,7 +679,7 @@ impl Endpoint {
                     rec.principal.clone(),
                 );
                 let key = rec.operation_id.clone();
-                ep.execute(&fw, &agent, &role, principal, p, Some(rec), &key, token)
+                ep.execute(&fw, &agent, &role, principal, p, Some(rec), &key, claim)
                     .await;
             });
         }
@@ -757,10 +756,10 @@ impl Endpoint {
         p: Plan,
         rec: Option<OperationRecord>,
         key: &str,
-        token: Option<u64>,
+        claim: Option<CapacityClaim>,
     ) {
         let res = self
-            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref(), key)
+            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref(), key, claim)
             .await;
         // The record as the steps left it (they add the volume id and a grow's target size).
         let rec = rec.map(|r| {
@@ -782,7 +781,7 @@ impl Endpoint {
             }
             (None, Ok(_)) => {}
         }
-        self.release_held(token);
+        self.release_held(claim);
         self.wake();
     }
 
@@ -820,6 +819,7 @@ impl Endpoint {
         p: &Plan,
         rec: Option<&OperationRecord>,
         key: &str,
+        claim: Option<CapacityClaim>,
     ) -> Result<(String, Vec<v1::Resource>), String> {
         let m = &self.inner.manager;
         match p {
@@ -828,19 +828,22 @@ impl Endpoint {
                 let (service, pool, zone) = self.pool_parts(pool_id).await?;
                 let op_id = key.to_string();
                 let v = m
-                    .create(CreateVolume {
-                        service: service.clone(),
-                        name: volume_name(fw, &op_id),
-                        size_bytes: mb << 20,
-                        pool: Some(pool.clone()),
-                        zone,
-                        restrict_frameworks: BTreeSet::from([fw.to_string()]),
-                        labels: BTreeMap::from([
-                            ("mesos.framework_id".to_string(), fw.to_string()),
-                            ("mesos.operation_id".to_string(), op_id.clone()),
-                        ]),
-                        ..Default::default()
-                    })
+                    .create_claimed(
+                        CreateVolume {
+                            service: service.clone(),
+                            name: volume_name(fw, &op_id),
+                            size_bytes: mb << 20,
+                            pool: Some(pool.clone()),
+                            zone,
+                            restrict_frameworks: BTreeSet::from([fw.to_string()]),
+                            labels: BTreeMap::from([
+                                ("mesos.framework_id".to_string(), fw.to_string()),
+                                ("mesos.operation_id".to_string(), op_id.clone()),
+                            ]),
+                            ..Default::default()
+                        },
+                        claim,
+                    )
                     .await
                     .map_err(|e| format!("cannot create the volume: {e}"))?;
                 let mut ops = vec![Op::PutReservation(Reservation {
@@ -982,9 +985,13 @@ impl Endpoint {
                     }
                 };
                 let grown = if v.size_bytes >= target {
+                    // Grown before a restart: its bytes are known already.
+                    if let Some(c) = &claim {
+                        m.drop_capacity_claim(c);
+                    }
                     v
                 } else {
-                    m.grow(volume_id, target)
+                    m.grow_claimed(volume_id, target, claim)
                         .await
                         .map_err(|e| format!("cannot grow volume {volume_id}: {e}"))?
                 };
