@@ -810,6 +810,7 @@ impl Endpoint {
         Err(format!("pool {pool_id} is not known"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_plan(
         &self,
         fw: &str,
