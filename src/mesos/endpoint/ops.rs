@@ -654,9 +654,17 @@ impl Endpoint {
             let op = serde_json::from_str::<serde_json::Value>(&rec.request)
                 .ok()
                 .and_then(|v| json::from_value::<v1::offer::Operation>(&v).ok());
+            let p = op.as_ref().and_then(|o| plan(o).ok());
+            // Held before the first round, which must neither offer the volume nor its MB.
+            let claim = p
+                .as_ref()
+                .and_then(|p| p.hold(&rec.framework_id, &rec.operation_id))
+                .map(|(res, creating)| {
+                    self.hold_locked(&mut lock(&self.inner.state), res, creating)
+                });
             let ep = self.clone();
             tokio::spawn(async move {
-                let Some(p) = op.as_ref().and_then(|o| plan(o).ok()) else {
+                let Some(p) = p else {
                     ep.finish(
                         rec,
                         FAILED,
@@ -666,11 +674,6 @@ impl Endpoint {
                     .await;
                     return;
                 };
-                let claim = p
-                    .hold(&rec.framework_id, &rec.operation_id)
-                    .map(|(res, creating)| {
-                        ep.hold_locked(&mut lock(&ep.inner.state), res, creating)
-                    });
                 tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
                 let (fw, agent, role, principal) = (
                     rec.framework_id.clone(),
