@@ -805,7 +805,7 @@ impl Manager {
             // Resolution copied the back-end's size into the record: account what it grew.
             if let Ok(Some(now)) = self.inner.store.volume(&before.id) {
                 let delta = signed(now.size_bytes) - signed(before.size_bytes);
-                self.account_volume(&before, -delta.max(0), None);
+                self.account_volume(&before, -delta.max(0), claim.as_ref());
             }
         }
         out
