@@ -64,6 +64,7 @@ fn snapshot(n_agents: usize, n_frameworks: usize, n_pools: usize) -> Snapshot {
             pool_id: pools[i % pools.len()].id.clone(),
             volume_id: None,
             mb: 1_000,
+            provisioned: false,
         })
         .collect();
     let volumes: Vec<ExistingVolume> = (0..n_agents / 10)

@@ -1503,3 +1503,201 @@ async fn grow_volume_may_take_the_volume_and_the_share_from_two_offers_of_one_ag
         80 << 20
     );
 }
+
+/// What a framework saw on agent-a around one operation.
+#[derive(Default)]
+struct Watched {
+    /// Per offer on agent-a, in order: whether the operation's terminal status had arrived,
+    /// the RAW MB of vfs-a's pool, and the ids of the volumes offered.
+    offers: Vec<(bool, Option<u64>, Vec<String>)>,
+    terminal: Value,
+}
+
+/// Read every event until `op`'s terminal status and for `after` more, declining every offer
+/// at once (`refuse_seconds` 0, so each round offers again).
+async fn watch(fw: &mut Framework, op: &str, after: Duration) -> Watched {
+    let mut w = Watched::default();
+    let mut until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut done = false;
+    loop {
+        let Ok(ev) = tokio::time::timeout_at(until, fw.events.recv()).await else {
+            assert!(done, "no terminal status of {op} within 30 s");
+            return w;
+        };
+        let ev = ev.expect("stream open");
+        if ev["type"] == "UPDATE_OPERATION_STATUS" {
+            let s = &ev["update_operation_status"]["status"];
+            if s["operation_id"]["value"] == op && s["state"] != "OPERATION_PENDING" {
+                done = true;
+                w.terminal = s.clone();
+                until = tokio::time::Instant::now() + after;
+            }
+        }
+        if ev["type"] != "OFFERS" {
+            continue;
+        }
+        let offers = ev["offers"]["offers"].as_array().unwrap().clone();
+        for o in offers
+            .iter()
+            .filter(|o| o["agent_id"]["value"] == "agent-a")
+        {
+            let res = o["resources"].as_array().unwrap();
+            let raw = res
+                .iter()
+                .find(|r| {
+                    r["disk"]["source"]["type"] == "RAW"
+                        && r["provider_id"]["value"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("vfs-a/")
+                })
+                .map(|r| r["scalar"]["value"].as_f64().unwrap() as u64);
+            let vols = res
+                .iter()
+                .filter_map(|r| r["disk"]["source"]["id"].as_str().map(str::to_string))
+                .collect();
+            w.offers.push((done, raw, vols));
+        }
+        let ids: Vec<Value> = offers.iter().map(|o| o["id"].clone()).collect();
+        fw.call(json!({"type": "DECLINE", "framework_id": {"value": fw.id},
+            "decline": {"offer_ids": ids, "filters": {"refuse_seconds": 0}}}))
+            .await;
+    }
+}
+
+/// vfs-a answers every call 300 ms late, so allocation rounds (every 100 ms) run while a
+/// CREATE_DISK creates its volume, maps it and reports it, and while capacity is polled.
+fn slow_vfs_a() -> String {
+    config("[services.fault]\nlatency_ms = 300")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_volume_is_offered_only_after_its_create_disk_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "op-1", 64.0)).await;
+    let w = watch(&mut fw, "op-1", Duration::from_secs(3)).await;
+    assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
+    let vol = w.terminal["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before: Vec<_> = w.offers.iter().filter(|(done, ..)| !done).collect();
+    assert!(
+        before.len() >= 3,
+        "rounds ran while the operation was in flight: {before:?}"
+    );
+    let early = before.iter().filter(|(_, _, v)| v.contains(&vol)).count();
+    assert_eq!(
+        early,
+        0,
+        "volume {vol} was in {early} of the {} offers made before OPERATION_FINISHED",
+        before.len()
+    );
+    assert!(
+        w.offers
+            .iter()
+            .any(|(done, _, v)| *done && v.contains(&vol)),
+        "after OPERATION_FINISHED the framework is offered its volume"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offered_capacity_drops_once_and_exactly_by_a_create_disks_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    let before = a["resources"][0]["scalar"]["value"].as_f64().unwrap() as u64;
+    assert!(before > 64, "{a}");
+    fw.call(create_disk(&fw.id, &a, "op-1", 64.0)).await;
+    // Past FINISHED long enough for several capacity polls to show the new volume.
+    let w = watch(&mut fw, "op-1", Duration::from_secs(3)).await;
+    assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
+    let seen: Vec<u64> = w.offers.iter().filter_map(|(_, raw, _)| *raw).collect();
+    assert!(
+        w.offers.iter().filter(|(done, ..)| !done).count() >= 3
+            && w.offers.iter().filter(|(done, ..)| *done).count() >= 3,
+        "offers came during and after the operation: {seen:?}"
+    );
+    // Pending, then the volume: each MB counted once, so every offer shows the same.
+    let mut steps = seen.clone();
+    steps.dedup();
+    assert_eq!(
+        steps,
+        [before - 64],
+        "offered before the accept: {before} MB; then, during and after the 64 MB CREATE_DISK \
+         (repeats left out): {steps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_made_through_the_admin_api_change_offers_before_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    // One poll at start-up, then none during the test.
+    let cfg = config("").replace("poll_interval_secs = 0.2", "poll_interval_secs = 3600");
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    let before = a["resources"][0]["scalar"]["value"].as_f64().unwrap() as u64;
+    assert!(before > 1024, "{a}");
+
+    let client = polly.client();
+    let vol = client
+        .create(&polly::volumes::CreateVolume {
+            service: "vfs-a".into(),
+            name: "made-by-an-admin".into(),
+            size_bytes: 1 << 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The outstanding offer no longer fits: rescinded, and the next one is 1024 MB smaller.
+    let gone = fw.next("RESCIND", 10).await;
+    assert_eq!(gone["rescind"]["offer_id"], a["id"]);
+    let agent_a = |e: &Value| {
+        e["type"] == "OFFERS"
+            && e["offers"]["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["agent_id"]["value"] == "agent-a")
+    };
+    let ev = fw.next_where("OFFERS on agent-a", 10, agent_a).await;
+    let o = ev["offers"]["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["agent_id"]["value"] == "agent-a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        o["resources"][0]["scalar"]["value"].as_f64().unwrap() as u64,
+        before - 1024,
+        "{o}"
+    );
+
+    // Deleted: the space is offered again (after a DECLINE, as outstanding offers stay).
+    client.delete(&vol.id, None).await.unwrap();
+    fw.call(json!({"type": "DECLINE", "framework_id": {"value": fw.id},
+        "decline": {"offer_ids": [o["id"].clone()], "filters": {"refuse_seconds": 0}}}))
+        .await;
+    let ev = fw.next_where("OFFERS on agent-a", 10, agent_a).await;
+    let o = ev["offers"]["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["agent_id"]["value"] == "agent-a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        o["resources"][0]["scalar"]["value"].as_f64().unwrap() as u64,
+        before,
+        "{o}"
+    );
+}

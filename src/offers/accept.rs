@@ -103,6 +103,7 @@ pub fn apply_accept_offers(
                     pool_id: pool_id.clone(),
                     volume_id,
                     mb: *mb,
+                    provisioned: false,
                 });
             }
             Use::Volume { volume_id } => {

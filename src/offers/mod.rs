@@ -23,10 +23,13 @@
 //!   divided by weighted water-filling (DRF on one resource, disk MB): first between roles by
 //!   role weight, then between the frameworks of a role by framework weight, so that
 //!   `(held + offered) / weight` is as even as the budget and quotas allow.
-//! * `held` is what a framework already owns: its [`Reservation`]s (capacity promised but not
-//!   yet reflected in the pool's `free_mb`) plus the existing volumes `reserved_by` it (which
-//!   `free_mb` already reflects, so they do not count against the pool). A caller must not list
-//!   a volume both ways.
+//! * `held` is what a framework already owns: its [`Reservation`]s (operations in flight)
+//!   plus the existing volumes `reserved_by` it (which `free_mb` already reflects, so they do
+//!   not count against the pool). A reservation counts against its pool until it is
+//!   `provisioned` (then `free_mb` reflects it), so each MB is counted once: first by the
+//!   reservation, then by `free_mb`. A caller must not list a volume both ways: a volume whose
+//!   creation is in flight is left out of [`Snapshot::volumes`] (it is not offered before its
+//!   operation has ended) and held through its reservation.
 //!
 //! # Invariants (checked by the property test in `tests.rs`)
 //!
@@ -117,10 +120,12 @@ pub struct Framework {
     pub filters: Vec<Filter>,
 }
 
-/// Capacity of a pool held by a framework that the pool's `free_mb` does not yet reflect
-/// (an accepted RAW share whose volume is being created or grown). Counts against the pool,
-/// and `mb` against the framework's quota; a new volume (`volume_id: None`) also counts as one
-/// volume, while growing `volume_id` adds only MB to a volume already counted.
+/// Capacity of a pool held by a framework for an operation in flight (an accepted RAW share
+/// whose volume is being created or grown). `mb` counts against the framework's quota and
+/// share until the operation has ended; a new volume (`volume_id: None`) also counts as one
+/// volume, while growing `volume_id` adds only MB to a volume already counted. Against the
+/// pool it counts only while `provisioned` is false: once the back-end has provisioned the MB,
+/// the pool's `free_mb` reflects them, and counting them again would offer less than is free.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub framework_id: String,
@@ -128,6 +133,10 @@ pub struct Reservation {
     /// The volume being grown; `None` for a volume being created.
     pub volume_id: Option<String>,
     pub mb: u64,
+    /// The pool's `free_mb` already reflects these MB (the volume exists, or has grown, but
+    /// its operation has not ended yet).
+    #[serde(default)]
+    pub provisioned: bool,
 }
 
 /// How an existing volume is handed to a task (Mesos `DiskInfo.Source.Type`).

@@ -13,7 +13,7 @@ pub(super) struct Ledger<'a> {
     pub frameworks: HashMap<&'a str, usize>,
     pub agents: HashMap<&'a str, usize>,
     pub volumes: HashMap<&'a str, usize>,
-    /// Reservations per pool (every reservation, known framework or not).
+    /// Reservations per pool not yet provisioned (known framework or not).
     pub reserved_mb: Vec<u64>,
     pub held_mb: Vec<u64>,
     pub held_volumes: Vec<u64>,
@@ -55,7 +55,8 @@ impl<'a> Ledger<'a> {
             if let Some(v) = &r.volume_id {
                 growing.insert(v.as_str());
             }
-            if let Some(&p) = pools.get(r.pool_id.as_str()) {
+            // Once provisioned, the pool's `free_mb` counts these MB: not twice.
+            if let (false, Some(&p)) = (r.provisioned, pools.get(r.pool_id.as_str())) {
                 reserved_mb[p] = reserved_mb[p].saturating_add(r.mb);
             }
             if let Some(&f) = frameworks.get(r.framework_id.as_str()) {

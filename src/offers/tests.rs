@@ -257,9 +257,37 @@ fn what_a_framework_holds_counts_towards_its_share() {
         pool_id: "p1".into(),
         volume_id: None,
         mb: 400,
+        provisioned: false,
     });
     // f2 has the lower dominant share, so it is dealt the first agent.
     check(&s, &["10 f2@a1: raw p1 500", "11 f1@a2: raw p1 100"]);
+}
+
+#[test]
+fn a_provisioned_reservation_counts_once_against_the_pool_and_still_for_its_framework() {
+    // f1 creates a 400 MB volume from a 1000 MB pool. While the back-end has not provisioned
+    // it, the reservation comes off the pool: 600 MB are left to share.
+    let mut s = snap(
+        vec![pool("p1", None, 1000)],
+        vec![agent("a1", None), agent("a2", None)],
+        vec![fw("f1"), fw("f2")],
+    );
+    s.reservations.push(Reservation {
+        framework_id: "f1".into(),
+        pool_id: "p1".into(),
+        volume_id: None,
+        mb: 400,
+        provisioned: false,
+    });
+    check(&s, &["10 f2@a1: raw p1 500", "11 f1@a2: raw p1 100"]);
+    // Provisioned: the pool's free space reflects the 400 MB, the reservation no longer comes
+    // off it (the same 600 MB are shared, not 200), and f1 still holds the 400 MB.
+    s.pools[0].free_mb = 600;
+    s.reservations[0].provisioned = true;
+    check(&s, &["10 f2@a1: raw p1 500", "11 f1@a2: raw p1 100"]);
+    // Counted twice, the same round would offer only 200 MB.
+    s.reservations[0].provisioned = false;
+    check(&s, &["10 f2@a1: raw p1 200"]);
 }
 
 #[test]
@@ -433,7 +461,8 @@ fn accept_grows_a_volume_from_its_pool_share_only() {
             framework_id: "f1".into(),
             pool_id: "p1".into(),
             volume_id: Some("v1".into()),
-            mb: 200
+            mb: 200,
+            provisioned: false
         }]
     );
     assert_eq!(got.rescinds.len(), 1, "offer 11 shows the share of p1");
@@ -610,6 +639,7 @@ fn capacity_loss_rescinds_newest_offers_first() {
         pool_id: "p1".into(),
         volume_id: None,
         mb: 600,
+        provisioned: false,
     });
     check(
         &reserved,
@@ -789,7 +819,8 @@ fn accept_reserves_what_was_used_and_rescinds_the_same_share_elsewhere() {
                 framework_id: "f1".into(),
                 pool_id: "p1".into(),
                 volume_id: None,
-                mb: 300
+                mb: 300,
+                provisioned: false
             }],
             reserved_volumes: vec![],
             rescinds: vec![Rescind {
@@ -958,8 +989,14 @@ enum Event {
     ToggleAvailable {
         pool: usize,
     },
-    /// A reservation's volume now exists: the pool's free space drops by its size.
+    /// A reservation's volume now exists and its operation has ended: the reservation becomes
+    /// the volume (the pool's free space drops by its size unless it was provisioned already).
     Materialize {
+        reservation: usize,
+    },
+    /// The back-end has provisioned a reservation's MB while its operation still runs: the
+    /// pool's free space drops by its size and the reservation is marked provisioned.
+    Provision {
         reservation: usize,
     },
     ToggleSuppress {
@@ -983,6 +1020,7 @@ fn event() -> impl Strategy<Value = Event> {
         2 => (0..10usize, 0..3000u64).prop_map(|(pool, free_mb)| Event::SetFree { pool, free_mb }),
         1 => (0..10usize).prop_map(|pool| Event::ToggleAvailable { pool }),
         1 => (0..10usize).prop_map(|reservation| Event::Materialize { reservation }),
+        1 => (0..10usize).prop_map(|reservation| Event::Provision { reservation }),
         1 => (0..10usize).prop_map(|framework| Event::ToggleSuppress { framework }),
         1 => (0..10usize, proptest::option::of(0..10usize))
             .prop_map(|(volume, agent)| Event::Attach { volume, agent }),
@@ -1133,12 +1171,12 @@ fn assert_invariants(s: &Snapshot) {
             }
         }
     }
-    // Never overcommitted.
+    // Never overcommitted: a provisioned reservation is in `free_mb` already.
     for p in &s.pools {
         let reserved: u64 = s
             .reservations
             .iter()
-            .filter(|r| r.pool_id == p.id)
+            .filter(|r| r.pool_id == p.id && !r.provisioned)
             .map(|r| r.mb)
             .sum();
         let shares: u64 = share
@@ -1352,13 +1390,26 @@ fn apply(s: &mut Snapshot, e: &Event) {
             let n = s.pools.len();
             s.pools[pool % n].available ^= true;
         }
+        Event::Provision { reservation } => {
+            let n = s.reservations.len();
+            let Some(r) = s.reservations.get_mut(reservation % n.max(1)) else {
+                return;
+            };
+            if !r.provisioned {
+                r.provisioned = true;
+                let p = s.pools.iter_mut().find(|p| p.id == r.pool_id).unwrap();
+                p.free_mb = p.free_mb.saturating_sub(r.mb);
+            }
+        }
         Event::Materialize { reservation } => {
             if s.reservations.is_empty() {
                 return;
             }
             let r = s.reservations.remove(reservation % s.reservations.len());
             let p = s.pools.iter_mut().find(|p| p.id == r.pool_id).unwrap();
-            p.free_mb = p.free_mb.saturating_sub(r.mb);
+            if !r.provisioned {
+                p.free_mb = p.free_mb.saturating_sub(r.mb);
+            }
             let zone = p.zone.clone();
             let mut v = volume(
                 &format!("m{}", s.volumes.len()),

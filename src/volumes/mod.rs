@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
 pub(crate) use capacity::now_ms;
-pub use capacity::{backoff as capacity_backoff, CapacityReading};
+pub use capacity::{backoff as capacity_backoff, CapacityClaim, CapacityReading};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 
 pub use snapshots::{SnapshotInfo, Source};
@@ -143,7 +143,7 @@ struct Inner {
     driver_timeout: Duration,
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
-    capacity: Mutex<BTreeMap<String, capacity::CapacityReading>>,
+    capacity: Mutex<capacity::Capacity>,
     /// The zone each configured service serves (`None`: no zone); services built without a
     /// config (`with_services`) are absent and not checked.
     zones: BTreeMap<String, Option<String>>,
@@ -236,7 +236,7 @@ impl Manager {
                 locks: Mutex::new(HashMap::new()),
                 driver_timeout,
                 metrics: Metrics::default(),
-                capacity: Mutex::new(BTreeMap::new()),
+                capacity: Mutex::new(capacity::Capacity::default()),
                 zones,
                 instance_zones: std::sync::OnceLock::new(),
                 seen: Mutex::new(HashMap::new()),
@@ -457,8 +457,18 @@ impl Manager {
     /// Create a volume, idempotent by (service, name): the same request again returns the
     /// existing volume; the same name with another size is a conflict.
     pub async fn create(&self, req: CreateVolume) -> Result<Volume> {
+        self.create_claimed(req, None).await
+    }
+
+    /// [`Manager::create`], dropping `claim` when the new volume's bytes are counted in its
+    /// pool's known free capacity.
+    pub async fn create_claimed(
+        &self,
+        req: CreateVolume,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.create_inner(req, None).await;
+        let res = self.create_inner(req, None, claim).await;
         self.outcome("create", &res);
         res
     }
@@ -469,6 +479,7 @@ impl Manager {
         &self,
         req: CreateVolume,
         source: Option<Source>,
+        claim: Option<CapacityClaim>,
     ) -> Result<Volume> {
         let svc = self.service(&req.service)?;
         if !valid_name(&req.name) {
@@ -507,7 +518,13 @@ impl Manager {
             .await;
         if let Some(v) = self.inner.store.volume_by_name(&req.service, &req.name)? {
             return match v.status {
-                VolumeStatus::Available if v.size_bytes == req.size_bytes => Ok(v),
+                VolumeStatus::Available if v.size_bytes == req.size_bytes => {
+                    // Created before: its bytes are known already.
+                    if let Some(c) = &claim {
+                        self.drop_capacity_claim(c);
+                    }
+                    Ok(v)
+                }
                 VolumeStatus::Available => Err(Error::Conflict(format!(
                     "volume {:?} already exists in service {:?} with size {} bytes, not {}",
                     req.name, req.service, v.size_bytes, req.size_bytes
@@ -557,6 +574,7 @@ impl Manager {
             Op::PutIntent(intent.clone()),
         ])
         .await?;
+        let _changing = self.begin_change(&svc.name);
         let res = match &source {
             None => {
                 self.call(&svc.name, "create", svc.driver.create(&request))
@@ -582,6 +600,7 @@ impl Manager {
         match res {
             Ok(dv) => {
                 let done = created(vol, dv);
+                self.account_volume(&done, -signed(done.size_bytes), claim.as_ref());
                 self.write(vec![
                     Op::PutVolume(done.clone()),
                     Op::DeleteIntent(intent.id),
@@ -599,7 +618,10 @@ impl Manager {
                 // Unknown outcome: ask the back-end and make the store agree.
                 self.resolve_logged(&intent).await;
                 match self.inner.store.volume(&vol.id)? {
-                    Some(v) if v.status == VolumeStatus::Available => Ok(v),
+                    Some(v) if v.status == VolumeStatus::Available => {
+                        self.account_volume(&v, -signed(v.size_bytes), claim.as_ref());
+                        Ok(v)
+                    }
                     _ => Err(e),
                 }
             }
@@ -846,8 +868,10 @@ impl Manager {
             let svc = self.service(&v.service)?;
             // Remove is idempotent: an unknown id succeeds, so retrying after a crash is safe.
             // On failure the intent stays and the reconciler retries the removal.
+            let _changing = self.begin_change(&svc.name);
             self.call(&svc.name, "remove", svc.driver.remove(driver_id))
                 .await?;
+            self.account_volume(v, signed(v.size_bytes), None);
         }
         self.write(vec![
             Op::DeleteVolume(v.id.clone()),
@@ -860,13 +884,29 @@ impl Manager {
     /// safe); a smaller size is invalid. The intent holds the target size, and a crash or an
     /// uncertain failure is resolved by reading the back-end's size.
     pub async fn grow(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+        self.grow_claimed(id, size_bytes, None).await
+    }
+
+    /// [`Manager::grow`], dropping `claim` when the added bytes are counted in the pool's
+    /// known free capacity.
+    pub async fn grow_claimed(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.grow_inner(id, size_bytes).await;
+        let res = self.grow_inner(id, size_bytes, claim).await;
         self.outcome("grow", &res);
         res
     }
 
-    async fn grow_inner(&self, id: &str, size_bytes: u64) -> Result<Volume> {
+    async fn grow_inner(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        claim: Option<CapacityClaim>,
+    ) -> Result<Volume> {
         if size_bytes > MAX_SIZE_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "size_bytes {size_bytes} is over the largest volume, {MAX_SIZE_BYTES}"
@@ -875,6 +915,10 @@ impl Manager {
         let _g = self.lock(format!("id:{id}")).await;
         let v = self.usable(id)?;
         if size_bytes == v.size_bytes {
+            // Grown before: its bytes are known already.
+            if let Some(c) = &claim {
+                self.drop_capacity_claim(c);
+            }
             return Ok(v);
         }
         if size_bytes < v.size_bytes {
@@ -887,15 +931,42 @@ impl Manager {
         let driver_id = v.driver_id.clone().unwrap_or_default();
         let intent = self.intent(&v, IntentOp::Grow { size_bytes })?;
         self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        let _changing = self.begin_change(&svc.name);
         let res = self
             .call(&svc.name, "grow", svc.driver.grow(&driver_id, size_bytes))
             .await;
-        self.conclude(&intent, res, |dv| {
-            let mut done = v;
-            done.size_bytes = dv.size_bytes;
-            done
-        })
-        .await
+        let before = v.clone();
+        let uncertain = matches!(&res, Err(e) if !is_definite(e));
+        if let Ok(dv) = &res {
+            let delta = signed(dv.size_bytes) - signed(v.size_bytes);
+            self.account_volume(&v, -delta, claim.as_ref());
+        }
+        let out = self
+            .conclude(&intent, res, |dv| {
+                let mut done = v;
+                done.size_bytes = dv.size_bytes;
+                done
+            })
+            .await;
+        if uncertain {
+            // Resolution copied the back-end's size into the record: account what it grew.
+            if let Ok(Some(now)) = self.inner.store.volume(&before.id) {
+                let delta = signed(now.size_bytes) - signed(before.size_bytes);
+                self.account_volume(&before, -delta.max(0), claim.as_ref());
+            }
+        }
+        out
+    }
+
+    /// Tell the capacity ledger (`capacity.rs`) that `v` changed its pool's free space.
+    fn account_volume(&self, v: &Volume, delta: i64, claim: Option<&CapacityClaim>) {
+        self.account(
+            &v.service,
+            v.pool.as_deref(),
+            v.zone.as_deref(),
+            delta,
+            claim,
+        );
     }
 
     /// Add restrictions (the volume becomes visible only to these services / frameworks).
@@ -1048,6 +1119,11 @@ fn created(mut v: Volume, dv: driver::DriverVolume) -> Volume {
     v.zone = dv.zone;
     v.path = dv.path;
     v
+}
+
+/// Bytes as a signed delta (sizes are at most `MAX_SIZE_BYTES`, far below `i64::MAX`).
+fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 fn holders(v: &Volume) -> String {

@@ -115,7 +115,7 @@ impl Manager {
     /// (service, name) like [`Manager::create`].
     pub async fn create_from(&self, req: CreateVolume, source: Source) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.create_inner(req, Some(source)).await;
+        let res = self.create_inner(req, Some(source), None).await;
         self.outcome("create_from", &res);
         res
     }

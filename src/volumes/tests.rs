@@ -346,3 +346,54 @@ async fn fence_detach_resolves_a_leftover_intent_instead_of_detaching_twice() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn creates_grows_and_deletes_change_known_free_capacity_before_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut cfg = VfsConfig::new(dir.path().join("vfs"));
+    cfg.quota_bytes = Some(1 << 30);
+    let vfs = Arc::new(VfsDriver::open(cfg).unwrap());
+    let services = BTreeMap::from([(
+        "vfs".to_string(),
+        Service {
+            name: "vfs".into(),
+            driver: vfs.clone(),
+        },
+    )]);
+    let m = Manager::with_services(store, services, Duration::from_secs(10));
+    let free = |m: &Manager| m.capacity_readings()["vfs"].pools[0].free_bytes;
+    let interval = Duration::from_secs(3600);
+    assert!(m.poll_capacity("vfs", interval).await);
+    let start = free(&m);
+    assert_eq!(start, 1 << 30);
+
+    // A create through the manager (any surface) counts at once, and drops its claim in the
+    // same step.
+    let claim = m.claim_capacity();
+    assert!(m.capacity_view().1.contains(&claim));
+    let mut r = req("a");
+    r.size_bytes = 64 << 20;
+    let v = m.create_claimed(r.clone(), Some(claim)).await.unwrap();
+    assert_eq!(free(&m), start - (64 << 20));
+    assert!(m.capacity_view().1.is_empty(), "the claim is accounted");
+    // The same create again changes nothing.
+    m.create(r).await.unwrap();
+    assert_eq!(free(&m), start - (64 << 20));
+
+    // A grow counts its addition.
+    let claim = m.claim_capacity();
+    m.grow_claimed(&v.id, 96 << 20, Some(claim)).await.unwrap();
+    assert_eq!(free(&m), start - (96 << 20));
+    assert!(m.capacity_view().1.is_empty());
+
+    // The next reading replaces the known value; the driver sees the same.
+    assert!(m.poll_capacity("vfs", interval).await);
+    assert_eq!(free(&m), start - (96 << 20));
+
+    // A delete gives the space back at once.
+    m.delete(&v.id).await.unwrap();
+    assert_eq!(free(&m), start);
+    assert!(m.poll_capacity("vfs", interval).await);
+    assert_eq!(free(&m), start);
+}

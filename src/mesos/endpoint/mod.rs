@@ -80,8 +80,9 @@ struct State_ {
     frameworks: BTreeMap<String, Fw>,
     outstanding: Vec<offers::Offer>,
     next_offer_id: OfferId,
-    /// Shares accepted for CREATE_DISK whose volume is being created.
-    pending: Vec<offers::Reservation>,
+    /// Capacity held by CREATE_DISK and GROW_VOLUME operations from their accept until their
+    /// terminal status has been sent (`ops.rs`).
+    pending: Vec<ops::Pending>,
 }
 
 struct Inner {
@@ -511,7 +512,9 @@ impl Endpoint {
     /// The engine's view of the world now (frameworks and offers from `st`).
     fn snapshot(&self, st: &State_, now_ms: u64) -> Result<Snapshot, crate::store::Error> {
         let store = self.inner.manager.store();
-        let readings = self.inner.manager.capacity_readings();
+        // Readings and the claims not yet accounted in them, read together: a pending
+        // operation counts against its pool until the manager has counted its bytes.
+        let (readings, claims) = self.inner.manager.capacity_view();
         let mut pools = Vec::new();
         let mut profiles = BTreeMap::new();
         for (service, r) in &readings {
@@ -549,8 +552,14 @@ impl Endpoint {
             .iter()
             .map(|r| (r.volume_id.clone(), r.framework_id.clone()))
             .collect();
+        let creating = ops::creating(&st.pending);
         let mut volumes = Vec::new();
         for v in store.volumes_shared()?.iter() {
+            // Being created: held through its reservation, offered only after its operation's
+            // terminal status has been sent.
+            if creating.contains(&(v.service.as_str(), v.name.as_str())) {
+                continue;
+            }
             let reserved_by = reserved.get(&v.id).cloned();
             if v.status != crate::store::VolumeStatus::Available
                 || (v.restrict_frameworks.is_empty() && reserved_by.is_none())
@@ -634,7 +643,7 @@ impl Endpoint {
             frameworks,
             role_weights,
             role_quotas,
-            reservations: st.pending.clone(),
+            reservations: ops::reservations(&st.pending, &claims),
             volumes,
             outstanding: st.outstanding.clone(),
         })

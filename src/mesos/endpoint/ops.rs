@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::sync::mpsc;
 
-use super::{event, lock, pool_id, v1, Endpoint, Event};
+use super::{event, lock, pool_id, v1, Endpoint, Event, State_};
 use crate::mesos::json;
 use crate::mesos::v1::offer::operation::Type as OpType;
 use crate::mesos::v1::scheduler::call;
 use crate::offers::{self, AcceptError, Use};
 use crate::store::{Op, OperationRecord, Reservation};
-use crate::volumes::CreateVolume;
+use crate::volumes::{CapacityClaim, CreateVolume};
 
 const PENDING: &str = "OPERATION_PENDING";
 const FINISHED: &str = "OPERATION_FINISHED";
@@ -53,28 +53,77 @@ enum Plan {
 
 impl Plan {
     /// The pool capacity the operation holds while it runs (a volume being created or
-    /// grown), as the offer engine's reservation.
-    fn pending(&self, fw: &str) -> Option<offers::Reservation> {
+    /// grown), as the offer engine's reservation, and the (service, name) of the volume it
+    /// creates. `key` is the operation id (a generated one without).
+    fn hold(&self, fw: &str, key: &str) -> Option<(offers::Reservation, Option<(String, String)>)> {
         match self {
-            Plan::CreateDisk { pool_id, mb } => Some(offers::Reservation {
-                framework_id: fw.to_string(),
-                pool_id: pool_id.clone(),
-                volume_id: None,
-                mb: *mb,
-            }),
+            Plan::CreateDisk { pool_id, mb } => Some((
+                offers::Reservation {
+                    framework_id: fw.to_string(),
+                    pool_id: pool_id.clone(),
+                    volume_id: None,
+                    mb: *mb,
+                    provisioned: false,
+                },
+                Some((
+                    pool_id.split('/').next().unwrap_or_default().to_string(),
+                    volume_name(fw, key),
+                )),
+            )),
             Plan::GrowVolume {
                 volume_id,
                 pool_id,
                 mb,
-            } => Some(offers::Reservation {
-                framework_id: fw.to_string(),
-                pool_id: pool_id.clone(),
-                volume_id: Some(volume_id.clone()),
-                mb: *mb,
-            }),
+            } => Some((
+                offers::Reservation {
+                    framework_id: fw.to_string(),
+                    pool_id: pool_id.clone(),
+                    volume_id: Some(volume_id.clone()),
+                    mb: *mb,
+                    provisioned: false,
+                },
+                None,
+            )),
             _ => None,
         }
     }
+}
+
+/// Capacity an operation holds from its accept until its terminal status has been sent.
+/// Its reservation counts against the pool until the volume manager has accounted for the
+/// new bytes (it drops the claim then, in the same step), and for the framework until the
+/// end, so every MB is counted once: by the reservation, then by the pool's known free
+/// capacity.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    claim: CapacityClaim,
+    res: offers::Reservation,
+    /// (service, name) of the volume being created.
+    creating: Option<(String, String)>,
+}
+
+/// The engine's reservations for the operations in flight, given the claims the manager has
+/// not accounted for yet.
+pub(super) fn reservations(
+    pending: &[Pending],
+    unaccounted: &BTreeSet<CapacityClaim>,
+) -> Vec<offers::Reservation> {
+    pending
+        .iter()
+        .map(|p| offers::Reservation {
+            provisioned: !unaccounted.contains(&p.claim),
+            ..p.res.clone()
+        })
+        .collect()
+}
+
+/// (service, name) of the volumes being created by operations in flight.
+pub(super) fn creating(pending: &[Pending]) -> BTreeSet<(&str, &str)> {
+    pending
+        .iter()
+        .filter_map(|p| p.creating.as_ref())
+        .map(|(s, n)| (s.as_str(), n.as_str()))
+        .collect()
 }
 
 /// The name of the volume an operation creates: stable, so a resumed create finds it.
@@ -366,10 +415,19 @@ impl Endpoint {
         let mut errors = Vec::new();
         for op in &ops {
             match plan(op) {
-                Ok(p) => planned.push((op.clone(), p)),
+                Ok(p) => {
+                    let key = op
+                        .id
+                        .as_ref()
+                        .map(|i| i.value.clone())
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                    planned.push((op.clone(), p, key))
+                }
                 Err(m) => errors.push((op.clone(), m)),
             }
         }
+        // Per planned operation, the capacity it holds (see `Pending`).
+        let mut claims: Vec<Option<CapacityClaim>> = Vec::new();
         let outcome: Result<Checked, (String, String)> = (|| {
             let mut st = lock(&self.inner.state);
             let mine: Vec<offers::Offer> = ids
@@ -397,7 +455,7 @@ impl Endpoint {
             let offer_ids: Vec<offers::OfferId> = mine.iter().map(|o| o.id).collect();
             let uses: Vec<Use> = planned
                 .iter()
-                .filter_map(|(_, p)| match p {
+                .filter_map(|(_, p, _)| match p {
                     Plan::CreateDisk { pool_id, mb } => Some(Use::Raw {
                         pool_id: pool_id.clone(),
                         mb: *mb,
@@ -434,7 +492,20 @@ impl Endpoint {
             for id in gone {
                 self.send_locked(&st, fw, self.rescind_event(id));
             }
-            st.pending.extend(acc.reservations);
+            // The engine's reservations are the operations' own (`Plan::hold`).
+            debug_assert_eq!(
+                acc.reservations.len(),
+                planned
+                    .iter()
+                    .filter(|(_, p, k)| p.hold(fw, k).is_some())
+                    .count()
+            );
+            for (_, p, key) in &planned {
+                let held = p
+                    .hold(fw, key)
+                    .map(|(res, creating)| self.hold_locked(&mut st, res, creating));
+                claims.push(held);
+            }
             let refuse = a
                 .filters
                 .as_ref()
@@ -472,7 +543,7 @@ impl Endpoint {
                 self.send(fw, transient_status(&id.value, &agent_id, ERROR, msg));
             }
         }
-        for (op, p) in planned {
+        for ((op, p, key), claim) in planned.into_iter().zip(claims) {
             let rec = match &op.id {
                 None => None,
                 Some(id) => {
@@ -481,7 +552,7 @@ impl Endpoint {
                         Ok(Some(old)) => {
                             // Idempotent by operation id: report, never run twice.
                             self.send(fw, status_event(&old));
-                            self.release_pending(p.pending(fw));
+                            self.release_held(claim);
                             continue;
                         }
                         Ok(None) => {}
@@ -520,7 +591,7 @@ impl Endpoint {
                                 format!("cannot record the operation: {e}"),
                             ),
                         );
-                        self.release_pending(p.pending(fw));
+                        self.release_held(claim);
                         continue;
                     }
                     self.send(fw, status_event(&r));
@@ -535,19 +606,38 @@ impl Endpoint {
                 principal.clone(),
             );
             tokio::spawn(async move {
-                ep.execute(&fw, &agent_id, &role, principal, p, rec).await;
+                ep.execute(&fw, &agent_id, &role, principal, p, rec, &key, claim)
+                    .await;
             });
         }
     }
 
-    fn release_pending(&self, held: Option<offers::Reservation>) {
-        let Some(held) = held else {
+    /// Hold capacity for an operation in flight, under a new claim that releases it.
+    fn hold_locked(
+        &self,
+        st: &mut State_,
+        res: offers::Reservation,
+        creating: Option<(String, String)>,
+    ) -> CapacityClaim {
+        let claim = self.inner.manager.claim_capacity();
+        st.pending.push(Pending {
+            claim,
+            res,
+            creating,
+        });
+        claim
+    }
+
+    /// The operation holding `claim` has ended (its terminal status is sent): what it created
+    /// or grew now counts as the framework's volume and in the pool's known free capacity.
+    fn release_held(&self, claim: Option<CapacityClaim>) {
+        let Some(claim) = claim else {
             return;
         };
         let mut st = lock(&self.inner.state);
-        if let Some(pos) = st.pending.iter().position(|r| *r == held) {
-            st.pending.remove(pos);
-        }
+        st.pending.retain(|p| p.claim != claim);
+        // Not accounted (the operation failed before its driver call): nothing to count.
+        self.inner.manager.drop_capacity_claim(&claim);
     }
 
     /// Operations a previous run recorded and did not finish: run them again (every step is
@@ -564,9 +654,17 @@ impl Endpoint {
             let op = serde_json::from_str::<serde_json::Value>(&rec.request)
                 .ok()
                 .and_then(|v| json::from_value::<v1::offer::Operation>(&v).ok());
+            let p = op.as_ref().and_then(|o| plan(o).ok());
+            // Held before the first round, which must neither offer the volume nor its MB.
+            let claim = p
+                .as_ref()
+                .and_then(|p| p.hold(&rec.framework_id, &rec.operation_id))
+                .map(|(res, creating)| {
+                    self.hold_locked(&mut lock(&self.inner.state), res, creating)
+                });
             let ep = self.clone();
             tokio::spawn(async move {
-                let Some(p) = op.as_ref().and_then(|o| plan(o).ok()) else {
+                let Some(p) = p else {
                     ep.finish(
                         rec,
                         FAILED,
@@ -576,9 +674,6 @@ impl Endpoint {
                     .await;
                     return;
                 };
-                if let Some(held) = p.pending(&rec.framework_id) {
-                    lock(&ep.inner.state).pending.push(held);
-                }
                 tracing::info!(operation = %rec.operation_id, framework = %rec.framework_id, "resuming an operation left pending");
                 let (fw, agent, role, principal) = (
                     rec.framework_id.clone(),
@@ -586,7 +681,8 @@ impl Endpoint {
                     rec.role.clone(),
                     rec.principal.clone(),
                 );
-                ep.execute(&fw, &agent, &role, principal, p, Some(rec))
+                let key = rec.operation_id.clone();
+                ep.execute(&fw, &agent, &role, principal, p, Some(rec), &key, claim)
                     .await;
             });
         }
@@ -651,6 +747,9 @@ impl Endpoint {
         })
     }
 
+    /// Run one operation, then send its terminal status and only then release what it held:
+    /// a new volume is offered after the framework has heard of it (FINISHED), never before.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         fw: &str,
@@ -659,19 +758,12 @@ impl Endpoint {
         principal: Option<String>,
         p: Plan,
         rec: Option<OperationRecord>,
+        key: &str,
+        claim: Option<CapacityClaim>,
     ) {
         let res = self
-            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref())
+            .run_plan(fw, agent_id, role, principal, &p, rec.as_ref(), key, claim)
             .await;
-        if let Some(held) = p.pending(fw) {
-            // The pool's free capacity reflects the new or grown volume after this poll.
-            if let Some(service) = held.pool_id.split('/').next() {
-                let interval = self.inner.cfg.poll_interval();
-                self.inner.manager.poll_capacity(service, interval).await;
-            }
-            self.release_pending(Some(held));
-        }
-        self.wake();
         // The record as the steps left it (they add the volume id and a grow's target size).
         let rec = rec.map(|r| {
             match self
@@ -692,6 +784,8 @@ impl Endpoint {
             }
             (None, Ok(_)) => {}
         }
+        self.release_held(claim);
+        self.wake();
     }
 
     /// A pool's service, pool name and zone; reads the service's capacity first when the
@@ -719,6 +813,7 @@ impl Endpoint {
         Err(format!("pool {pool_id} is not known"))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_plan(
         &self,
         fw: &str,
@@ -727,29 +822,32 @@ impl Endpoint {
         principal: Option<String>,
         p: &Plan,
         rec: Option<&OperationRecord>,
+        key: &str,
+        claim: Option<CapacityClaim>,
     ) -> Result<(String, Vec<v1::Resource>), String> {
         let m = &self.inner.manager;
         match p {
             Plan::CreateDisk { pool_id, mb } => {
                 let instance = self.agent_instance(agent_id)?;
                 let (service, pool, zone) = self.pool_parts(pool_id).await?;
-                let op_id = rec
-                    .map(|r| r.operation_id.clone())
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+                let op_id = key.to_string();
                 let v = m
-                    .create(CreateVolume {
-                        service: service.clone(),
-                        name: volume_name(fw, &op_id),
-                        size_bytes: mb << 20,
-                        pool: Some(pool.clone()),
-                        zone,
-                        restrict_frameworks: BTreeSet::from([fw.to_string()]),
-                        labels: BTreeMap::from([
-                            ("mesos.framework_id".to_string(), fw.to_string()),
-                            ("mesos.operation_id".to_string(), op_id.clone()),
-                        ]),
-                        ..Default::default()
-                    })
+                    .create_claimed(
+                        CreateVolume {
+                            service: service.clone(),
+                            name: volume_name(fw, &op_id),
+                            size_bytes: mb << 20,
+                            pool: Some(pool.clone()),
+                            zone,
+                            restrict_frameworks: BTreeSet::from([fw.to_string()]),
+                            labels: BTreeMap::from([
+                                ("mesos.framework_id".to_string(), fw.to_string()),
+                                ("mesos.operation_id".to_string(), op_id.clone()),
+                            ]),
+                            ..Default::default()
+                        },
+                        claim,
+                    )
                     .await
                     .map_err(|e| format!("cannot create the volume: {e}"))?;
                 let mut ops = vec![Op::PutReservation(Reservation {
@@ -891,9 +989,13 @@ impl Endpoint {
                     }
                 };
                 let grown = if v.size_bytes >= target {
+                    // Grown before a restart: its bytes are known already.
+                    if let Some(c) = &claim {
+                        m.drop_capacity_claim(c);
+                    }
                     v
                 } else {
-                    m.grow(volume_id, target)
+                    m.grow_claimed(volume_id, target, claim)
                         .await
                         .map_err(|e| format!("cannot grow volume {volume_id}: {e}"))?
                 };
