@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::ebs::EbsConfig;
 use crate::driver::fault::FaultConfig;
 
 /// Polly's whole configuration.
@@ -171,6 +172,8 @@ pub enum DriverKind {
     Loop,
     /// Ceph RBD images through the `rbd`/`ceph` CLIs.
     Rbd,
+    /// AWS EBS volumes through the EC2 API (the real API needs the `ebs` cargo feature).
+    Ebs,
 }
 
 /// One storage service: a name clients use and the driver behind it.
@@ -179,7 +182,7 @@ pub enum DriverKind {
 pub struct ServiceConfig {
     /// Service name, unique; what libStorage clients call the service. Required.
     pub name: String,
-    /// Driver: `vfs`, `loop` or `rbd`. Required.
+    /// Driver: `vfs`, `loop`, `rbd` or `ebs`. Required.
     pub driver: DriverKind,
     /// vfs, loop: root directory. Default `<data_dir>/vfs/<name>`.
     #[serde(default)]
@@ -208,6 +211,10 @@ pub struct ServiceConfig {
     /// rbd: Ceph client id (`--id`). Default: the CLI's (`admin`).
     #[serde(default)]
     pub ceph_client_id: Option<String>,
+    /// ebs: `[services.ebs]`, the EBS back-end (zones, quotas, region, endpoint). Required
+    /// for ebs.
+    #[serde(default)]
+    pub ebs: Option<EbsConfig>,
 }
 
 fn default_ceph_pools() -> Vec<String> {
@@ -261,6 +268,7 @@ impl Default for Config {
                 ceph_conf: None,
                 ceph_pools: default_ceph_pools(),
                 ceph_client_id: None,
+                ebs: None,
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -531,6 +539,31 @@ impl Config {
                     "service {:?}: driver rbd needs ceph_conf and at least one of ceph_pools",
                     s.name
                 )));
+            }
+            match (&s.driver, &s.ebs) {
+                (DriverKind::Ebs, None) => {
+                    return Err(Error::Invalid(format!(
+                        "service {:?}: driver ebs needs a [services.ebs] section with zones",
+                        s.name
+                    )))
+                }
+                (DriverKind::Ebs, Some(e)) => {
+                    e.validate()
+                        .map_err(|e| Error::Invalid(format!("service {:?}: {e}", s.name)))?;
+                    if e.attach_timeout_secs >= self.driver_timeout_secs as f64 {
+                        return Err(Error::Invalid(format!(
+                            "service {:?}: ebs.attach_timeout_secs ({}) must be below driver_timeout_secs ({}), or Polly gives up before the driver does",
+                            s.name, e.attach_timeout_secs, self.driver_timeout_secs
+                        )));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(Error::Invalid(format!(
+                        "service {:?}: [services.ebs] is only for driver ebs",
+                        s.name
+                    )))
+                }
+                (_, None) => {}
             }
             if let Some(f) = &s.fault {
                 f.validate()
