@@ -585,10 +585,12 @@ impl EbsDriver {
         }
         let zone = match &req.zone {
             Some(z) if self.cfg.zones.contains(z) => z.clone(),
-            Some(z) => return Err(Error::InvalidArgument(format!(
+            Some(z) => {
+                return Err(Error::InvalidArgument(format!(
                 "volume {name:?}: zone {z:?} is not served by this EBS service (it serves {:?})",
                 self.cfg.zones
-            ))),
+            )))
+            }
             None => self.cfg.zones[0].clone(),
         };
         let gib = req.size_bytes.div_ceil(GIB);
@@ -708,15 +710,12 @@ impl EbsDriver {
     }
 
     async fn provisioned_gib(&self, zone: &str, volume_type: &str) -> Result<u64> {
+        // Filtered here rather than by EC2 filters: moto lacks some (`volume-type`).
         Ok(self
-            .volumes_where(vec![
-                self.owner_filter(),
-                Filter::new("availability-zone", zone),
-                Filter::new("volume-type", volume_type),
-            ])
+            .owned_volumes()
             .await?
             .iter()
-            .filter(|v| Self::live(v) && v.zone == zone && v.volume_type == volume_type)
+            .filter(|v| v.zone == zone && v.volume_type == volume_type)
             .map(|v| v.size_gib)
             .fold(0, u64::saturating_add))
     }
@@ -1402,7 +1401,7 @@ impl Driver for EbsDriver {
     }
 
     async fn snapshot_list(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>> {
-        let mut filters = vec![self.owner_filter(), Filter::new("tag-key", TAG_SNAPSHOT)];
+        let mut filters = vec![self.owner_filter()];
         if let Some(v) = volume_id {
             if !valid_id(v, "vol-") {
                 return Ok(Vec::new());

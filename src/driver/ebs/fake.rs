@@ -185,7 +185,6 @@ struct Hang {
 
 #[derive(Debug, Default)]
 struct State {
-    next_id: u64,
     volumes: BTreeMap<String, Vol>,
     snapshots: BTreeMap<String, Snap>,
     instances: BTreeMap<String, Inst>,
@@ -299,9 +298,12 @@ impl FakeCloud {
         *lock(&self.cfg) = cfg;
     }
 
-    fn next_id(st: &mut State, prefix: &str) -> String {
-        st.next_id += 1;
-        format!("{prefix}-{:017x}", st.next_id)
+    /// Ids count up across every fake cloud of the process, so no two clouds (tests) ever
+    /// share an id and an id is never reused.
+    fn next_id(_st: &mut State, prefix: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        format!("{prefix}-{n:017x}")
     }
 
     /// Launch an instance (running, with a root volume on `/dev/xvda`); returns its id.
@@ -412,6 +414,11 @@ impl FakeCloud {
     /// AttachVolume calls refused with `VolumeInUse`.
     pub fn in_use_refusals(&self) -> usize {
         lock(&self.state).in_use_refusals
+    }
+
+    /// Whether a volume (deleted or not yet) exists in this cloud.
+    pub fn has_volume(&self, volume_id: &str) -> bool {
+        lock(&self.state).volumes.contains_key(volume_id)
     }
 
     /// Write a "file" into a volume's data (what a mounted file system would hold).
@@ -635,8 +642,7 @@ impl FakeCloud {
         let end = (start + max as usize).min(selected.len());
         let items = selected.get(start..end).unwrap_or_default().to_vec();
         let next_token = (end < selected.len()).then(|| {
-            st.next_id += 1;
-            let t = format!("tok{:x}", st.next_id);
+            let t = Self::next_id(st, "tok");
             st.pages.insert(t.clone(), (fingerprint, end));
             t
         });
@@ -793,23 +799,24 @@ impl Ec2Api for FakeCloud {
             }
             None => (None, BTreeMap::new()),
         };
-        let size =
-            match (input.size_gib, snap_size) {
-                (Some(s), Some(min)) if s < min => return Err(err(
+        let size = match (input.size_gib, snap_size) {
+            (Some(s), Some(min)) if s < min => {
+                return Err(err(
                     "InvalidParameterValue",
                     format!(
                         "Volume of {s}GiB is too small; minimum is {min}GiB (the snapshot's size)"
                     ),
-                )),
-                (Some(s), _) => s,
-                (None, Some(s)) => s,
-                (None, None) => {
-                    return Err(err(
-                        "MissingParameter",
-                        "The request must contain the parameter size or snapshotId",
-                    ))
-                }
-            };
+                ))
+            }
+            (Some(s), _) => s,
+            (None, Some(s)) => s,
+            (None, None) => {
+                return Err(err(
+                    "MissingParameter",
+                    "The request must contain the parameter size or snapshotId",
+                ))
+            }
+        };
         if size < rules.min_gib || size > rules.max_gib {
             return Err(err(
                 "InvalidParameterValue",
