@@ -193,6 +193,8 @@ struct State {
     /// NextToken → (query, offset).
     pages: HashMap<String, (String, usize)>,
     stuck: BTreeSet<String>,
+    /// Volumes with an attachment in `attaching` or `detaching`.
+    moving: BTreeSet<String>,
     hangs: Vec<Hang>,
     calls: BTreeMap<String, usize>,
     device_clashes: usize,
@@ -477,9 +479,14 @@ impl FakeCloud {
         }
     }
 
-    /// Move attachments whose delay has passed to their next state.
+    /// Move attachments whose delay has passed to their next state (only volumes with an
+    /// attachment in motion are looked at).
     fn settle(st: &mut State, now: Instant) {
-        for v in st.volumes.values_mut() {
+        let moving = std::mem::take(&mut st.moving);
+        for id in moving {
+            let Some(v) = st.volumes.get_mut(&id) else {
+                continue;
+            };
             v.attachments.retain_mut(|a| {
                 if a.stuck || now < a.ready_at {
                     return true;
@@ -493,6 +500,9 @@ impl FakeCloud {
                     Phase::Detaching => false,
                 }
             });
+            if v.attachments.iter().any(|a| a.phase != Phase::Attached) {
+                st.moving.insert(id);
+            }
         }
     }
 
@@ -698,9 +708,12 @@ impl Ec2Api for FakeCloud {
         let now = Instant::now();
         let mut st = lock(&self.state);
         Self::settle(&mut st, now);
+        // Only the instances asked for (by id) are rendered: a burst of calls over a large
+        // cloud must not cost the whole cloud each time.
         let all: Vec<Ec2Instance> = st
             .instances
             .values()
+            .filter(|i| q.ids.is_empty() || q.ids.contains(&i.id))
             .map(|i| Self::instance_view(&st, i))
             .collect();
         Self::page(
@@ -896,7 +909,15 @@ impl Ec2Api for FakeCloud {
         let now = Instant::now();
         let mut st = lock(&self.state);
         Self::settle(&mut st, now);
-        let all: Vec<Ec2Volume> = st.volumes.values().map(|v| Self::view(v, now)).collect();
+        let all: Vec<Ec2Volume> = if q.ids.is_empty() {
+            st.volumes.values().map(|v| Self::view(v, now)).collect()
+        } else {
+            q.ids
+                .iter()
+                .filter_map(|id| st.volumes.get(id))
+                .map(|v| Self::view(v, now))
+                .collect()
+        };
         Self::page(
             &mut st,
             "DescribeVolumes",
@@ -1048,6 +1069,7 @@ impl Ec2Api for FakeCloud {
         if let Some(v) = st.volumes.get_mut(volume_id) {
             v.attachments.push(att);
         }
+        st.moving.insert(volume_id.to_string());
         Ok(Ec2Attachment {
             volume_id: volume_id.to_string(),
             instance_id: instance_id.to_string(),
@@ -1099,10 +1121,12 @@ impl Ec2Api for FakeCloud {
         a.phase = Phase::Detaching;
         a.ready_at = now + Duration::from_millis(cfg.detach_delay_ms);
         a.stuck = stuck && !force;
+        let device = a.device.clone();
+        st.moving.insert(volume_id.to_string());
         Ok(Ec2Attachment {
             volume_id: volume_id.to_string(),
             instance_id: instance_id.to_string(),
-            device: a.device.clone(),
+            device,
             state: AttachState::Detaching,
         })
     }
