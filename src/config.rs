@@ -700,4 +700,72 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn ebs_service_parses_validates_and_builds_on_the_fake_cloud() {
+        let c = Config::from_toml(
+            r#"
+            [[services]]
+            name = "ebs"
+            driver = "ebs"
+            [services.ebs]
+            region = "us-east-1"
+            zones = ["us-east-1a", "us-east-1b"]
+            [[services.ebs.quotas]]
+            volume_type = "gp3"
+            gib = 10240
+            [[services.ebs.quotas]]
+            volume_type = "io2"
+            zone = "us-east-1a"
+            gib = 2048
+            [services.ebs.fake_cloud]
+            instances = [{ zone = "us-east-1a", hostname = "node1" }]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = c.services[0].ebs.as_ref().unwrap();
+        assert_eq!(e.default_type, "gp3");
+        assert_eq!(e.attach_timeout_secs, 45.0);
+        let d = crate::driver::build(&c.services[0], Path::new("/nonexistent")).unwrap();
+        assert_eq!(d.kind(), "ebs");
+
+        for (bad, needle) in [
+            ("[[services]]\nname = \"e\"\ndriver = \"ebs\"", "[services.ebs]"),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = []",
+                "zones",
+            ),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]\ndefault_type = \"gp9\"",
+                "gp9",
+            ),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]\nattach_timeout_secs = 90",
+                "driver_timeout_secs",
+            ),
+            (
+                "[[services]]\nname = \"v\"\ndriver = \"vfs\"\n[services.ebs]\nzones = [\"a\"]",
+                "only for driver ebs",
+            ),
+        ] {
+            let c = Config::from_toml(bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "ebs"))]
+    #[test]
+    fn ebs_without_the_feature_or_a_fake_cloud_says_how_to_get_it() {
+        let c = Config::from_toml(
+            "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let Err(e) = crate::driver::build(&c.services[0], Path::new("/x")) else {
+            panic!("built an ebs driver with neither the SDK nor a fake cloud");
+        };
+        assert!(e.to_string().contains("--features ebs"), "{e}");
+    }
 }
