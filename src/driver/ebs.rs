@@ -1047,7 +1047,8 @@ impl EbsDriver {
             .filter(|a| a.instance_id != instance_id && a.state != AttachState::Detached)
             .map(|a| a.instance_id.clone())
             .collect();
-        if !holders.is_empty() && !(access.allows_many() && vol.multi_attach) {
+        let shareable = access.allows_many() && vol.multi_attach;
+        if !holders.is_empty() && !shareable {
             return Err(Error::AttachedElsewhere {
                 volume: id.to_string(),
                 holders,

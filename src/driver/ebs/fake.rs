@@ -448,7 +448,7 @@ impl FakeCloud {
         Self::settle(&mut st, now);
         st.volumes
             .get(volume_id)
-            .map(|v| Self::attachments_of(v))
+            .map(Self::attachments_of)
             .unwrap_or_default()
     }
 
@@ -597,8 +597,7 @@ impl FakeCloud {
         all: Vec<T>,
         id_of: impl Fn(&T) -> &str,
         matches: impl Fn(&T, &Filter) -> ApiResult<bool>,
-        missing: &str,
-        kind: &str,
+        (missing, kind): (&str, &str),
     ) -> ApiResult<Page<T>> {
         if !q.ids.is_empty() && (q.max_results.is_some() || q.next_token.is_some()) {
             return Err(err(
@@ -738,8 +737,7 @@ impl Ec2Api for FakeCloud {
                     _ => return Err(bad_filter(f)),
                 })
             },
-            "InvalidInstanceID.NotFound",
-            "instance ID",
+            ("InvalidInstanceID.NotFound", "instance ID"),
         )
     }
 
@@ -940,8 +938,7 @@ impl Ec2Api for FakeCloud {
                     _ => return Err(bad_filter(f)),
                 })
             },
-            "InvalidVolume.NotFound",
-            "volume",
+            ("InvalidVolume.NotFound", "volume"),
         )
     }
 
@@ -1235,8 +1232,7 @@ impl Ec2Api for FakeCloud {
                     _ => return Err(bad_filter(f)),
                 })
             },
-            "InvalidSnapshot.NotFound",
-            "snapshot",
+            ("InvalidSnapshot.NotFound", "snapshot"),
         )
     }
 
