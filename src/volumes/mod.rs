@@ -143,9 +143,9 @@ struct Inner {
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
     capacity: Mutex<BTreeMap<String, capacity::CapacityReading>>,
-    /// The zone each configured service serves (`None`: no zone); services built without a
-    /// config (`with_services`) are absent and not checked.
-    zones: BTreeMap<String, Option<String>>,
+    /// The zones each configured service serves (empty: no zone; several for `ebs`);
+    /// services built without a config (`with_services`) are absent and not checked.
+    zones: BTreeMap<String, Vec<String>>,
 }
 
 /// Shared handle to the manager.
@@ -177,10 +177,17 @@ impl Manager {
                 },
             );
         }
+        // Zones a service serves: the ebs driver's `zones`, else the service's `zone`.
         let zones = cfg
             .services
             .iter()
-            .map(|s| (s.name.clone(), s.zone.clone()))
+            .map(|s| {
+                let served = match &s.ebs {
+                    Some(e) => e.zones.clone(),
+                    None => s.zone.clone().into_iter().collect(),
+                };
+                (s.name.clone(), served)
+            })
             .collect();
         Ok(Self::build(
             store,
@@ -202,7 +209,7 @@ impl Manager {
         store: Store,
         services: BTreeMap<String, Service>,
         driver_timeout: Duration,
-        zones: BTreeMap<String, Option<String>>,
+        zones: BTreeMap<String, Vec<String>>,
     ) -> Manager {
         Manager {
             inner: Arc::new(Inner {
@@ -222,13 +229,16 @@ impl Manager {
         let (Some(want), Some(served)) = (zone, self.inner.zones.get(service)) else {
             return Ok(());
         };
-        match served {
-            Some(served) if served == want => Ok(()),
-            Some(served) => Err(Error::InvalidArgument(format!(
-                "zone {want:?} is not served by service {service:?}, which serves zone {served:?}"
-            ))),
-            None => Err(Error::InvalidArgument(format!(
+        match served.as_slice() {
+            s if s.iter().any(|z| z == want) => Ok(()),
+            [] => Err(Error::InvalidArgument(format!(
                 "zone {want:?} is not served by service {service:?}, which has no zone configured"
+            ))),
+            [one] => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which serves zone {one:?}"
+            ))),
+            many => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which serves zones {many:?}"
             ))),
         }
     }
