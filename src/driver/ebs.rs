@@ -1465,12 +1465,24 @@ impl Driver for EbsDriver {
                 req.name, plan.gib, src.id, src.size_gib
             )));
         }
-        if self.by_name(&req.name).await?.is_some() {
-            return self.create_volume(req, None).await;
+        let v = if self.by_name(&req.name).await?.is_some() {
+            self.create_volume(req, None).await?
+        } else {
+            let snap = self.snapshot_tagged(volume_id, TAG_COPY, &req.name).await?;
+            self.create_volume(req, Some(&snap)).await?
+        };
+        // The transient snapshot, also one left by a copy cut short after its create.
+        let leftovers = self
+            .snapshots_where(vec![
+                self.owner_filter(),
+                Filter::new(format!("tag:{TAG_COPY}"), req.name.clone()),
+            ])
+            .await?;
+        for s in leftovers {
+            if self.is_ours(&s.tags) && s.tags.get(TAG_COPY) == Some(&req.name) {
+                self.snapshot_remove(&s.id).await?;
+            }
         }
-        let snap = self.snapshot_tagged(volume_id, TAG_COPY, &req.name).await?;
-        let v = self.create_volume(req, Some(&snap)).await?;
-        self.snapshot_remove(&snap.id).await?;
         Ok(v)
     }
 

@@ -552,3 +552,20 @@ fn config_validation_names_the_problem() {
     c.page_size = 1000;
     assert!(c.validate().unwrap_err().contains("page_size"));
 }
+
+#[tokio::test]
+async fn copy_leaves_no_snapshot_behind_even_after_an_interrupted_copy() {
+    let r = rig(|_| {});
+    let d = driver(&r, |_| {});
+    let v = d.create(&req("src", 2)).await.unwrap();
+    r.cloud.write_file(&v.id, "f", b"data");
+    // A copy cut short: its transient snapshot and the new volume exist, the snapshot was
+    // never removed.
+    let snap = d.snapshot_tagged(&v.id, TAG_COPY, "dst").await.unwrap();
+    let s = d.find_snapshot(&snap.id).await.unwrap().unwrap();
+    d.create_volume(&req("dst", 2), Some(&s)).await.unwrap();
+    let c = d.copy(&v.id, &req("dst", 2)).await.unwrap();
+    assert_eq!(r.cloud.read_file(&c.id, "f").unwrap(), b"data");
+    let left = d.snapshots_where(vec![d.owner_filter()]).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
