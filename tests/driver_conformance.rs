@@ -847,7 +847,7 @@ async fn single_writer_and_multi_writer(b: Backend) {
     d.force_detach(&single.id).await.unwrap();
     if !b.shares {
         eprintln!(
-            "skipped: {} cannot attach one volume to two instances",
+            "skipped: this {} back-end cannot attach one volume to two instances (moto keeps one attachment per volume)",
             b.kind
         );
         return;

@@ -36,21 +36,27 @@ impl SdkEc2 {
     async fn client(&self) -> &aws_sdk_ec2::Client {
         self.client
             .get_or_init(|| async {
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-                    .build_https();
-                let mut loader =
-                    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-                if let Some(r) = &self.region {
-                    loader = loader.region(aws_config::Region::new(r.clone()));
-                }
-                if let Some(e) = &self.endpoint {
-                    loader = loader.endpoint_url(e.clone());
-                }
-                aws_sdk_ec2::Client::new(&loader.load().await)
+                let conf = sdk_config(self.region.clone(), self.endpoint.clone()).await;
+                aws_sdk_ec2::Client::new(&conf)
             })
             .await
     }
+}
+
+/// The SDK configuration Polly uses: the standard credential and region chain, with the
+/// configured region and endpoint on top, and an HTTPS client on rustls with ring.
+pub async fn sdk_config(region: Option<String>, endpoint: Option<String>) -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r));
+    }
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
 }
 
 /// An SDK failure as an `ApiError`: EC2's code when EC2 answered, `Transport` otherwise.
