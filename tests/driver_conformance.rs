@@ -536,7 +536,7 @@ mod moto {
                 .local_addr()
                 .unwrap()
                 .port();
-            Command::new("sh")
+            let mut watcher = Command::new("sh")
                 .args([
                     "-c",
                     r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!
@@ -548,6 +548,8 @@ mod moto {
                 .stdin(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
+            // The watcher lives as long as this process; reap it if it ever ends.
+            std::thread::spawn(move || watcher.wait());
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(
