@@ -213,3 +213,21 @@ open(path, "w").write(doc)
 print("\n".join(lines))
 PY
 echo "wrote the Mesos decoding and offer round results into BENCHMARKS.md"
+
+# The ebs driver on the fake cloud (its own harness, no SDK needed): attach/detach throughput
+# with 100 ms per EC2 call and 1,000 volumes, and a 1,000-attach burst with one hung call.
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench ebs
+python3 - BENCHMARKS.md "$target_dir/polly-bench/ebs.md" <<'PY'
+import sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+begin, end = "<!-- ebs:begin -->", "<!-- ebs:end -->"
+block = begin + "\n" + table.rstrip("\n") + "\n" + end
+doc = open(path).read()
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## EBS attach and detach (fake cloud)\n\n" + block + "\n"
+open(path, "w").write(doc)
+PY
+echo "wrote the ebs results into BENCHMARKS.md"

@@ -2,6 +2,19 @@
 # Run Polly's whole test suite: unit tests, the driver conformance suite, the store model
 # test, and the integration tests that start the real `polly serve` on 127.0.0.1:0 (crash
 # tests among them kill it with SIGKILL). This is the command CI runs.
+#
+# Then the `ebs` driver through the AWS SDK against moto (cargo feature `ebs`; the SDK takes
+# minutes to build, so only this one narrow test target builds it). It runs when moto is
+# installed (`.venv-moto/` as `.ci/run` makes it, `POLLY_MOTO_SERVER`, or `moto_server` on
+# PATH), and always in CI (`CI` set), where a missing moto fails the run instead of skipping.
+# `POLLY_SKIP_MOTO=1` skips it outside CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets --locked "$@"
+
+if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_MOTO:-}" ] && {
+    [ -x .venv-moto/bin/moto_server ] || [ -n "${POLLY_MOTO_SERVER:-}" ] ||
+        command -v moto_server >/dev/null 2>&1
+}; }; then
+    cargo test --locked --features ebs --test driver_conformance ebs_
+fi

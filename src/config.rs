@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::ebs::EbsConfig;
 use crate::driver::fault::FaultConfig;
 
 /// Polly's whole configuration.
@@ -312,6 +313,8 @@ pub enum DriverKind {
     Loop,
     /// Ceph RBD images through the `rbd`/`ceph` CLIs.
     Rbd,
+    /// AWS EBS volumes through the EC2 API (the real API needs the `ebs` cargo feature).
+    Ebs,
 }
 
 /// One storage service: a name clients use and the driver behind it.
@@ -320,7 +323,7 @@ pub enum DriverKind {
 pub struct ServiceConfig {
     /// Service name, unique; what libStorage clients call the service. Required.
     pub name: String,
-    /// Driver: `vfs`, `loop` or `rbd`. Required.
+    /// Driver: `vfs`, `loop`, `rbd` or `ebs`. Required.
     pub driver: DriverKind,
     /// vfs, loop: root directory. Default `<data_dir>/vfs/<name>`.
     #[serde(default)]
@@ -349,6 +352,10 @@ pub struct ServiceConfig {
     /// rbd: Ceph client id (`--id`). Default: the CLI's (`admin`).
     #[serde(default)]
     pub ceph_client_id: Option<String>,
+    /// ebs: `[services.ebs]`, the EBS back-end (zones, quotas, region, endpoint). Required
+    /// for ebs.
+    #[serde(default)]
+    pub ebs: Option<EbsConfig>,
 }
 
 fn default_ceph_pools() -> Vec<String> {
@@ -402,6 +409,7 @@ impl Default for Config {
                 ceph_conf: None,
                 ceph_pools: default_ceph_pools(),
                 ceph_client_id: None,
+                ebs: None,
             }],
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -675,6 +683,31 @@ impl Config {
                     s.name
                 )));
             }
+            match (&s.driver, &s.ebs) {
+                (DriverKind::Ebs, None) => {
+                    return Err(Error::Invalid(format!(
+                        "service {:?}: driver ebs needs a [services.ebs] section with zones",
+                        s.name
+                    )))
+                }
+                (DriverKind::Ebs, Some(e)) => {
+                    e.validate()
+                        .map_err(|e| Error::Invalid(format!("service {:?}: {e}", s.name)))?;
+                    if e.attach_timeout_secs >= self.driver_timeout_secs as f64 {
+                        return Err(Error::Invalid(format!(
+                            "service {:?}: ebs.attach_timeout_secs ({}) must be below driver_timeout_secs ({}), or Polly gives up before the driver does",
+                            s.name, e.attach_timeout_secs, self.driver_timeout_secs
+                        )));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(Error::Invalid(format!(
+                        "service {:?}: [services.ebs] is only for driver ebs",
+                        s.name
+                    )))
+                }
+                (_, None) => {}
+            }
             if let Some(f) = &s.fault {
                 f.validate()
                     .map_err(|e| Error::Invalid(format!("service {:?}: fault: {e}", s.name)))?;
@@ -848,5 +881,73 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn ebs_service_parses_validates_and_builds_on_the_fake_cloud() {
+        let c = Config::from_toml(
+            r#"
+            [[services]]
+            name = "ebs"
+            driver = "ebs"
+            [services.ebs]
+            region = "us-east-1"
+            zones = ["us-east-1a", "us-east-1b"]
+            [[services.ebs.quotas]]
+            volume_type = "gp3"
+            gib = 10240
+            [[services.ebs.quotas]]
+            volume_type = "io2"
+            zone = "us-east-1a"
+            gib = 2048
+            [services.ebs.fake_cloud]
+            instances = [{ zone = "us-east-1a", hostname = "node1" }]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = c.services[0].ebs.as_ref().unwrap();
+        assert_eq!(e.default_type, "gp3");
+        assert_eq!(e.attach_timeout_secs, 45.0);
+        let d = crate::driver::build(&c.services[0], Path::new("/nonexistent")).unwrap();
+        assert_eq!(d.kind(), "ebs");
+
+        for (bad, needle) in [
+            ("[[services]]\nname = \"e\"\ndriver = \"ebs\"", "[services.ebs]"),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = []",
+                "zones",
+            ),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]\ndefault_type = \"gp9\"",
+                "gp9",
+            ),
+            (
+                "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]\nattach_timeout_secs = 90",
+                "driver_timeout_secs",
+            ),
+            (
+                "[[services]]\nname = \"v\"\ndriver = \"vfs\"\n[services.ebs]\nzones = [\"a\"]",
+                "only for driver ebs",
+            ),
+        ] {
+            let c = Config::from_toml(bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "ebs"))]
+    #[test]
+    fn ebs_without_the_feature_or_a_fake_cloud_says_how_to_get_it() {
+        let c = Config::from_toml(
+            "[[services]]\nname = \"e\"\ndriver = \"ebs\"\n[services.ebs]\nzones = [\"a\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let Err(e) = crate::driver::build(&c.services[0], Path::new("/x")) else {
+            panic!("built an ebs driver with neither the SDK nor a fake cloud");
+        };
+        assert!(e.to_string().contains("--features ebs"), "{e}");
     }
 }

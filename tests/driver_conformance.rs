@@ -1,19 +1,25 @@
 //! One conformance suite for every driver: the behaviours csi-sanity checks (idempotency,
 //! not-found and conflict outcomes, access modes, snapshots, capacity), run against `vfs`,
 //! `fault(vfs)`, `loop` (real loop devices and ext4: needs root, skipped with a message
-//! otherwise) and `rbd` (a real Ceph cluster; see `rbd_cluster`), each test in its own
-//! temporary root.
+//! otherwise), `rbd` (a real Ceph cluster; see `rbd_cluster`), `ebs` on the in-process fake
+//! cloud, and, with the `ebs` feature, `ebs` through the AWS SDK against moto (see `moto`),
+//! each test in its own temporary root.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use polly::driver::ebs::fake::{FakeCloud, FakeCloudConfig, FakeInstanceConfig};
+use polly::driver::ebs::{EbsConfig, EbsDriver, EbsQuota};
 use polly::driver::fault::{FaultConfig, FaultDriver};
 use polly::driver::r#loop::{LoopConfig, LoopDriver};
 use polly::driver::rbd::{RbdConfig, RbdDriver};
 use polly::driver::vfs::{VfsConfig, VfsDriver};
 use polly::driver::{AccessMode, AttachOptions, CreateRequest, DriverVolume, DynDriver, Error};
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// One back-end under test: how to build it and how to reach a volume's data from outside
 /// the driver.
@@ -24,7 +30,7 @@ struct Backend {
     pool: &'static str,
     /// Builds a driver over `root`, with an optional quota. Called again with the same root
     /// to model a restart.
-    make: fn(&Path, Option<u64>) -> DynDriver,
+    make: fn(PathBuf, Option<u64>) -> BoxFuture<'static, DynDriver>,
     /// `Some(reason)` when this host cannot run the back-end.
     skip: fn() -> Option<String>,
     /// Writes `data` to file `rel` inside the volume.
@@ -33,6 +39,17 @@ struct Backend {
     read: fn(&DriverVolume, &str) -> Vec<u8>,
     /// Whether attach reports the caller's device hint as the device.
     device_is_hint: bool,
+    /// The size unit the tests count in (EBS sizes are whole GiB).
+    unit: u64,
+    /// The two instance ids attach tests use, for a driver built over `root`.
+    hosts: fn(&Path) -> [String; 2],
+    /// Turns a request into one the back-end can attach to several instances.
+    shared: fn(&mut CreateRequest),
+    /// Whether `write`/`read` reach real data (moto keeps none).
+    has_data: bool,
+    /// Whether a volume can be attached to two instances at once (moto keeps one attachment
+    /// per volume, so EBS Multi-Attach cannot be checked there).
+    shares: bool,
     /// Ids of the driver's own shape that name nothing.
     unknown_volume: &'static str,
     unknown_snapshot: &'static str,
@@ -40,12 +57,26 @@ struct Backend {
 
 impl Backend {
     /// The driver, or `None` (after saying why) when this host cannot run the back-end.
-    fn start(&self, root: &Path, quota: Option<u64>) -> Option<DynDriver> {
+    async fn start(&self, root: &Path, quota: Option<u64>) -> Option<DynDriver> {
         if let Some(why) = (self.skip)() {
             eprintln!("skipped: {why}");
             return None;
         }
-        Some((self.make)(root, quota))
+        Some((self.make)(root.to_path_buf(), quota).await)
+    }
+
+    /// Writes into the volume, on back-ends that hold data.
+    fn put(&self, vol: &DriverVolume, rel: &str, data: &[u8]) {
+        if self.has_data {
+            (self.write)(vol, rel, data);
+        }
+    }
+
+    /// Checks what the volume holds, on back-ends that hold data.
+    fn expect(&self, vol: &DriverVolume, rel: &str, want: &[u8]) {
+        if self.has_data {
+            assert_eq!((self.read)(vol, rel), want, "{rel} in {}", vol.id);
+        }
     }
 }
 
@@ -58,23 +89,37 @@ fn vfs_config(root: &Path, quota: Option<u64>) -> VfsConfig {
     }
 }
 
-fn make_vfs(root: &Path, quota: Option<u64>) -> DynDriver {
+fn vfs_driver(root: &Path, quota: Option<u64>) -> DynDriver {
     Arc::new(VfsDriver::open(vfs_config(root, quota)).unwrap())
 }
 
-fn make_fault_vfs(root: &Path, quota: Option<u64>) -> DynDriver {
+fn make_vfs(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+    Box::pin(async move { vfs_driver(&root, quota) })
+}
+
+fn make_fault_vfs(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+    Box::pin(async move { fault_vfs(&root, quota) })
+}
+
+fn fault_vfs(root: &Path, quota: Option<u64>) -> DynDriver {
     let cfg = FaultConfig {
         latency_ms: 1,
         error_rate: 0.0,
         ..Default::default()
     };
     cfg.validate().unwrap();
-    Arc::new(FaultDriver::new(make_vfs(root, quota), cfg))
+    Arc::new(FaultDriver::new(vfs_driver(root, quota), cfg))
 }
 
 fn never_skip() -> Option<String> {
     None
 }
+
+fn named_hosts(_: &Path) -> [String; 2] {
+    ["host-1".into(), "host-2".into()]
+}
+
+fn as_is(_: &mut CreateRequest) {}
 
 fn dir_write(vol: &DriverVolume, rel: &str, data: &[u8]) {
     let path = data_path(vol).join(rel);
@@ -94,6 +139,11 @@ const VFS: Backend = Backend {
     write: dir_write,
     read: dir_read,
     device_is_hint: true,
+    unit: MIB,
+    hosts: named_hosts,
+    shared: as_is,
+    has_data: true,
+    shares: true,
     unknown_volume: "vfs-999999",
     unknown_snapshot: "snap-999999",
 };
@@ -103,10 +153,12 @@ const FAULT_VFS: Backend = Backend {
     ..VFS
 };
 
-fn make_loop(root: &Path, quota: Option<u64>) -> DynDriver {
-    let mut cfg = LoopConfig::new(root);
-    cfg.quota_bytes = quota;
-    Arc::new(LoopDriver::open(cfg).unwrap())
+fn make_loop(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+    Box::pin(async move {
+        let mut cfg = LoopConfig::new(root);
+        cfg.quota_bytes = quota;
+        Arc::new(LoopDriver::open(cfg).unwrap()) as DynDriver
+    })
 }
 
 fn loop_skip() -> Option<String> {
@@ -158,6 +210,11 @@ const LOOP: Backend = Backend {
     write: image_write,
     read: image_read,
     device_is_hint: false,
+    unit: MIB,
+    hosts: named_hosts,
+    shared: as_is,
+    has_data: true,
+    shares: true,
     unknown_volume: "loop-999999",
     unknown_snapshot: "snap-999999",
 };
@@ -210,11 +267,13 @@ fn rbd_prefix(root: &Path) -> String {
     format!("polly-t{tag}-")
 }
 
-fn make_rbd(root: &Path, quota: Option<u64>) -> DynDriver {
-    let mut cfg = RbdConfig::new(ceph_conf().unwrap());
-    cfg.prefix = rbd_prefix(root);
-    cfg.quota_bytes = quota;
-    Arc::new(RbdDriver::new(cfg).unwrap())
+fn make_rbd(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+    Box::pin(async move {
+        let mut cfg = RbdConfig::new(ceph_conf().unwrap());
+        cfg.prefix = rbd_prefix(&root);
+        cfg.quota_bytes = quota;
+        Arc::new(RbdDriver::new(cfg).unwrap()) as DynDriver
+    })
 }
 
 /// `pool/image` of an rbd volume.
@@ -311,9 +370,291 @@ const RBD: Backend = Backend {
     write: rbd_write,
     read: rbd_read,
     device_is_hint: false,
+    unit: MIB,
+    hosts: named_hosts,
+    shared: as_is,
+    has_data: true,
+    shares: true,
     unknown_volume: "rbd:ffffffffffff",
     unknown_snapshot: "rbd:ffffffffffff@9",
 };
+
+/// The `ebs` driver's zone in these tests.
+const EBS_ZONE: &str = "us-east-1a";
+const GIB: u64 = 1 << 30;
+
+/// Fake clouds by test root, so a second `make` over one root (a restart) finds the same
+/// cloud.
+fn fake_clouds() -> &'static Mutex<HashMap<PathBuf, Arc<FakeCloud>>> {
+    static CLOUDS: OnceLock<Mutex<HashMap<PathBuf, Arc<FakeCloud>>>> = OnceLock::new();
+    CLOUDS.get_or_init(Default::default)
+}
+
+/// The fake cloud of a test: two instances in `EBS_ZONE`, and attach, detach and create
+/// that take a little while, as EC2's do.
+fn fake_cloud(root: &Path) -> Arc<FakeCloud> {
+    let mut clouds = fake_clouds().lock().unwrap();
+    clouds
+        .entry(root.to_path_buf())
+        .or_insert_with(|| {
+            let instance = FakeInstanceConfig {
+                zone: EBS_ZONE.into(),
+                hostname: None,
+                ip: None,
+            };
+            Arc::new(FakeCloud::new(FakeCloudConfig {
+                instances: vec![instance.clone(), instance],
+                latency_ms: 1,
+                create_delay_ms: 10,
+                attach_delay_ms: 20,
+                detach_delay_ms: 20,
+                ..FakeCloudConfig::default()
+            }))
+        })
+        .clone()
+}
+
+/// One zone, gp3 by default; a quota (bytes) becomes a gp3 quota in GiB.
+fn ebs_config(quota: Option<u64>) -> EbsConfig {
+    let mut cfg = EbsConfig::new(vec![EBS_ZONE.into()]);
+    cfg.poll_interval_ms = 10;
+    if let Some(q) = quota {
+        cfg.quotas = vec![EbsQuota {
+            volume_type: "gp3".into(),
+            zone: None,
+            gib: q / GIB,
+        }];
+    }
+    cfg
+}
+
+fn make_ebs_fake(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+    Box::pin(async move {
+        let cloud = fake_cloud(&root);
+        Arc::new(EbsDriver::new(ebs_config(quota), "conformance", cloud).unwrap()) as DynDriver
+    })
+}
+
+fn fake_hosts(root: &Path) -> [String; 2] {
+    let ids = fake_cloud(root).instance_ids();
+    [ids[0].clone(), ids[1].clone()]
+}
+
+/// The fake cloud holding a volume (ids are unique across the process's clouds).
+fn cloud_of(vol: &DriverVolume) -> Arc<FakeCloud> {
+    let clouds = fake_clouds().lock().unwrap();
+    clouds
+        .values()
+        .find(|c| c.has_volume(&vol.id))
+        .cloned()
+        .expect("no fake cloud holds the volume")
+}
+
+fn fake_write(vol: &DriverVolume, rel: &str, data: &[u8]) {
+    assert!(cloud_of(vol).write_file(&vol.id, rel, data));
+}
+
+fn fake_read(vol: &DriverVolume, rel: &str) -> Vec<u8> {
+    cloud_of(vol).read_file(&vol.id, rel).expect("no such file")
+}
+
+/// EBS shares a volume between instances only with Multi-Attach: io2, with IOPS, 4 GiB up.
+fn ebs_shared(r: &mut CreateRequest) {
+    r.pool = Some("io2".into());
+    r.fields.insert("iops".into(), "1000".into());
+    r.size_bytes = r.size_bytes.max(4 * GIB);
+}
+
+const EBS_FAKE: Backend = Backend {
+    kind: "ebs",
+    pool: "gp3",
+    make: make_ebs_fake,
+    skip: never_skip,
+    write: fake_write,
+    read: fake_read,
+    device_is_hint: true,
+    unit: GIB,
+    hosts: fake_hosts,
+    shared: ebs_shared,
+    has_data: true,
+    shares: true,
+    unknown_volume: "vol-0000000000000dead",
+    unknown_snapshot: "snap-0000000000000dead",
+};
+
+/// The `ebs` driver through the AWS SDK against moto (`reference/backends.md` §1): each test
+/// resets moto and launches two instances; tests run one at a time (moto is shared).
+#[cfg(feature = "ebs")]
+mod moto {
+    use super::*;
+    use std::cell::RefCell;
+    use std::sync::MutexGuard;
+
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    thread_local! {
+        /// Held from a test's first `make` until its thread ends.
+        static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+    }
+
+    fn hosts_by_root() -> &'static Mutex<HashMap<PathBuf, [String; 2]>> {
+        static HOSTS: OnceLock<Mutex<HashMap<PathBuf, [String; 2]>>> = OnceLock::new();
+        HOSTS.get_or_init(Default::default)
+    }
+
+    /// `moto_server`: `POLLY_MOTO_SERVER`, else the venv `.ci/run` makes, else `PATH`.
+    fn moto_server() -> Option<PathBuf> {
+        if let Ok(p) = std::env::var("POLLY_MOTO_SERVER") {
+            return Some(PathBuf::from(p));
+        }
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-moto/bin/moto_server");
+        if venv.exists() {
+            return Some(venv);
+        }
+        Command::new("moto_server")
+            .arg("--help")
+            .output()
+            .ok()
+            .map(|_| PathBuf::from("moto_server"))
+    }
+
+    /// moto's URL: `POLLY_TEST_MOTO_URL`, else a `moto_server` this process starts on
+    /// 127.0.0.1 (it stops when the test process exits).
+    pub fn url() -> Option<String> {
+        static URL: OnceLock<Option<String>> = OnceLock::new();
+        URL.get_or_init(|| {
+            // The SDK's standard chain finds these; moto accepts any key.
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+            if let Ok(u) = std::env::var("POLLY_TEST_MOTO_URL") {
+                return Some(u);
+            }
+            let server = moto_server()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut watcher = Command::new("sh")
+                .args([
+                    "-c",
+                    r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!
+                       while kill -0 "$2" 2>/dev/null; do sleep 1; done; kill "$m""#,
+                ])
+                .arg(&server)
+                .arg(port.to_string())
+                .arg(std::process::id().to_string())
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // The watcher lives as long as this process; reap it if it ever ends.
+            std::thread::spawn(move || watcher.wait());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "moto_server did not listen on 127.0.0.1:{port} within 60 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Some(format!("http://127.0.0.1:{port}"))
+        })
+        .clone()
+    }
+
+    pub fn skip() -> Option<String> {
+        if url().is_some() {
+            return None;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the ebs tests against moto: install it (.ci/run makes .venv-moto) or set POLLY_MOTO_SERVER"
+        );
+        Some("moto_server not found (python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server,ec2]>=5,<6')".into())
+    }
+
+    /// Reset moto and launch two instances in `EBS_ZONE` from the first Amazon AMI.
+    async fn fresh_cloud(url: &str) -> [String; 2] {
+        let reset = reqwest::Client::new()
+            .post(format!("{url}/moto-api/reset"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reset.status().is_success(),
+            "moto reset: {}",
+            reset.status()
+        );
+        let conf =
+            polly::driver::ebs::sdk::sdk_config(Some("us-east-1".into()), Some(url.to_string()))
+                .await;
+        let ec2 = aws_sdk_ec2::Client::new(&conf);
+        let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+        let image = images.images()[0].image_id().unwrap().to_string();
+        let run = ec2
+            .run_instances()
+            .image_id(image)
+            .min_count(2)
+            .max_count(2)
+            .placement(
+                aws_sdk_ec2::types::Placement::builder()
+                    .availability_zone(EBS_ZONE)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<String> = run
+            .instances()
+            .iter()
+            .map(|i| i.instance_id().unwrap().to_string())
+            .collect();
+        [ids[0].clone(), ids[1].clone()]
+    }
+
+    pub fn make(root: PathBuf, quota: Option<u64>) -> BoxFuture<'static, DynDriver> {
+        Box::pin(async move {
+            HELD.with(|h| {
+                if h.borrow().is_none() {
+                    *h.borrow_mut() = Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
+                }
+            });
+            let url = url().unwrap();
+            let known = hosts_by_root().lock().unwrap().contains_key(&root);
+            if !known {
+                let hosts = fresh_cloud(&url).await;
+                hosts_by_root().lock().unwrap().insert(root.clone(), hosts);
+            }
+            let mut cfg = ebs_config(quota);
+            cfg.region = Some("us-east-1".into());
+            cfg.endpoint = Some(url);
+            cfg.poll_interval_ms = 20;
+            Arc::new(EbsDriver::from_config(cfg, "conformance").unwrap()) as DynDriver
+        })
+    }
+
+    pub fn hosts(root: &Path) -> [String; 2] {
+        hosts_by_root().lock().unwrap()[root].clone()
+    }
+
+    fn no_data(_: &DriverVolume, _: &str, _: &[u8]) {}
+
+    fn no_read(_: &DriverVolume, _: &str) -> Vec<u8> {
+        Vec::new()
+    }
+
+    pub const EBS_MOTO: Backend = Backend {
+        make,
+        skip,
+        write: no_data,
+        read: no_read,
+        hosts,
+        has_data: false,
+        shares: false,
+        ..EBS_FAKE
+    };
+}
 
 const MIB: u64 = 1 << 20;
 
@@ -337,17 +678,18 @@ fn no_opts() -> AttachOptions {
 }
 
 async fn round_trip(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
     assert!(d.list().await.unwrap().is_empty());
 
-    let mut r = req("alpha", 8 * MIB);
+    let mut r = req("alpha", 8 * u);
     r.fields.insert("type".into(), "fast".into());
     let v = d.create(&r).await.unwrap();
     assert_eq!(v.name, "alpha");
-    assert_eq!(v.size_bytes, 8 * MIB);
+    assert_eq!(v.size_bytes, 8 * u);
     assert_eq!(v.pool, b.pool);
     assert_eq!(v.fields.get("type").map(String::as_str), Some("fast"));
     assert!(v.attachments.is_empty());
@@ -356,10 +698,12 @@ async fn round_trip(b: Backend) {
     }
 
     assert_eq!(d.inspect(&v.id).await.unwrap(), v);
-    let w = d.create(&req("beta", MIB)).await.unwrap();
+    let w = d.create(&req("beta", u)).await.unwrap();
     assert_ne!(v.id, w.id);
     let listed = d.list().await.unwrap();
-    assert_eq!(listed, vec![v.clone(), w.clone()], "list is sorted by id");
+    let mut want = vec![v.clone(), w.clone()];
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, want, "list is sorted by id");
 
     d.remove(&v.id).await.unwrap();
     assert!(matches!(
@@ -373,36 +717,35 @@ async fn round_trip(b: Backend) {
 }
 
 async fn idempotent_create_attach_detach_remove(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let first = d.create(&req("idem", MIB)).await.unwrap();
+    let h = (b.hosts)(dir.path());
+    let first = d.create(&req("idem", u)).await.unwrap();
     for _ in 0..10 {
-        assert_eq!(d.create(&req("idem", MIB)).await.unwrap().id, first.id);
+        assert_eq!(d.create(&req("idem", u)).await.unwrap().id, first.id);
     }
     assert_eq!(d.list().await.unwrap().len(), 1);
 
     let opts = AttachOptions {
         device_hint: Some("/dev/xvdf".into()),
     };
-    let att = d.attach(&first.id, "host-1", &opts).await.unwrap();
-    assert_eq!(att.instance_id, "host-1");
+    let att = d.attach(&first.id, &h[0], &opts).await.unwrap();
+    assert_eq!(att.instance_id, h[0]);
     if b.device_is_hint {
         assert_eq!(att.device, "/dev/xvdf");
     } else {
         assert!(!att.device.is_empty());
     }
     for _ in 0..10 {
-        assert_eq!(
-            d.attach(&first.id, "host-1", &no_opts()).await.unwrap(),
-            att
-        );
+        assert_eq!(d.attach(&first.id, &h[0], &no_opts()).await.unwrap(), att);
     }
     assert_eq!(d.inspect(&first.id).await.unwrap().attachments, vec![att]);
 
     for _ in 0..10 {
-        d.detach(&first.id, "host-1").await.unwrap();
+        d.detach(&first.id, &h[0]).await.unwrap();
     }
     assert!(d.inspect(&first.id).await.unwrap().attachments.is_empty());
 
@@ -413,12 +756,13 @@ async fn idempotent_create_attach_detach_remove(b: Backend) {
 }
 
 async fn same_name_different_size_conflicts(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let v = d.create(&req("conflict", MIB)).await.unwrap();
-    let err = d.create(&req("conflict", 2 * MIB)).await.unwrap_err();
+    let v = d.create(&req("conflict", u)).await.unwrap();
+    let err = d.create(&req("conflict", 2 * u)).await.unwrap_err();
     assert!(
         matches!(&err, Error::AlreadyExists { name, .. } if name == "conflict"),
         "{err:?}"
@@ -427,10 +771,12 @@ async fn same_name_different_size_conflicts(b: Backend) {
 }
 
 async fn unknown_ids(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
+    let h = (b.hosts)(dir.path());
     d.remove(b.unknown_volume).await.unwrap();
     d.remove("no-such-volume").await.unwrap();
     assert!(matches!(
@@ -438,11 +784,11 @@ async fn unknown_ids(b: Backend) {
         Err(Error::NotFound { kind: "volume", .. })
     ));
     assert!(matches!(
-        d.attach(b.unknown_volume, "host-1", &no_opts()).await,
+        d.attach(b.unknown_volume, &h[0], &no_opts()).await,
         Err(Error::NotFound { kind: "volume", .. })
     ));
     assert!(matches!(
-        d.grow(b.unknown_volume, MIB).await,
+        d.grow(b.unknown_volume, u).await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
@@ -450,29 +796,30 @@ async fn unknown_ids(b: Backend) {
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        d.copy(b.unknown_volume, &req("c", MIB)).await,
+        d.copy(b.unknown_volume, &req("c", u)).await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        d.create_from_snapshot(b.unknown_snapshot, &req("c", MIB))
+        d.create_from_snapshot(b.unknown_snapshot, &req("c", u))
             .await,
         Err(Error::NotFound { .. })
     ));
     d.snapshot_remove(b.unknown_snapshot).await.unwrap();
-    d.detach(b.unknown_volume, "host-1").await.unwrap();
+    d.detach(b.unknown_volume, &h[0]).await.unwrap();
     assert!(d.list().await.unwrap().is_empty());
 }
 
 async fn zero_size_and_unknown_pool_are_rejected(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
     assert!(matches!(
         d.create(&req("zero", 0)).await,
         Err(Error::InvalidArgument(_))
     ));
-    let mut r = req("pooled", MIB);
+    let mut r = req("pooled", u);
     r.pool = Some("nope".into());
     assert!(matches!(
         d.create(&r).await,
@@ -482,29 +829,37 @@ async fn zero_size_and_unknown_pool_are_rejected(b: Backend) {
 }
 
 async fn single_writer_and_multi_writer(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let single = d.create(&req("single", MIB)).await.unwrap();
-    d.attach(&single.id, "host-1", &no_opts()).await.unwrap();
-    let err = d
-        .attach(&single.id, "host-2", &no_opts())
-        .await
-        .unwrap_err();
+    let h = (b.hosts)(dir.path());
+    let single = d.create(&req("single", u)).await.unwrap();
+    d.attach(&single.id, &h[0], &no_opts()).await.unwrap();
+    let err = d.attach(&single.id, &h[1], &no_opts()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::AttachedElsewhere { holders, .. } if holders == &["host-1"]),
+        matches!(&err, Error::AttachedElsewhere { holders, .. } if holders == &[h[0].clone()]),
         "{err:?}"
     );
     // After the holder detaches, another instance may take it.
-    d.detach(&single.id, "host-1").await.unwrap();
-    d.attach(&single.id, "host-2", &no_opts()).await.unwrap();
+    d.detach(&single.id, &h[0]).await.unwrap();
+    d.attach(&single.id, &h[1], &no_opts()).await.unwrap();
 
-    let mut r = req("shared", MIB);
+    d.force_detach(&single.id).await.unwrap();
+    if !b.shares {
+        eprintln!(
+            "skipped: this {} back-end cannot attach one volume to two instances (moto keeps one attachment per volume)",
+            b.kind
+        );
+        return;
+    }
+    let mut r = req("shared", u);
     r.access_mode = AccessMode::MultiWriter;
+    (b.shared)(&mut r);
     let shared = d.create(&r).await.unwrap();
-    d.attach(&shared.id, "host-1", &no_opts()).await.unwrap();
-    d.attach(&shared.id, "host-2", &no_opts()).await.unwrap();
+    d.attach(&shared.id, &h[0], &no_opts()).await.unwrap();
+    d.attach(&shared.id, &h[1], &no_opts()).await.unwrap();
     let mut holders: Vec<_> = d
         .inspect(&shared.id)
         .await
@@ -514,12 +869,14 @@ async fn single_writer_and_multi_writer(b: Backend) {
         .map(|a| a.instance_id)
         .collect();
     holders.sort();
-    assert_eq!(holders, ["host-1", "host-2"]);
+    let mut want = h.to_vec();
+    want.sort();
+    assert_eq!(holders, want);
     // Detaching one instance leaves the other's attachment alone.
-    d.detach(&shared.id, "host-1").await.unwrap();
+    d.detach(&shared.id, &h[0]).await.unwrap();
     let left = d.inspect(&shared.id).await.unwrap().attachments;
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].instance_id, "host-2");
+    assert_eq!(left[0].instance_id, h[1]);
     // Real devices (loop) outlive the test's directory unless released.
     for v in [&single, &shared] {
         d.force_detach(&v.id).await.unwrap();
@@ -527,15 +884,20 @@ async fn single_writer_and_multi_writer(b: Backend) {
 }
 
 async fn remove_while_attached_then_force_detach(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let mut r = req("busy", MIB);
+    let h = (b.hosts)(dir.path());
+    let mut r = req("busy", u);
     r.access_mode = AccessMode::MultiReader;
+    (b.shared)(&mut r);
     let v = d.create(&r).await.unwrap();
-    d.attach(&v.id, "host-1", &no_opts()).await.unwrap();
-    d.attach(&v.id, "host-2", &no_opts()).await.unwrap();
+    d.attach(&v.id, &h[0], &no_opts()).await.unwrap();
+    if b.shares {
+        d.attach(&v.id, &h[1], &no_opts()).await.unwrap();
+    }
     let err = d.remove(&v.id).await.unwrap_err();
     assert!(
         matches!(&err, Error::InUse { volume, .. } if volume == &v.id),
@@ -551,13 +913,14 @@ async fn remove_while_attached_then_force_detach(b: Backend) {
 }
 
 async fn snapshots_round_trip_and_restore(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let v = d.create(&req("source", 4 * MIB)).await.unwrap();
-    let other = d.create(&req("other", MIB)).await.unwrap();
-    (b.write)(&v, "sub/hello.txt", b"before");
+    let v = d.create(&req("source", 4 * u)).await.unwrap();
+    let other = d.create(&req("other", u)).await.unwrap();
+    b.put(&v, "sub/hello.txt", b"before");
 
     let s = d.snapshot_create(&v.id, "s1").await.unwrap();
     assert_eq!(s.volume_id, v.id);
@@ -570,34 +933,32 @@ async fn snapshots_round_trip_and_restore(b: Backend) {
     assert_ne!(s_other.id, s.id);
 
     assert_eq!(d.snapshot_list(Some(&v.id)).await.unwrap(), vec![s.clone()]);
-    assert_eq!(
-        d.snapshot_list(None).await.unwrap(),
-        vec![s.clone(), s_other.clone()]
-    );
+    let mut both = vec![s.clone(), s_other.clone()];
+    both.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(d.snapshot_list(None).await.unwrap(), both);
 
     // Later writes to the volume do not reach the snapshot.
-    (b.write)(&v, "sub/hello.txt", b"after");
+    b.put(&v, "sub/hello.txt", b"after");
 
     let restored = d
-        .create_from_snapshot(&s.id, &req("restored", 4 * MIB))
+        .create_from_snapshot(&s.id, &req("restored", 4 * u))
         .await
         .unwrap();
     assert_ne!(restored.id, v.id);
-    assert_eq!((b.read)(&restored, "sub/hello.txt"), b"before");
+    b.expect(&restored, "sub/hello.txt", b"before");
     // Idempotent by name, like create.
     let again = d
-        .create_from_snapshot(&s.id, &req("restored", 4 * MIB))
+        .create_from_snapshot(&s.id, &req("restored", 4 * u))
         .await
         .unwrap();
     assert_eq!(again.id, restored.id);
     assert!(matches!(
-        d.create_from_snapshot(&s.id, &req("restored", 8 * MIB))
-            .await,
+        d.create_from_snapshot(&s.id, &req("restored", 8 * u)).await,
         Err(Error::AlreadyExists { .. })
     ));
     // A volume smaller than its snapshot could not hold it.
     assert!(matches!(
-        d.create_from_snapshot(&s.id, &req("tiny", MIB)).await,
+        d.create_from_snapshot(&s.id, &req("tiny", u)).await,
         Err(Error::InvalidArgument(_))
     ));
 
@@ -610,10 +971,10 @@ async fn snapshots_round_trip_and_restore(b: Backend) {
         assert_eq!(c.size_bytes, s.size_bytes);
         assert_eq!(d.snapshot_copy(&s.id, "s1-copy").await.unwrap(), c);
         let from_copy = d
-            .create_from_snapshot(&c.id, &req("from-copy", 4 * MIB))
+            .create_from_snapshot(&c.id, &req("from-copy", 4 * u))
             .await
             .unwrap();
-        assert_eq!((b.read)(&from_copy, "sub/hello.txt"), b"before");
+        b.expect(&from_copy, "sub/hello.txt", b"before");
         assert!(matches!(
             d.snapshot_copy("snap-999999", "x").await,
             Err(Error::NotFound { .. })
@@ -631,51 +992,54 @@ async fn snapshots_round_trip_and_restore(b: Backend) {
     assert!(d.snapshot_list(Some(&v.id)).await.unwrap().is_empty());
     assert_eq!(d.snapshot_list(None).await.unwrap(), vec![s_other]);
     assert!(matches!(
-        d.create_from_snapshot(&s.id, &req("late", 4 * MIB)).await,
+        d.create_from_snapshot(&s.id, &req("late", 4 * u)).await,
         Err(Error::NotFound { .. })
     ));
     // The restored volume owns its data; removing the snapshot left it intact.
-    assert_eq!((b.read)(&restored, "sub/hello.txt"), b"before");
+    b.expect(&restored, "sub/hello.txt", b"before");
 }
 
 async fn copy_carries_data(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let v = d.create(&req("orig", 2 * MIB)).await.unwrap();
-    (b.write)(&v, "a.bin", &[1u8, 2, 3]);
-    let c = d.copy(&v.id, &req("dup", 2 * MIB)).await.unwrap();
+    let v = d.create(&req("orig", 2 * u)).await.unwrap();
+    b.put(&v, "a.bin", &[1u8, 2, 3]);
+    let c = d.copy(&v.id, &req("dup", 2 * u)).await.unwrap();
     assert_ne!(c.id, v.id);
     assert_eq!(c.name, "dup");
-    assert_eq!((b.read)(&c, "a.bin"), [1, 2, 3]);
-    assert_eq!(d.copy(&v.id, &req("dup", 2 * MIB)).await.unwrap().id, c.id);
+    b.expect(&c, "a.bin", &[1, 2, 3]);
+    assert_eq!(d.copy(&v.id, &req("dup", 2 * u)).await.unwrap().id, c.id);
     // The copy is independent of its source.
-    (b.write)(&c, "a.bin", &[9u8]);
-    assert_eq!((b.read)(&v, "a.bin"), [1, 2, 3]);
+    b.put(&c, "a.bin", &[9u8]);
+    b.expect(&v, "a.bin", &[1, 2, 3]);
     assert_eq!(d.list().await.unwrap().len(), 2);
 }
 
 async fn grow(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
-    let v = d.create(&req("growing", 2 * MIB)).await.unwrap();
-    let g = d.grow(&v.id, 4 * MIB).await.unwrap();
-    assert_eq!(g.size_bytes, 4 * MIB);
-    assert_eq!(d.inspect(&v.id).await.unwrap().size_bytes, 4 * MIB);
-    assert_eq!(d.grow(&v.id, 4 * MIB).await.unwrap(), g);
+    let v = d.create(&req("growing", 2 * u)).await.unwrap();
+    let g = d.grow(&v.id, 4 * u).await.unwrap();
+    assert_eq!(g.size_bytes, 4 * u);
+    assert_eq!(d.inspect(&v.id).await.unwrap().size_bytes, 4 * u);
+    assert_eq!(d.grow(&v.id, 4 * u).await.unwrap(), g);
     assert!(matches!(
-        d.grow(&v.id, MIB).await,
+        d.grow(&v.id, u).await,
         Err(Error::InvalidArgument(_))
     ));
-    assert_eq!(d.inspect(&v.id).await.unwrap().size_bytes, 4 * MIB);
+    assert_eq!(d.inspect(&v.id).await.unwrap().size_bytes, 4 * u);
 }
 
 async fn capacity_and_quota(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
     let caps = d.capacity().await.unwrap();
@@ -686,46 +1050,47 @@ async fn capacity_and_quota(b: Backend) {
     drop(d);
 
     let quota_dir = tempfile::tempdir().unwrap();
-    let Some(q) = b.start(quota_dir.path(), Some(4 * MIB)) else {
+    let Some(q) = b.start(quota_dir.path(), Some(4 * u)).await else {
         return;
     };
     let before = q.capacity().await.unwrap()[0].clone();
-    assert_eq!(before.total_bytes, 4 * MIB);
-    assert_eq!(before.free_bytes, 4 * MIB);
-    let v = q.create(&req("q1", 3 * MIB)).await.unwrap();
+    assert_eq!(before.total_bytes, 4 * u);
+    assert_eq!(before.free_bytes, 4 * u);
+    let v = q.create(&req("q1", 3 * u)).await.unwrap();
     let after = q.capacity().await.unwrap()[0].clone();
-    assert_eq!(after.total_bytes, 4 * MIB);
-    assert_eq!(after.free_bytes, MIB);
+    assert_eq!(after.total_bytes, 4 * u);
+    assert_eq!(after.free_bytes, u);
 
-    let err = q.create(&req("q2", 2 * MIB)).await.unwrap_err();
+    let err = q.create(&req("q2", 2 * u)).await.unwrap_err();
     assert_eq!(
         err,
         Error::InsufficientCapacity {
             pool: b.pool.into(),
-            free_bytes: MIB,
-            wanted_bytes: 2 * MIB,
+            free_bytes: u,
+            wanted_bytes: 2 * u,
         }
     );
     assert!(matches!(
-        q.grow(&v.id, 5 * MIB).await,
+        q.grow(&v.id, 5 * u).await,
         Err(Error::InsufficientCapacity { .. })
     ));
-    q.grow(&v.id, 4 * MIB).await.unwrap();
+    q.grow(&v.id, 4 * u).await.unwrap();
     assert_eq!(q.capacity().await.unwrap()[0].free_bytes, 0);
     // Removing a volume gives its bytes back.
     q.remove(&v.id).await.unwrap();
-    assert_eq!(q.capacity().await.unwrap()[0].free_bytes, 4 * MIB);
+    assert_eq!(q.capacity().await.unwrap()[0].free_bytes, 4 * u);
 }
 
 async fn concurrent_creates_make_one_volume(b: Backend) {
+    let u = b.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let d = d.clone();
-            tokio::spawn(async move { d.create(&req("racy", MIB)).await })
+            tokio::spawn(async move { d.create(&req("racy", u)).await })
         })
         .collect();
     let ids: Vec<String> = futures::future::join_all(tasks)
@@ -740,12 +1105,13 @@ async fn concurrent_creates_make_one_volume(b: Backend) {
 }
 
 async fn ids_never_reused_after_remove_and_reopen(backend: Backend) {
+    let u = backend.unit;
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = backend.start(dir.path(), None) else {
+    let Some(d) = backend.start(dir.path(), None).await else {
         return;
     };
-    let a = d.create(&req("a", MIB)).await.unwrap();
-    let b = d.create(&req("b", MIB)).await.unwrap();
+    let a = d.create(&req("a", u)).await.unwrap();
+    let b = d.create(&req("b", u)).await.unwrap();
     let s = d.snapshot_create(&b.id, "s").await.unwrap();
     // Snapshot first: rbd keeps snapshots inside their image and refuses to remove an image
     // that still has some.
@@ -753,11 +1119,11 @@ async fn ids_never_reused_after_remove_and_reopen(backend: Backend) {
     d.remove(&b.id).await.unwrap();
     drop(d);
 
-    let Some(d) = backend.start(dir.path(), None) else {
+    let Some(d) = backend.start(dir.path(), None).await else {
         return;
     };
     assert_eq!(d.list().await.unwrap(), vec![a.clone()]);
-    let c = d.create(&req("b", MIB)).await.unwrap();
+    let c = d.create(&req("b", u)).await.unwrap();
     let s2 = d.snapshot_create(&c.id, "s").await.unwrap();
     assert!(c.id != b.id && c.id != a.id, "{} reuses an old id", c.id);
     assert_ne!(s2.id, s.id, "{} reuses {}", s2.id, s.id);
@@ -775,7 +1141,7 @@ fn numeric(id: &str) -> Option<u64> {
 
 async fn kind_matches(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = b.start(dir.path(), None) else {
+    let Some(d) = b.start(dir.path(), None).await else {
         return;
     };
     assert_eq!(d.kind(), b.kind);
@@ -850,6 +1216,9 @@ conformance!(vfs, VFS);
 conformance!(fault_vfs, FAULT_VFS);
 conformance!(loop_devices, LOOP);
 conformance!(rbd, RBD);
+conformance!(ebs_fake, EBS_FAKE);
+#[cfg(feature = "ebs")]
+conformance!(ebs_moto, moto::EBS_MOTO);
 
 /// Total bytes of the file system mounted at `path`.
 fn fs_size(path: &Path) -> u64 {
@@ -862,7 +1231,7 @@ fn fs_size(path: &Path) -> u64 {
 #[tokio::test]
 async fn loop_filesystem_mounts_grows_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(d) = LOOP.start(dir.path(), None) else {
+    let Some(d) = LOOP.start(dir.path(), None).await else {
         return;
     };
     let v = d.create(&req("disk", 64 * MIB)).await.unwrap();

@@ -1701,3 +1701,53 @@ async fn volumes_made_through_the_admin_api_change_offers_before_the_next_poll()
         "{o}"
     );
 }
+
+/// An `ebs` service on the fake cloud and an agent known only by hostname: CREATE_DISK asks
+/// the driver for the agent's EC2 instance (DescribeInstances by private DNS name) and
+/// attaches the new volume there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebs_agent_known_by_hostname_gets_the_volume_on_its_ec2_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = r#"
+[[services]]
+name = "ebs"
+driver = "ebs"
+[services.ebs]
+zones = ["us-east-1a"]
+poll_interval_ms = 10
+[services.ebs.fake_cloud]
+zones = ["us-east-1a"]
+instances = [{ zone = "us-east-1a", hostname = "ip-10-0-0-7.ec2.internal" }]
+
+[mesos]
+agents = [
+  { id = "agent-e", hostname = "ip-10-0-0-7.ec2.internal", region = "us-east-1", zone = "us-east-1a" },
+]
+
+[offers]
+poll_interval_secs = 0.2
+allocation_interval_ms = 100
+offer_timeout_secs = 600
+"#;
+    let polly = Polly::start_with(&dir.path().join("d"), Some(cfg), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-e"]).await;
+    let o = offer_on(&offers, "agent-e").clone();
+    let p = o["resources"][0]["provider_id"]["value"].as_str().unwrap();
+    assert!(p.starts_with("ebs/gp3/us-east-1a"), "{p}");
+    fw.call(create_disk(&fw.id, &o, "op-e", 1024.0)).await;
+    let mut done = fw.status("op-e", 30).await;
+    if done["state"] == "OPERATION_PENDING" {
+        done = fw.status("op-e", 30).await;
+    }
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    let vol_id = done["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vol = polly.client().inspect(&vol_id, None).await.unwrap();
+    assert_eq!(vol.service, "ebs");
+    assert_eq!(vol.attachments.len(), 1);
+    let inst = &vol.attachments[0].instance_id;
+    assert!(inst.starts_with("i-"), "{inst}");
+}

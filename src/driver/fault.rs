@@ -32,6 +32,7 @@ pub const METHODS: &[&str] = &[
     "create_from_snapshot",
     "copy",
     "grow",
+    "resolve_instance",
 ];
 
 /// When a hanging method stops.
@@ -319,6 +320,13 @@ impl Driver for FaultDriver {
         let out = self.inner.grow(id, new_size_bytes).await;
         self.note("grow", id, &out);
         self.after("grow").await;
+        out
+    }
+
+    async fn resolve_instance(&self, host: &str) -> Result<Option<String>> {
+        self.before("resolve_instance").await?;
+        let out = self.inner.resolve_instance(host).await;
+        self.after("resolve_instance").await;
         out
     }
 }

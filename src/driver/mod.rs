@@ -6,6 +6,7 @@
 //! idempotent by name, remove of an unknown id succeeds, attach/detach are idempotent for the
 //! same instance). The volume manager (`crate::volumes`) builds crash safety on those rules.
 
+pub mod ebs;
 pub mod fault;
 pub mod r#loop;
 pub mod rbd;
@@ -202,6 +203,13 @@ pub trait Driver: Send + Sync + 'static {
     async fn copy(&self, volume_id: &str, req: &CreateRequest) -> Result<DriverVolume>;
     /// Grow a volume; shrinking is `InvalidArgument`, the same size is a no-op.
     async fn grow(&self, id: &str, new_size_bytes: u64) -> Result<DriverVolume>;
+    /// The back-end's instance id for an agent known only by hostname or IP address (the
+    /// `ebs` driver asks EC2's DescribeInstances); `None` when the back-end cannot tell or
+    /// does not know the host. Back-ends whose instance ids are free-form keep the default.
+    async fn resolve_instance(&self, host: &str) -> Result<Option<String>> {
+        let _ = host;
+        Ok(None)
+    }
 }
 
 pub type DynDriver = Arc<dyn Driver>;
@@ -235,6 +243,15 @@ pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result
             quota_bytes: s.quota_bytes,
             zone: s.zone.clone(),
         })?),
+        crate::config::DriverKind::Ebs => {
+            let cfg = s.ebs.clone().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "service {:?}: driver ebs needs an [services.ebs] section",
+                    s.name
+                ))
+            })?;
+            Arc::new(ebs::EbsDriver::from_config(cfg, &s.name)?)
+        }
     };
     Ok(match &s.fault {
         Some(f) => Arc::new(fault::FaultDriver::new(base, f.clone())),

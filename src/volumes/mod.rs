@@ -144,9 +144,9 @@ struct Inner {
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
     capacity: Mutex<capacity::Capacity>,
-    /// The zone each configured service serves (`None`: no zone); services built without a
-    /// config (`with_services`) are absent and not checked.
-    zones: BTreeMap<String, Option<String>>,
+    /// The zones each configured service serves (empty: no zone; several for `ebs`);
+    /// services built without a config (`with_services`) are absent and not checked.
+    zones: BTreeMap<String, Vec<String>>,
     /// Where else an instance's zone may be known (Mesos agents), set by the server.
     instance_zones: std::sync::OnceLock<InstanceZones>,
     /// When each instance last reported, in memory (the store's `last_seen` is refreshed at
@@ -202,10 +202,17 @@ impl Manager {
                 },
             );
         }
+        // Zones a service serves: the ebs driver's `zones`, else the service's `zone`.
         let zones = cfg
             .services
             .iter()
-            .map(|s| (s.name.clone(), s.zone.clone()))
+            .map(|s| {
+                let served = match &s.ebs {
+                    Some(e) => e.zones.clone(),
+                    None => s.zone.clone().into_iter().collect(),
+                };
+                (s.name.clone(), served)
+            })
             .collect();
         Ok(Self::build(
             store,
@@ -227,7 +234,7 @@ impl Manager {
         store: Store,
         services: BTreeMap<String, Service>,
         driver_timeout: Duration,
-        zones: BTreeMap<String, Option<String>>,
+        zones: BTreeMap<String, Vec<String>>,
     ) -> Manager {
         Manager {
             inner: Arc::new(Inner {
@@ -251,13 +258,16 @@ impl Manager {
         let (Some(want), Some(served)) = (zone, self.inner.zones.get(service)) else {
             return Ok(());
         };
-        match served {
-            Some(served) if served == want => Ok(()),
-            Some(served) => Err(Error::InvalidArgument(format!(
-                "zone {want:?} is not served by service {service:?}, which serves zone {served:?}"
-            ))),
-            None => Err(Error::InvalidArgument(format!(
+        match served.as_slice() {
+            s if s.iter().any(|z| z == want) => Ok(()),
+            [] => Err(Error::InvalidArgument(format!(
                 "zone {want:?} is not served by service {service:?}, which has no zone configured"
+            ))),
+            [one] => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which serves zone {one:?}"
+            ))),
+            many => Err(Error::InvalidArgument(format!(
+                "zone {want:?} is not served by service {service:?}, which serves zones {many:?}"
             ))),
         }
     }
@@ -267,11 +277,12 @@ impl Manager {
         let _ = self.inner.instance_zones.set(f);
     }
 
-    /// The zone a volume lives in: its own, else its service's.
+    /// The zone a volume lives in: its own, else its service's when the service serves one.
     pub fn volume_zone(&self, v: &Volume) -> Option<String> {
-        v.zone
-            .clone()
-            .or_else(|| self.inner.zones.get(&v.service).cloned().flatten())
+        v.zone.clone().or_else(|| match self.inner.zones.get(&v.service) {
+            Some(served) if served.len() == 1 => Some(served[0].clone()),
+            _ => None,
+        })
     }
 
     /// The zone an instance is in: from its REX-Ray reports (`zone`/`availabilityZone`),

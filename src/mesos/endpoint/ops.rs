@@ -813,6 +813,54 @@ impl Endpoint {
         Err(format!("pool {pool_id} is not known"))
     }
 
+    /// `agent_instance`, else the volume service's back-end asked by the agent's hostname
+    /// (the `ebs` driver looks it up with DescribeInstances).
+    async fn agent_instance_for(&self, agent_id: &str, service: &str) -> Result<String, String> {
+        let err = match self.agent_instance(agent_id) {
+            Ok(i) => return Ok(i),
+            Err(e) => e,
+        };
+        let instances = self
+            .inner
+            .manager
+            .store()
+            .instances()
+            .map_err(|e| e.to_string())?;
+        let hostname = self
+            .inner
+            .agents
+            .agents_with_instances(&instances)
+            .into_iter()
+            .find(|a| a.id == agent_id)
+            .map(|a| a.hostname)
+            .filter(|h| !h.is_empty());
+        let Some(hostname) = hostname else {
+            return Err(err);
+        };
+        let driver = self
+            .inner
+            .manager
+            .service(service)
+            .map_err(|e| e.to_string())?
+            .driver
+            .clone();
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            driver.resolve_instance(&hostname),
+        )
+        .await;
+        match asked {
+            Ok(Ok(Some(i))) => Ok(i),
+            Ok(Ok(None)) => Err(err),
+            Ok(Err(e)) => Err(format!(
+                "{err}; service {service:?} could not look up host {hostname:?}: {e}"
+            )),
+            Err(_) => Err(format!(
+                "{err}; service {service:?} did not answer a lookup of host {hostname:?} within 30 s"
+            )),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_plan(
         &self,
@@ -828,8 +876,8 @@ impl Endpoint {
         let m = &self.inner.manager;
         match p {
             Plan::CreateDisk { pool_id, mb } => {
-                let instance = self.agent_instance(agent_id)?;
                 let (service, pool, zone) = self.pool_parts(pool_id).await?;
+                let instance = self.agent_instance_for(agent_id, &service).await?;
                 let op_id = key.to_string();
                 let v = m
                     .create_claimed(
@@ -925,8 +973,8 @@ impl Endpoint {
                 ))
             }
             Plan::Reserve { volume_id } => {
-                let instance = self.agent_instance(agent_id)?;
                 let v = m.volume(volume_id).map_err(|e| e.to_string())?;
+                let instance = self.agent_instance_for(agent_id, &v.service).await?;
                 self.store_apply(&[Op::PutReservation(Reservation {
                     framework_id: fw.to_string(),
                     role: role.to_string(),
