@@ -91,16 +91,43 @@ fn pool_id(service: &str) -> String {
 /// every sequence is meaningful and shrinking keeps it so.
 #[derive(Debug, Clone)]
 enum Step {
-    Subscribe { protobuf: bool },
-    CreateDisk { fw: usize, pick: usize, percent: u32 },
-    Reserve { fw: usize, pick: usize },
-    Unreserve { fw: usize, pick: usize },
-    DestroyDisk { fw: usize, pick: usize },
-    Decline { fw: usize, refuse_secs: f64 },
-    Wait { ms: u64 },
-    Outage { down: bool },
-    Fill { pool: usize, mb: u64 },
-    Drain { pick: usize },
+    Subscribe {
+        protobuf: bool,
+    },
+    CreateDisk {
+        fw: usize,
+        pick: usize,
+        percent: u32,
+    },
+    Reserve {
+        fw: usize,
+        pick: usize,
+    },
+    Unreserve {
+        fw: usize,
+        pick: usize,
+    },
+    DestroyDisk {
+        fw: usize,
+        pick: usize,
+    },
+    Decline {
+        fw: usize,
+        refuse_secs: f64,
+    },
+    Wait {
+        ms: u64,
+    },
+    Outage {
+        down: bool,
+    },
+    Fill {
+        pool: usize,
+        mb: u64,
+    },
+    Drain {
+        pick: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -155,7 +182,10 @@ const TERMINAL: [&str; 5] = [
 ];
 
 fn offer_number(id: &str) -> u64 {
-    id.rsplit("-O").next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    id.rsplit("-O")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Case {
@@ -193,7 +223,11 @@ impl Case {
         let fw_id = self.fws[i].conn.id.clone();
         match ev["type"].as_str().unwrap_or("") {
             "OFFERS" => {
-                for o in ev["offers"]["offers"].as_array().cloned().unwrap_or_default() {
+                for o in ev["offers"]["offers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
                     let id = o["id"]["value"].as_str().unwrap_or("").to_string();
                     let agent = o["agent_id"]["value"].as_str().unwrap_or("").to_string();
                     let n = offer_number(&id);
@@ -331,7 +365,12 @@ impl Case {
     }
 
     /// ACCEPT `offer` of framework `i` with `operation`; returns its terminal state.
-    async fn accept(&mut self, i: usize, offer: &Value, operation: Value) -> Result<String, String> {
+    async fn accept(
+        &mut self,
+        i: usize,
+        offer: &Value,
+        operation: Value,
+    ) -> Result<String, String> {
         let fw_id = self.fws[i].conn.id.clone();
         let op = operation["id"]["value"].as_str().unwrap().to_string();
         let offer_id = offer["id"]["value"].as_str().unwrap().to_string();
@@ -379,7 +418,9 @@ impl Case {
                 }
             }
             Step::CreateDisk { fw, pick, percent } => {
-                let Some(i) = self.subscribed(fw) else { return Ok(()) };
+                let Some(i) = self.subscribed(fw) else {
+                    return Ok(());
+                };
                 let offers = self.offers_of(i);
                 let raws: Vec<(Value, Value)> = offers
                     .iter()
@@ -400,12 +441,17 @@ impl Case {
                 let (offer, raw) = raws[pick % raws.len()].clone();
                 let offered = raw["scalar"]["value"].as_f64().unwrap_or(0.0);
                 let mb = ((offered * f64::from(percent) / 100.0).floor()).max(1.0);
-                let pool = raw["provider_id"]["value"].as_str().unwrap_or("").to_string();
+                let pool = raw["provider_id"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 let agent = offer["agent_id"]["value"].as_str().unwrap().to_string();
                 let mut source = raw.clone();
                 source["scalar"]["value"] = json!(mb);
                 let op = self.op_id();
-                self.note(format!("{op}: CREATE_DISK {mb} of {offered} MB of {pool} on {agent}"));
+                self.note(format!(
+                    "{op}: CREATE_DISK {mb} of {offered} MB of {pool} on {agent}"
+                ));
                 let state = self
                     .accept(
                         i,
@@ -415,7 +461,11 @@ impl Case {
                     )
                     .await?;
                 let fw_id = self.fws[i].conn.id.clone();
-                let vols = self.client.volumes(false).await.map_err(|e| e.to_string())?;
+                let vols = self
+                    .client
+                    .volumes(false)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let made: Vec<_> = vols
                     .volumes
                     .iter()
@@ -427,7 +477,9 @@ impl Case {
                 match state.as_str() {
                     "OPERATION_FINISHED" => {
                         if mb > offered {
-                            return Err(format!("{op}: {mb} MB accepted from an offer of {offered}"));
+                            return Err(format!(
+                                "{op}: {mb} MB accepted from an offer of {offered}"
+                            ));
                         }
                         let [v] = made.as_slice() else {
                             return Err(format!("{op} finished with volumes {made:?}"));
@@ -443,15 +495,21 @@ impl Case {
                         }
                         let expected = mb > offered
                             || other == "OPERATION_DROPPED"
-                            || (other == "OPERATION_FAILED" && pool == pool_id("pa") && self.m.down);
+                            || (other == "OPERATION_FAILED"
+                                && pool == pool_id("pa")
+                                && self.m.down);
                         if !expected {
-                            return Err(format!("{op} of {mb} MB (offered {offered}) ended {other}"));
+                            return Err(format!(
+                                "{op} of {mb} MB (offered {offered}) ended {other}"
+                            ));
                         }
                     }
                 }
             }
             Step::Reserve { fw, pick } => {
-                let Some(i) = self.subscribed(fw) else { return Ok(()) };
+                let Some(i) = self.subscribed(fw) else {
+                    return Ok(());
+                };
                 let mounts: Vec<(Value, Value)> = self
                     .offers_of(i)
                     .into_iter()
@@ -497,12 +555,16 @@ impl Case {
                         self.m.held.insert(vol, (fw_id, agent));
                     }
                     "OPERATION_DROPPED" => {}
-                    other => return Err(format!("{op}: RESERVE of an offered volume ended {other}")),
+                    other => {
+                        return Err(format!("{op}: RESERVE of an offered volume ended {other}"))
+                    }
                 }
             }
             Step::Unreserve { fw, pick } | Step::DestroyDisk { fw, pick } => {
                 let destroy = matches!(s, Step::DestroyDisk { .. });
-                let Some(i) = self.subscribed(fw) else { return Ok(()) };
+                let Some(i) = self.subscribed(fw) else {
+                    return Ok(());
+                };
                 let fw_id = self.fws[i].conn.id.clone();
                 let held = self.volumes_held_by(&fw_id);
                 let offers = self.offers_of(i);
@@ -530,7 +592,9 @@ impl Case {
                         self.m.held.remove(&vol);
                         let exists = self.client.inspect(&vol, None).await.is_ok();
                         if exists == destroy {
-                            return Err(format!("{op}: after {state} volume {vol} exists: {exists}"));
+                            return Err(format!(
+                                "{op}: after {state} volume {vol} exists: {exists}"
+                            ));
                         }
                     }
                     "OPERATION_DROPPED" => {}
@@ -538,7 +602,9 @@ impl Case {
                 }
             }
             Step::Decline { fw, refuse_secs } => {
-                let Some(i) = self.subscribed(fw) else { return Ok(()) };
+                let Some(i) = self.subscribed(fw) else {
+                    return Ok(());
+                };
                 let offers = self.offers_of(i);
                 if offers.is_empty() {
                     self.note("no offer to decline: skipped");
@@ -547,7 +613,9 @@ impl Case {
                 let fw_id = self.fws[i].conn.id.clone();
                 let ids: Vec<Value> = offers.iter().map(|o| o["id"].clone()).collect();
                 for o in &offers {
-                    self.fws[i].offers.remove(o["id"]["value"].as_str().unwrap());
+                    self.fws[i]
+                        .offers
+                        .remove(o["id"]["value"].as_str().unwrap());
                 }
                 self.fws[i]
                     .conn
@@ -562,7 +630,11 @@ impl Case {
                     .map_err(|e| e.to_string())?
                     .iter()
                     .map(|o| offer_number(&o.id))
-                    .chain(self.fws.iter().flat_map(|f| f.seen.iter().map(|s| offer_number(s))))
+                    .chain(
+                        self.fws
+                            .iter()
+                            .flat_map(|f| f.seen.iter().map(|s| offer_number(s))),
+                    )
                     .max()
                     .unwrap_or(0);
                 if refuse_secs > 0.0 {
@@ -678,7 +750,10 @@ impl Case {
                                 return Err(format!("offer {} has an empty disk", o.id));
                             }
                             if service == "pa" && self.m.down {
-                                return Err(format!("offer {} carries {pid} while it is down", o.id));
+                                return Err(format!(
+                                    "offer {} carries {pid} while it is down",
+                                    o.id
+                                ));
                             }
                             let s = shares.entry(o.framework_id.as_str()).or_default();
                             *s = (*s).max(*mb);
@@ -709,7 +784,8 @@ impl Case {
                     }
                     let v = vols.iter().find(|v| v.id == *volume_id);
                     let reserved_by = reservations.iter().find(|r| r.volume_id == *volume_id);
-                    let allowed = v.is_some_and(|v| v.restrict_frameworks.contains(&o.framework_id))
+                    let allowed = v
+                        .is_some_and(|v| v.restrict_frameworks.contains(&o.framework_id))
                         || reserved_by.is_some_and(|r| r.framework_id == o.framework_id);
                     if !allowed || reserved_by.is_some_and(|r| r.framework_id != o.framework_id) {
                         return Err(format!(
@@ -724,7 +800,10 @@ impl Case {
         // Attachments: at most one per volume, in the store and on the back-end.
         for v in &vols {
             if v.attachments.len() > 1 {
-                return Err(format!("volume {} attached twice: {:?}", v.id, v.attachments));
+                return Err(format!(
+                    "volume {} attached twice: {:?}",
+                    v.id, v.attachments
+                ));
             }
         }
         for service in POOLS {
@@ -770,10 +849,14 @@ impl Case {
                 .filter(|s| TERMINAL.contains(&s.as_str()))
                 .count();
             if terminal > 1 {
-                return Err(format!("operation {key:?} got {terminal} terminal statuses: {states:?}"));
+                return Err(format!(
+                    "operation {key:?} got {terminal} terminal statuses: {states:?}"
+                ));
             }
             if !self.m.accepted.contains(key) {
-                return Err(format!("status for an operation never accepted: {key:?} {states:?}"));
+                return Err(format!(
+                    "status for an operation never accepted: {key:?} {states:?}"
+                ));
             }
         }
         Ok(())
@@ -821,10 +904,18 @@ async fn run_case(protobuf: Vec<bool>, steps: Vec<Step>) -> Result<(), String> {
     res.map_err(|e| format!("{e}\nwhat happened:\n{}", c.log))
 }
 
+/// Each case is a real server and real disks: 8 cases by default (CI has two cores); set
+/// `PROPTEST_CASES` to explore more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
+
 proptest! {
-    // Each case is a real server and real disks: few cases, bounded shrinking.
     #![proptest_config(ProptestConfig {
-        cases: 8,
+        cases: cases(),
         max_shrink_iters: 32,
         ..ProptestConfig::default()
     })]

@@ -78,11 +78,7 @@ async fn events_for(fw: &mut Framework, ms: u64) -> Vec<Value> {
 async fn outage_rescinds_and_recovery_offers_again(fault: &str) {
     let dir = tempfile::tempdir().unwrap();
     let switch = dir.path().join("zone-a-down");
-    let polly = Polly::start_with(
-        &dir.path().join("d"),
-        Some(&config(&switch, fault)),
-        None,
-    );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&config(&switch, fault)), None);
     let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let offers = fw.offers_for(&["agent-a", "agent-b"]).await;
     let a = offers
@@ -138,7 +134,12 @@ async fn outage_rescinds_and_recovery_offers_again(fault: &str) {
     }
     assert!(client.volumes(false).await.unwrap().volumes.is_empty());
     assert!(
-        client.offers().await.unwrap().iter().any(|o| o.id == b_id["value"]),
+        client
+            .offers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|o| o.id == b_id["value"]),
         "zone-b's offer stays outstanding"
     );
 
@@ -152,12 +153,7 @@ async fn outage_rescinds_and_recovery_offers_again(fault: &str) {
         .clone();
     assert_ne!(a2["id"], a["id"], "a new offer, not the rescinded one");
     assert_eq!(pools(&a2), ["vfs-a/default/zone-a"]);
-    assert!(client
-        .services()
-        .await
-        .unwrap()
-        .iter()
-        .all(|s| s.available));
+    assert!(client.services().await.unwrap().iter().all(|s| s.available));
     fw.call(create_disk(&fw.id, &a2, "after", 10.0)).await;
     let st = loop {
         let st = fw.status("after", 30).await;
