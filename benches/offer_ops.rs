@@ -18,7 +18,6 @@
 //! `cargo test --all-targets`) it runs a seconds-long smoke version so the code stays working.
 //! Files go under `POLLY_BENCH_DIR` (default cargo's `CARGO_TARGET_TMPDIR`): not a tmpfs.
 
-#[allow(dead_code)]
 #[path = "../tests/framework/mod.rs"]
 mod framework;
 
