@@ -4,15 +4,23 @@ set -euo pipefail
 # (between the bench:begin / bench:end markers, from criterion's estimates: medians, the
 # baselines measured in the same run, the ratios, and the machine), then the façade load
 # benchmark `cargo bench --bench facade` (between the facade markers).
+# Then the Mesos decoding and offer round benchmarks (criterion markers) and the disk offer /
+# provisioning load benchmark `cargo bench --bench offer_ops` (offer-ops markers).
 # Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
+# POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
+# offer_ops, ebs) and rewrites only their blocks.
 
 cd "$(dirname "$0")/.."
 
-cargo bench --bench ops -- "$@"
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs} "
+want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+if want ops; then
+cargo bench --bench ops -- "$@"
 
 BENCH_CRITERION_DIR="$target_dir/criterion"
 BENCH_CORES=$(nproc)
@@ -136,7 +144,9 @@ open(path, "w").write(doc)
 print("\n".join(lines))
 PY
 echo "wrote the results into BENCHMARKS.md"
+fi
 
+if want facade; then
 # The façade load benchmark (its own harness: concurrent clients, not criterion) writes a
 # markdown table; put it between the facade markers.
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench facade
@@ -154,7 +164,9 @@ else:
 open(path, "w").write(doc)
 PY
 echo "wrote the façade results into BENCHMARKS.md"
+fi
 
+if want criterion; then
 # Mesos decoding and offer rounds (criterion): medians, throughput, and ratios against the
 # baselines in the same run (untyped JSON parse for decoding; the smallest round for rounds).
 cargo bench --bench mesos_decode --bench offers
@@ -213,7 +225,30 @@ open(path, "w").write(doc)
 print("\n".join(lines))
 PY
 echo "wrote the Mesos decoding and offer round results into BENCHMARKS.md"
+fi
 
+if want offer_ops; then
+# Disk offers and provisioning against the real server (its own harness: 100 frameworks
+# accepting at once; concurrent creates on a driver with 100 ms per call, beside 0 ms):
+# put its table between the offer-ops markers.
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench offer_ops
+python3 - BENCHMARKS.md "$target_dir/polly-bench/offer_ops.md" <<'PY'
+import sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+begin, end = "<!-- offer-ops:begin -->", "<!-- offer-ops:end -->"
+block = begin + "\n" + table.rstrip("\n") + "\n" + end
+doc = open(path).read()
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## Disk offers and provisioning\n\n" + block + "\n"
+open(path, "w").write(doc)
+PY
+echo "wrote the disk offer and provisioning results into BENCHMARKS.md"
+fi
+
+if want ebs; then
 # The ebs driver on the fake cloud (its own harness, no SDK needed): attach/detach throughput
 # with 100 ms per EC2 call and 1,000 volumes, and a 1,000-attach burst with one hung call.
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench ebs
@@ -231,3 +266,4 @@ else:
 open(path, "w").write(doc)
 PY
 echo "wrote the ebs results into BENCHMARKS.md"
+fi

@@ -1,6 +1,9 @@
 //! The `fault` driver: wraps another driver and injects latency, errors and hangs, so tests
-//! and operators can see how Polly behaves when a back-end is slow, flaky or stuck.
+//! and operators can see how Polly behaves when a back-end is slow, flaky or stuck. With
+//! `active_while_exists` the faults are switched on and off at run time by a file, so an
+//! outage can start and end while Polly keeps running.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -64,6 +67,10 @@ pub struct FaultConfig {
     /// line, `<method> <id or name> <ok|err>`, so tests can count back-end side effects
     /// across restarts (e.g. that a detach happened exactly once).
     pub call_log: Option<std::path::PathBuf>,
+    /// When set, every fault above applies only while this file exists: create it to take
+    /// the back-end down, remove it to bring it back, without restarting Polly. Calls already
+    /// hanging stay hung.
+    pub active_while_exists: Option<PathBuf>,
 }
 
 impl FaultConfig {
@@ -136,11 +143,21 @@ impl FaultDriver {
             .clone()
     }
 
+    /// Whether the faults are switched on (always, unless `active_while_exists` names a file
+    /// that is absent).
+    fn active(cfg: &FaultConfig) -> bool {
+        // One stat per driver call: negligible beside any real back-end call.
+        cfg.active_while_exists.as_ref().is_none_or(|p| p.exists())
+    }
+
     /// Runs before the inner call: latency, then maybe an error, then maybe a hang.
     async fn before(&self, method: &'static str) -> Result<()> {
         // Decide everything under the lock, then release it before awaiting.
         let (latency_ms, fail, hang) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !Self::active(&state.cfg) {
+                return Ok(());
+            }
             let rate = state.cfg.error_rate;
             let fail = rate > 0.0 && state.rng.random::<f64>() < rate;
             let hang = state.cfg.hang_phase == HangPhase::Before
@@ -184,7 +201,9 @@ impl FaultDriver {
     async fn after(&self, method: &'static str) {
         let hang = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.cfg.hang_phase == HangPhase::After && state.cfg.hang.iter().any(|m| m == method)
+            Self::active(&state.cfg)
+                && state.cfg.hang_phase == HangPhase::After
+                && state.cfg.hang.iter().any(|m| m == method)
         };
         if hang {
             std::future::pending::<()>().await;
@@ -467,6 +486,40 @@ mod tests {
             text,
             format!("create a ok\nforce_detach {} ok\nremove nope ok\n", v.id)
         );
+    }
+
+    #[tokio::test]
+    async fn a_switch_file_turns_the_faults_on_and_off() {
+        let switch = tempfile::tempdir().unwrap();
+        let path = switch.path().join("down");
+        let (_dir, _vfs, fault) = setup(FaultConfig {
+            error_rate: 1.0,
+            active_while_exists: Some(path.clone()),
+            ..Default::default()
+        });
+        assert!(fault.capacity().await.is_ok(), "no file: no faults");
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(
+            fault.capacity().await.unwrap_err(),
+            Error::Unavailable("injected fault in capacity".into())
+        );
+        assert!(fault.create(&req("a")).await.is_err());
+        std::fs::remove_file(&path).unwrap();
+        assert!(fault.capacity().await.is_ok());
+        assert_eq!(fault.create(&req("a")).await.unwrap().name, "a");
+    }
+
+    #[tokio::test]
+    async fn a_switched_off_hang_after_lets_the_reply_through() {
+        let switch = tempfile::tempdir().unwrap();
+        let (_dir, _vfs, fault) = setup(FaultConfig {
+            hang: vec!["create".into()],
+            hang_phase: HangPhase::After,
+            active_while_exists: Some(switch.path().join("absent")),
+            ..Default::default()
+        });
+        let res = tokio::time::timeout(Duration::from_secs(5), fault.create(&req("a"))).await;
+        assert_eq!(res.expect("no hang while switched off").unwrap().name, "a");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The `vfs` driver: each volume is a real directory under a root on the local file system.
 //!
 //! Layout under `root`:
-//! - `ids.json`: the last volume and snapshot ids handed out; written (and fsync'd) before an id
-//!   is used, so ids are never reused, even after deletes and restarts.
+//! - `ids.json`: the highest volume and snapshot ids that may have been handed out; raised (and
+//!   fsync'd) a block of ids at a time, before any id of the block is used, so ids are never
+//!   reused, even after deletes and restarts.
 //! - `volumes/<id>/volume.json` + `volumes/<id>/data/`: one volume.
 //! - `snapshots/<id>/snapshot.json` + `snapshots/<id>/data/`: one snapshot (a full copy).
 //! - `tmp/`: volumes and snapshots being built or torn down; cleared on open.
@@ -11,6 +12,7 @@
 //! directory, so a crash never leaves half of one visible. Metadata files are replaced
 //! atomically (tmp file, fsync, rename, fsync of the directory).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -71,13 +73,17 @@ struct IdCounters {
     snapshot: u64,
 }
 
-/// The `vfs` driver. Mutations are serialized by one lock; reads go straight to disk, which is
+/// The `vfs` driver. Mutations of one volume (or of one name, for creates; one snapshot) are
+/// serialized by a lock for that key, so calls for different volumes run concurrently and
+/// their fsyncs overlap; with a quota, creates and grows also share one "quota" key, so two
+/// of them can never both fit in the last free bytes. Reads go straight to disk, which is
 /// safe because every change becomes visible through a single atomic rename.
 pub struct VfsDriver {
     inner: Arc<Inner>,
-    /// Held (as an owned guard) by the blocking task doing the mutation, so a caller that gives
-    /// up waiting can never let a second mutation run alongside the first.
-    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Per-key locks, held (as owned guards) by the blocking task doing the mutation, so a
+    /// caller that gives up waiting can never let a second mutation of the same key run
+    /// alongside the first.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for VfsDriver {
@@ -90,16 +96,40 @@ impl std::fmt::Debug for VfsDriver {
 
 struct Inner {
     cfg: VfsConfig,
+    /// Volume name → id of every volume in `volumes/`, read at open and kept up to date by
+    /// this driver's creates and removes, so a create finds an existing name without reading
+    /// every `volume.json`. The driver owns its root: nothing else adds volumes there while
+    /// it runs (a second writer would also race for ids).
+    names: std::sync::Mutex<HashMap<String, String>>,
+    /// Ids handed out from the current lease (see `next_id`).
+    ids: std::sync::Mutex<IdLease>,
 }
+
+/// Ids are leased from `ids.json` in blocks: the file is raised by `ID_LEASE` (and fsynced)
+/// before the first id of a block is used, so one fsync serves a whole block; ids of a block
+/// not used before a restart are skipped, never reused.
+#[derive(Default)]
+struct IdLease {
+    /// Last id handed out, per kind.
+    used: IdCounters,
+    /// Highest id the file allows, per kind.
+    leased: IdCounters,
+}
+
+const ID_LEASE: u64 = 64;
 
 impl VfsDriver {
     /// Opens (creating if needed) the root layout and clears leftovers of interrupted work.
     pub fn open(cfg: VfsConfig) -> Result<VfsDriver> {
-        let inner = Inner { cfg };
+        let inner = Inner {
+            cfg,
+            names: Default::default(),
+            ids: Default::default(),
+        };
         inner.init()?;
         Ok(VfsDriver {
             inner: Arc::new(inner),
-            lock: Arc::new(tokio::sync::Mutex::new(())),
+            locks: Default::default(),
         })
     }
 
@@ -108,19 +138,43 @@ impl VfsDriver {
         &self.inner.cfg
     }
 
-    async fn mutate<T, F>(&self, f: F) -> Result<T>
+    /// Run a mutation holding the locks of `keys` (taken in sorted order, so two mutations
+    /// can never wait for each other).
+    async fn mutate<T, F>(&self, mut keys: Vec<String>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let guard = self.lock.clone().lock_owned().await;
+        keys.sort();
+        keys.dedup();
+        let mut guards = Vec::with_capacity(keys.len());
+        for key in keys {
+            let m = {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                if locks.len() > 4096 {
+                    // Drop locks nobody holds or waits for, so the map stays small.
+                    locks.retain(|_, m| Arc::strong_count(m) > 1);
+                }
+                locks.entry(key).or_default().clone()
+            };
+            guards.push(m.lock_owned().await);
+        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = guard;
+            let _guards = guards;
             f(&inner)
         })
         .await
         .map_err(|e| Error::Io(format!("vfs worker task failed: {e}")))?
+    }
+
+    /// The keys a create of `name` locks: the name, and the quota when there is one.
+    fn create_keys(&self, name: &str) -> Vec<String> {
+        let mut keys = vec![format!("name:{name}")];
+        if self.inner.cfg.quota_bytes.is_some() {
+            keys.push("quota".into());
+        }
+        keys
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -184,6 +238,16 @@ impl Inner {
             ids.snapshot = ids.snapshot.max(max_snap);
             self.store_ids(&ids)?;
         }
+        *self.ids.lock().unwrap_or_else(|p| p.into_inner()) = IdLease {
+            used: ids,
+            leased: ids,
+        };
+        let names = self
+            .list_volumes()?
+            .into_iter()
+            .map(|v| (v.name, v.id))
+            .collect();
+        *self.names() = names;
         fsync_dir(self.root())
     }
 
@@ -200,19 +264,44 @@ impl Inner {
         write_json_atomic(&self.ids_path(), ids)
     }
 
-    /// Allocates the next id and makes it durable before returning it.
+    /// The next id of a kind (`true`: volume, `false`: snapshot); the file already allows it
+    /// (durably) when it is returned.
+    fn next_id(&self, volume: bool) -> Result<u64> {
+        let mut lease = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let next = if volume {
+            lease.used.volume + 1
+        } else {
+            lease.used.snapshot + 1
+        };
+        let limit = if volume {
+            lease.leased.volume
+        } else {
+            lease.leased.snapshot
+        };
+        if next > limit {
+            let mut file = lease.leased;
+            if volume {
+                file.volume = next - 1 + ID_LEASE;
+            } else {
+                file.snapshot = next - 1 + ID_LEASE;
+            }
+            self.store_ids(&file)?;
+            lease.leased = file;
+        }
+        if volume {
+            lease.used.volume = next;
+        } else {
+            lease.used.snapshot = next;
+        }
+        Ok(next)
+    }
+
     fn next_volume_id(&self) -> Result<String> {
-        let mut ids = self.load_ids()?;
-        ids.volume += 1;
-        self.store_ids(&ids)?;
-        Ok(format!("{VOLUME_PREFIX}{:06}", ids.volume))
+        Ok(format!("{VOLUME_PREFIX}{:06}", self.next_id(true)?))
     }
 
     fn next_snapshot_id(&self) -> Result<String> {
-        let mut ids = self.load_ids()?;
-        ids.snapshot += 1;
-        self.store_ids(&ids)?;
-        Ok(format!("{SNAPSHOT_PREFIX}{:06}", ids.snapshot))
+        Ok(format!("{SNAPSHOT_PREFIX}{:06}", self.next_id(false)?))
     }
 
     fn volume_dir(&self, id: &str) -> Result<PathBuf> {
@@ -361,13 +450,31 @@ impl Inner {
         Ok(())
     }
 
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a volume that appeared in (`present`) or left `volumes/`.
+    fn index_update(&self, name: &str, id: &str, present: bool) {
+        let mut names = self.names();
+        if present {
+            names.insert(name.to_string(), id.to_string());
+        } else if names.get(name).is_some_and(|held| held == id) {
+            names.remove(name);
+        }
+    }
+
     /// The volume already created under `req.name`, if its size matches; `AlreadyExists` if it
     /// does not.
     fn existing_by_name(&self, req: &CreateRequest) -> Result<Option<DriverVolume>> {
         let Some(vol) = self
-            .list_volumes()?
-            .into_iter()
-            .find(|v| v.name == req.name)
+            .names()
+            .get(&req.name)
+            .cloned()
+            .map(|id| self.load_volume(&id))
+            .transpose()?
+            .flatten()
+            .filter(|v| v.name == req.name)
         else {
             return Ok(None);
         };
@@ -419,12 +526,14 @@ impl Inner {
             fields: req.fields.clone(),
             path: None,
         };
+        // This also makes `data/` durable: both are entries of the staging directory, which
+        // the atomic write fsyncs.
         write_json_atomic(&staging.join(VOLUME_META), &vol)?;
-        fsync_dir(&staging)?;
         let dest = self.volume_dir(&id)?;
         rename(&staging, &dest)?;
         fsync_dir(&self.volumes_dir())?;
         fsync_dir(&self.tmp_dir())?;
+        self.index_update(&vol.name, &id, true);
         vol.path = Some(dest.join(DATA_DIR).to_string_lossy().into_owned());
         Ok(vol)
     }
@@ -439,7 +548,9 @@ impl Inner {
                 holders: holders(&vol),
             });
         }
-        self.discard(&self.volume_dir(id)?, &self.volumes_dir(), id)
+        self.discard(&self.volume_dir(id)?, &self.volumes_dir(), id)?;
+        self.index_update(&vol.name, id, false);
+        Ok(())
     }
 
     /// Takes `dir` out of `parent`'s listing with one rename, then deletes it.
@@ -628,12 +739,14 @@ impl Driver for VfsDriver {
 
     async fn create(&self, req: &CreateRequest) -> Result<DriverVolume> {
         let req = req.clone();
-        self.mutate(move |i| i.create(&req, None)).await
+        self.mutate(self.create_keys(&req.name), move |i| i.create(&req, None))
+            .await
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
         let id = id.to_string();
-        self.mutate(move |i| i.remove(&id)).await
+        self.mutate(vec![format!("vol:{id}")], move |i| i.remove(&id))
+            .await
     }
 
     async fn attach(
@@ -643,31 +756,40 @@ impl Driver for VfsDriver {
         opts: &AttachOptions,
     ) -> Result<DriverAttachment> {
         let (id, instance_id, opts) = (id.to_string(), instance_id.to_string(), opts.clone());
-        self.mutate(move |i| i.attach(&id, &instance_id, &opts))
-            .await
+        self.mutate(vec![format!("vol:{id}")], move |i| {
+            i.attach(&id, &instance_id, &opts)
+        })
+        .await
     }
 
     async fn detach(&self, id: &str, instance_id: &str) -> Result<()> {
         let (id, instance_id) = (id.to_string(), instance_id.to_string());
-        self.mutate(move |i| i.detach(&id, Some(&instance_id)))
-            .await
+        self.mutate(vec![format!("vol:{id}")], move |i| {
+            i.detach(&id, Some(&instance_id))
+        })
+        .await
     }
 
     async fn force_detach(&self, id: &str) -> Result<()> {
         let id = id.to_string();
-        self.mutate(move |i| i.detach(&id, None)).await
+        self.mutate(vec![format!("vol:{id}")], move |i| i.detach(&id, None))
+            .await
     }
 
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let (volume_id, name) = (volume_id.to_string(), name.to_string());
-        self.mutate(move |i| i.snapshot_create(&volume_id, &name))
-            .await
+        self.mutate(vec![format!("vol:{volume_id}")], move |i| {
+            i.snapshot_create(&volume_id, &name)
+        })
+        .await
     }
 
     async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
         let (snapshot_id, name) = (snapshot_id.to_string(), name.to_string());
-        self.mutate(move |i| i.snapshot_copy(&snapshot_id, &name))
-            .await
+        self.mutate(vec![format!("snap:{snapshot_id}")], move |i| {
+            i.snapshot_copy(&snapshot_id, &name)
+        })
+        .await
     }
 
     async fn snapshot_list(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>> {
@@ -678,7 +800,10 @@ impl Driver for VfsDriver {
 
     async fn snapshot_remove(&self, snapshot_id: &str) -> Result<()> {
         let snapshot_id = snapshot_id.to_string();
-        self.mutate(move |i| i.snapshot_remove(&snapshot_id)).await
+        self.mutate(vec![format!("snap:{snapshot_id}")], move |i| {
+            i.snapshot_remove(&snapshot_id)
+        })
+        .await
     }
 
     async fn create_from_snapshot(
@@ -687,18 +812,27 @@ impl Driver for VfsDriver {
         req: &CreateRequest,
     ) -> Result<DriverVolume> {
         let (snapshot_id, req) = (snapshot_id.to_string(), req.clone());
-        self.mutate(move |i| i.create_from_snapshot(&snapshot_id, &req))
+        let mut keys = self.create_keys(&req.name);
+        keys.push(format!("snap:{snapshot_id}"));
+        self.mutate(keys, move |i| i.create_from_snapshot(&snapshot_id, &req))
             .await
     }
 
     async fn copy(&self, volume_id: &str, req: &CreateRequest) -> Result<DriverVolume> {
         let (volume_id, req) = (volume_id.to_string(), req.clone());
-        self.mutate(move |i| i.copy(&volume_id, &req)).await
+        let mut keys = self.create_keys(&req.name);
+        keys.push(format!("vol:{volume_id}"));
+        self.mutate(keys, move |i| i.copy(&volume_id, &req)).await
     }
 
     async fn grow(&self, id: &str, new_size_bytes: u64) -> Result<DriverVolume> {
         let id = id.to_string();
-        self.mutate(move |i| i.grow(&id, new_size_bytes)).await
+        let mut keys = vec![format!("vol:{id}")];
+        if self.inner.cfg.quota_bytes.is_some() {
+            keys.push("quota".into());
+        }
+        self.mutate(keys, move |i| i.grow(&id, new_size_bytes))
+            .await
     }
 }
 
@@ -854,6 +988,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn create_by_name_finds_volumes_of_this_run_and_of_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VfsConfig::new(dir.path());
+        let d = VfsDriver::open(cfg.clone()).unwrap();
+        let y = d.create(&req("y", 1)).await.unwrap();
+        assert_eq!(d.create(&req("y", 1)).await.unwrap().id, y.id);
+        assert!(matches!(
+            d.create(&req("y", 2)).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        // A name freed by a remove makes a new volume.
+        d.remove(&y.id).await.unwrap();
+        let y2 = d.create(&req("y", 1)).await.unwrap();
+        assert_ne!(y2.id, y.id);
+        // After a restart (as after a crash between the back-end create and Polly's record),
+        // the name is found on disk.
+        drop(d);
+        let d = VfsDriver::open(cfg).unwrap();
+        assert_eq!(d.create(&req("y", 1)).await.unwrap().id, y2.id);
+        assert_eq!(d.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_get_distinct_ids_and_one_volume_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Arc::new(VfsDriver::open(VfsConfig::new(dir.path())).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let d = d.clone();
+                // Every name twice: the second create of a name returns the first's volume.
+                tokio::spawn(async move { d.create(&req(&format!("v{}", i / 2), 1)).await })
+            })
+            .collect();
+        let mut by_name = std::collections::BTreeMap::new();
+        for t in tasks {
+            let v = t.await.unwrap().unwrap();
+            let first = by_name.entry(v.name.clone()).or_insert(v.id.clone());
+            assert_eq!(*first, v.id, "two volumes named {}", v.name);
+        }
+        let listed = d.list().await.unwrap();
+        assert_eq!(listed.len(), 100);
+        let ids: std::collections::BTreeSet<_> = listed.iter().map(|v| &v.id).collect();
+        assert_eq!(ids.len(), 100);
+    }
+
+    #[tokio::test]
     async fn ids_are_not_reused_after_remove_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = VfsConfig::new(dir.path());
@@ -864,7 +1044,8 @@ mod tests {
         let d = VfsDriver::open(cfg).unwrap();
         let b = d.create(&req("b", 1)).await.unwrap();
         assert_eq!(a.id, "vfs-000001");
-        assert_eq!(b.id, "vfs-000002");
+        // Ids are leased in blocks: the rest of the first block is skipped, never reused.
+        assert!(id_order(&b.id) > id_order(&a.id), "{} <= {}", b.id, a.id);
     }
 
     #[tokio::test]

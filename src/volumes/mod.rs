@@ -279,10 +279,12 @@ impl Manager {
 
     /// The zone a volume lives in: its own, else its service's when the service serves one.
     pub fn volume_zone(&self, v: &Volume) -> Option<String> {
-        v.zone.clone().or_else(|| match self.inner.zones.get(&v.service) {
-            Some(served) if served.len() == 1 => Some(served[0].clone()),
-            _ => None,
-        })
+        v.zone
+            .clone()
+            .or_else(|| match self.inner.zones.get(&v.service) {
+                Some(served) if served.len() == 1 => Some(served[0].clone()),
+                _ => None,
+            })
     }
 
     /// The zone an instance is in: from its REX-Ray reports (`zone`/`availabilityZone`),

@@ -397,3 +397,142 @@ async fn creates_grows_and_deletes_change_known_free_capacity_before_the_next_po
     assert!(m.poll_capacity("vfs", interval).await);
     assert_eq!(free(&m), start);
 }
+
+/// Wraps a driver so that `create` and `attach` return only once `n` calls of that method
+/// are in the driver together: if anything in Polly serialized driver calls of different
+/// volumes, the first call would wait for the others forever.
+struct Rendezvous {
+    inner: crate::driver::DynDriver,
+    create: tokio::sync::Barrier,
+    attach: tokio::sync::Barrier,
+}
+
+#[async_trait::async_trait]
+impl Driver for Rendezvous {
+    fn kind(&self) -> &str {
+        self.inner.kind()
+    }
+    async fn capacity(&self) -> crate::driver::Result<Vec<crate::driver::PoolCapacity>> {
+        self.inner.capacity().await
+    }
+    async fn list(&self) -> crate::driver::Result<Vec<crate::driver::DriverVolume>> {
+        self.inner.list().await
+    }
+    async fn inspect(&self, id: &str) -> crate::driver::Result<crate::driver::DriverVolume> {
+        self.inner.inspect(id).await
+    }
+    async fn create(
+        &self,
+        req: &crate::driver::CreateRequest,
+    ) -> crate::driver::Result<crate::driver::DriverVolume> {
+        self.create.wait().await;
+        self.inner.create(req).await
+    }
+    async fn remove(&self, id: &str) -> crate::driver::Result<()> {
+        self.inner.remove(id).await
+    }
+    async fn attach(
+        &self,
+        id: &str,
+        instance_id: &str,
+        opts: &crate::driver::AttachOptions,
+    ) -> crate::driver::Result<crate::driver::DriverAttachment> {
+        self.attach.wait().await;
+        self.inner.attach(id, instance_id, opts).await
+    }
+    async fn detach(&self, id: &str, instance_id: &str) -> crate::driver::Result<()> {
+        self.inner.detach(id, instance_id).await
+    }
+    async fn force_detach(&self, id: &str) -> crate::driver::Result<()> {
+        self.inner.force_detach(id).await
+    }
+    async fn snapshot_create(
+        &self,
+        volume_id: &str,
+        name: &str,
+    ) -> crate::driver::Result<crate::driver::Snapshot> {
+        self.inner.snapshot_create(volume_id, name).await
+    }
+    async fn snapshot_list(
+        &self,
+        volume_id: Option<&str>,
+    ) -> crate::driver::Result<Vec<crate::driver::Snapshot>> {
+        self.inner.snapshot_list(volume_id).await
+    }
+    async fn snapshot_remove(&self, snapshot_id: &str) -> crate::driver::Result<()> {
+        self.inner.snapshot_remove(snapshot_id).await
+    }
+    async fn create_from_snapshot(
+        &self,
+        snapshot_id: &str,
+        req: &crate::driver::CreateRequest,
+    ) -> crate::driver::Result<crate::driver::DriverVolume> {
+        self.inner.create_from_snapshot(snapshot_id, req).await
+    }
+    async fn copy(
+        &self,
+        volume_id: &str,
+        req: &crate::driver::CreateRequest,
+    ) -> crate::driver::Result<crate::driver::DriverVolume> {
+        self.inner.copy(volume_id, req).await
+    }
+    async fn grow(
+        &self,
+        id: &str,
+        new_size_bytes: u64,
+    ) -> crate::driver::Result<crate::driver::DriverVolume> {
+        self.inner.grow(id, new_size_bytes).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_calls_for_different_volumes_run_concurrently() {
+    const N: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let vfs = Arc::new(VfsDriver::open(VfsConfig::new(dir.path().join("vfs"))).unwrap());
+    let driver = Arc::new(Rendezvous {
+        inner: vfs.clone(),
+        create: tokio::sync::Barrier::new(N),
+        attach: tokio::sync::Barrier::new(N),
+    });
+    let services = BTreeMap::from([(
+        "vfs".to_string(),
+        Service {
+            name: "vfs".into(),
+            driver,
+        },
+    )]);
+    let m = Manager::with_services(store, services, Duration::from_secs(120));
+    // The bound only turns a serialization bug into a failure instead of a hang.
+    let all = async {
+        let creates: Vec<_> = (0..N)
+            .map(|i| {
+                let m = m.clone();
+                tokio::spawn(async move { m.create(req(&format!("v{i}"))).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in creates {
+            ids.push(t.await.unwrap().unwrap().id);
+        }
+        let attaches: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (m, id) = (m.clone(), id.clone());
+                tokio::spawn(async move { m.attach(&id, "node-1", None).await })
+            })
+            .collect();
+        for t in attaches {
+            t.await.unwrap().unwrap();
+        }
+        ids
+    };
+    let ids = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("driver calls of different volumes were serialized");
+    assert_eq!(vfs.list().await.unwrap().len(), N);
+    for id in ids {
+        assert_eq!(m.volume(&id).unwrap().attachments.len(), 1);
+    }
+}

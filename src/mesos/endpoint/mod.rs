@@ -553,6 +553,13 @@ impl Endpoint {
             .map(|r| (r.volume_id.clone(), r.framework_id.clone()))
             .collect();
         let creating = ops::creating(&st.pending);
+        // Which agent stands for each instance: once per snapshot, not once per volume (an
+        // accept builds a snapshot, so this is on every ACCEPT's path).
+        let agent_of_instance: BTreeMap<String, &str> = known
+            .iter()
+            .rev() // the first agent wins, as a search in order would find it
+            .filter_map(|k| Some((self.instance_for(k, &instances)?, k.id.as_str())))
+            .collect();
         let mut volumes = Vec::new();
         for v in store.volumes_shared()?.iter() {
             // Being created: held through its reservation, offered only after its operation's
@@ -567,12 +574,11 @@ impl Endpoint {
             {
                 continue;
             }
-            let attached_to_agent = v.attachments.first().and_then(|a| {
-                known
-                    .iter()
-                    .find(|k| self.instance_for(k, &instances).as_deref() == Some(&a.instance_id))
-                    .map(|k| k.id.clone())
-            });
+            let attached_to_agent = v
+                .attachments
+                .first()
+                .and_then(|a| agent_of_instance.get(&a.instance_id))
+                .map(|id| id.to_string());
             if !v.attachments.is_empty() && attached_to_agent.is_none() {
                 continue; // attached somewhere no agent stands for
             }

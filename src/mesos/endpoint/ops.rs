@@ -335,8 +335,13 @@ fn transient_status(operation_id: &str, agent_id: &str, state: &str, message: St
 }
 
 impl Endpoint {
-    fn store_apply(&self, ops: &[Op]) -> Result<(), crate::store::Error> {
-        self.inner.manager.store().apply(ops)
+    /// One durable store batch, off the async workers (a flush and an fdatasync: long enough
+    /// that many operations at once would otherwise stall every other request).
+    async fn store_apply(&self, ops: Vec<Op>) -> Result<(), crate::store::Error> {
+        let store = self.inner.manager.store().clone();
+        tokio::task::spawn_blocking(move || store.apply(&ops))
+            .await
+            .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
     }
 
     pub(super) fn resend_unacknowledged(&self, fw: &str, tx: &mpsc::UnboundedSender<Event>) {
@@ -581,7 +586,7 @@ impl Endpoint {
                         principal: principal.clone(),
                         updated_at: crate::volumes::now_secs(),
                     };
-                    if let Err(e) = self.store_apply(&[Op::PutOperation(r.clone())]) {
+                    if let Err(e) = self.store_apply(vec![Op::PutOperation(r.clone())]).await {
                         self.send(
                             fw,
                             transient_status(
@@ -911,15 +916,17 @@ impl Endpoint {
                     r.volume_id = Some(v.id.clone());
                     ops.push(Op::PutOperation(r));
                 }
-                self.store_apply(&ops).map_err(|e| e.to_string())?;
+                self.store_apply(ops).await.map_err(|e| e.to_string())?;
                 if let Err(e) = m.attach(&v.id, &instance, None).await {
                     // Not mapped: roll back, so a FAILED operation leaves nothing behind.
                     let _ = m.detach(&v.id, None).await;
                     let undo = m.delete(&v.id).await;
-                    let _ = self.store_apply(&[Op::DeleteReservation {
-                        framework_id: fw.to_string(),
-                        volume_id: v.id.clone(),
-                    }]);
+                    let _ = self
+                        .store_apply(vec![Op::DeleteReservation {
+                            framework_id: fw.to_string(),
+                            volume_id: v.id.clone(),
+                        }])
+                        .await;
                     return Err(format!(
                         "volume {} could not be attached to instance {instance} of agent {agent_id}: {e}{}",
                         v.id,
@@ -954,10 +961,11 @@ impl Endpoint {
                 m.delete(volume_id)
                     .await
                     .map_err(|e| format!("cannot delete volume {volume_id}: {e}"))?;
-                self.store_apply(&[Op::DeleteReservation {
+                self.store_apply(vec![Op::DeleteReservation {
                     framework_id: fw.to_string(),
                     volume_id: volume_id.clone(),
                 }])
+                .await
                 .map_err(|e| e.to_string())?;
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
@@ -975,7 +983,7 @@ impl Endpoint {
             Plan::Reserve { volume_id } => {
                 let v = m.volume(volume_id).map_err(|e| e.to_string())?;
                 let instance = self.agent_instance_for(agent_id, &v.service).await?;
-                self.store_apply(&[Op::PutReservation(Reservation {
+                self.store_apply(vec![Op::PutReservation(Reservation {
                     framework_id: fw.to_string(),
                     role: role.to_string(),
                     principal,
@@ -983,12 +991,15 @@ impl Endpoint {
                     bytes: v.size_bytes,
                     created_at: crate::volumes::now_secs(),
                 })])
+                .await
                 .map_err(|e| e.to_string())?;
                 if let Err(e) = m.attach(volume_id, &instance, None).await {
-                    let _ = self.store_apply(&[Op::DeleteReservation {
-                        framework_id: fw.to_string(),
-                        volume_id: volume_id.clone(),
-                    }]);
+                    let _ = self
+                        .store_apply(vec![Op::DeleteReservation {
+                            framework_id: fw.to_string(),
+                            volume_id: volume_id.clone(),
+                        }])
+                        .await;
                     return Err(format!(
                         "volume {volume_id} could not be attached to instance {instance}: {e}"
                     ));
@@ -1030,7 +1041,8 @@ impl Endpoint {
                             let mut r = r.clone();
                             r.volume_id = Some(volume_id.clone());
                             r.target_bytes = Some(t);
-                            self.store_apply(&[Op::PutOperation(r)])
+                            self.store_apply(vec![Op::PutOperation(r)])
+                                .await
                                 .map_err(|e| e.to_string())?;
                         }
                         t
@@ -1057,7 +1069,8 @@ impl Endpoint {
                 {
                     if r.bytes != grown.size_bytes {
                         r.bytes = grown.size_bytes;
-                        self.store_apply(&[Op::PutReservation(r)])
+                        self.store_apply(vec![Op::PutReservation(r)])
+                            .await
                             .map_err(|e| e.to_string())?;
                     }
                 }
@@ -1089,10 +1102,11 @@ impl Endpoint {
                 m.detach(volume_id, None)
                     .await
                     .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
-                self.store_apply(&[Op::DeleteReservation {
+                self.store_apply(vec![Op::DeleteReservation {
                     framework_id: fw.to_string(),
                     volume_id: volume_id.clone(),
                 }])
+                .await
                 .map_err(|e| e.to_string())?;
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
