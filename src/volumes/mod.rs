@@ -361,6 +361,15 @@ impl Manager {
         m.lock_owned().await
     }
 
+    /// The lock on `key` if nobody holds it, else `None` (an operation on it is in flight).
+    fn try_lock(&self, key: String) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let m = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(key).or_default().clone()
+        };
+        m.try_lock_owned().ok()
+    }
+
     /// Commit a batch durably, off the async worker threads.
     async fn write(&self, ops: Vec<Op>) -> Result<()> {
         let store = self.inner.store.clone();
