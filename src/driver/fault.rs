@@ -60,6 +60,11 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Methods (see `METHODS`) that never return.
     pub hang: Vec<String>,
+    /// When non-empty, a `hang` method hangs only for calls whose subject contains one of
+    /// these strings: the new volume's name for create, create_from_snapshot and copy, the
+    /// volume or snapshot id otherwise. Calls without a subject (capacity, list, snapshot_list
+    /// of every volume) then never hang. Lets a test stick one volume while others proceed.
+    pub hang_only: Vec<String>,
     pub hang_phase: HangPhase,
     /// Seed for the error dice, for reproducible runs; `None` = seeded from the OS.
     pub seed: Option<u64>,
@@ -89,6 +94,13 @@ impl FaultConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a call of `method` about `subject` is one to hang.
+    fn hangs(&self, method: &str, subject: Option<&str>) -> bool {
+        self.hang.iter().any(|m| m == method)
+            && (self.hang_only.is_empty()
+                || subject.is_some_and(|s| self.hang_only.iter().any(|p| s.contains(p.as_str()))))
     }
 }
 
@@ -151,7 +163,7 @@ impl FaultDriver {
     }
 
     /// Runs before the inner call: latency, then maybe an error, then maybe a hang.
-    async fn before(&self, method: &'static str) -> Result<()> {
+    async fn before(&self, method: &'static str, subject: Option<&str>) -> Result<()> {
         // Decide everything under the lock, then release it before awaiting.
         let (latency_ms, fail, hang) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -160,8 +172,8 @@ impl FaultDriver {
             }
             let rate = state.cfg.error_rate;
             let fail = rate > 0.0 && state.rng.random::<f64>() < rate;
-            let hang = state.cfg.hang_phase == HangPhase::Before
-                && state.cfg.hang.iter().any(|m| m == method);
+            let hang =
+                state.cfg.hang_phase == HangPhase::Before && state.cfg.hangs(method, subject);
             (state.cfg.latency_ms, fail, hang)
         };
         if latency_ms > 0 {
@@ -198,12 +210,12 @@ impl FaultDriver {
     }
 
     /// Runs after the inner call: maybe a hang, so its result is never delivered.
-    async fn after(&self, method: &'static str) {
+    async fn after(&self, method: &'static str, subject: Option<&str>) {
         let hang = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             Self::active(&state.cfg)
                 && state.cfg.hang_phase == HangPhase::After
-                && state.cfg.hang.iter().any(|m| m == method)
+                && state.cfg.hangs(method, subject)
         };
         if hang {
             std::future::pending::<()>().await;
@@ -223,39 +235,39 @@ impl Driver for FaultDriver {
     }
 
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
-        self.before("capacity").await?;
+        self.before("capacity", None).await?;
         let out = self.inner.capacity().await;
-        self.after("capacity").await;
+        self.after("capacity", None).await;
         out
     }
 
     async fn list(&self) -> Result<Vec<DriverVolume>> {
-        self.before("list").await?;
+        self.before("list", None).await?;
         let out = self.inner.list().await;
-        self.after("list").await;
+        self.after("list", None).await;
         out
     }
 
     async fn inspect(&self, id: &str) -> Result<DriverVolume> {
-        self.before("inspect").await?;
+        self.before("inspect", Some(id)).await?;
         let out = self.inner.inspect(id).await;
-        self.after("inspect").await;
+        self.after("inspect", Some(id)).await;
         out
     }
 
     async fn create(&self, req: &CreateRequest) -> Result<DriverVolume> {
-        self.before("create").await?;
+        self.before("create", Some(&req.name)).await?;
         let out = self.inner.create(req).await;
         self.note("create", &req.name, &out);
-        self.after("create").await;
+        self.after("create", Some(&req.name)).await;
         out
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
-        self.before("remove").await?;
+        self.before("remove", Some(id)).await?;
         let out = self.inner.remove(id).await;
         self.note("remove", id, &out);
-        self.after("remove").await;
+        self.after("remove", Some(id)).await;
         out
     }
 
@@ -265,54 +277,54 @@ impl Driver for FaultDriver {
         instance_id: &str,
         opts: &AttachOptions,
     ) -> Result<DriverAttachment> {
-        self.before("attach").await?;
+        self.before("attach", Some(id)).await?;
         let out = self.inner.attach(id, instance_id, opts).await;
         self.note("attach", id, &out);
-        self.after("attach").await;
+        self.after("attach", Some(id)).await;
         out
     }
 
     async fn detach(&self, id: &str, instance_id: &str) -> Result<()> {
-        self.before("detach").await?;
+        self.before("detach", Some(id)).await?;
         let out = self.inner.detach(id, instance_id).await;
         self.note("detach", id, &out);
-        self.after("detach").await;
+        self.after("detach", Some(id)).await;
         out
     }
 
     async fn force_detach(&self, id: &str) -> Result<()> {
-        self.before("force_detach").await?;
+        self.before("force_detach", Some(id)).await?;
         let out = self.inner.force_detach(id).await;
         self.note("force_detach", id, &out);
-        self.after("force_detach").await;
+        self.after("force_detach", Some(id)).await;
         out
     }
 
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
-        self.before("snapshot_create").await?;
+        self.before("snapshot_create", Some(volume_id)).await?;
         let out = self.inner.snapshot_create(volume_id, name).await;
-        self.after("snapshot_create").await;
+        self.after("snapshot_create", Some(volume_id)).await;
         out
     }
 
     async fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
-        self.before("snapshot_copy").await?;
+        self.before("snapshot_copy", Some(snapshot_id)).await?;
         let out = self.inner.snapshot_copy(snapshot_id, name).await;
-        self.after("snapshot_copy").await;
+        self.after("snapshot_copy", Some(snapshot_id)).await;
         out
     }
 
     async fn snapshot_list(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>> {
-        self.before("snapshot_list").await?;
+        self.before("snapshot_list", volume_id).await?;
         let out = self.inner.snapshot_list(volume_id).await;
-        self.after("snapshot_list").await;
+        self.after("snapshot_list", volume_id).await;
         out
     }
 
     async fn snapshot_remove(&self, snapshot_id: &str) -> Result<()> {
-        self.before("snapshot_remove").await?;
+        self.before("snapshot_remove", Some(snapshot_id)).await?;
         let out = self.inner.snapshot_remove(snapshot_id).await;
-        self.after("snapshot_remove").await;
+        self.after("snapshot_remove", Some(snapshot_id)).await;
         out
     }
 
@@ -321,31 +333,31 @@ impl Driver for FaultDriver {
         snapshot_id: &str,
         req: &CreateRequest,
     ) -> Result<DriverVolume> {
-        self.before("create_from_snapshot").await?;
+        self.before("create_from_snapshot", Some(&req.name)).await?;
         let out = self.inner.create_from_snapshot(snapshot_id, req).await;
-        self.after("create_from_snapshot").await;
+        self.after("create_from_snapshot", Some(&req.name)).await;
         out
     }
 
     async fn copy(&self, volume_id: &str, req: &CreateRequest) -> Result<DriverVolume> {
-        self.before("copy").await?;
+        self.before("copy", Some(&req.name)).await?;
         let out = self.inner.copy(volume_id, req).await;
-        self.after("copy").await;
+        self.after("copy", Some(&req.name)).await;
         out
     }
 
     async fn grow(&self, id: &str, new_size_bytes: u64) -> Result<DriverVolume> {
-        self.before("grow").await?;
+        self.before("grow", Some(id)).await?;
         let out = self.inner.grow(id, new_size_bytes).await;
         self.note("grow", id, &out);
-        self.after("grow").await;
+        self.after("grow", Some(id)).await;
         out
     }
 
     async fn resolve_instance(&self, host: &str) -> Result<Option<String>> {
-        self.before("resolve_instance").await?;
+        self.before("resolve_instance", Some(host)).await?;
         let out = self.inner.resolve_instance(host).await;
-        self.after("resolve_instance").await;
+        self.after("resolve_instance", Some(host)).await;
         out
     }
 }
@@ -445,6 +457,35 @@ mod tests {
         let vols = vfs.list().await.unwrap();
         assert_eq!(vols.len(), 1);
         assert_eq!(vols[0].name, "a");
+    }
+
+    #[tokio::test]
+    async fn hang_only_sticks_the_matching_subjects_alone() {
+        let (_dir, vfs, fault) = setup(FaultConfig {
+            hang: vec!["create".into(), "attach".into()],
+            hang_only: vec!["stuck".into()],
+            ..Default::default()
+        });
+        let t = Duration::from_millis(200);
+        let res = tokio::time::timeout(t, fault.create(&req("stuck-1"))).await;
+        assert!(res.is_err(), "create of a matching name should hang");
+        let v = fault.create(&req("free")).await.unwrap();
+        assert_eq!(vfs.list().await.unwrap().len(), 1);
+        // The id "vfs-…" does not match, so attach goes through; a matching id would hang.
+        fault
+            .attach(&v.id, "i", &AttachOptions::default())
+            .await
+            .unwrap();
+        fault.set_config(FaultConfig {
+            hang: vec!["attach".into(), "list".into()],
+            hang_only: vec![v.id.clone()],
+            ..Default::default()
+        });
+        let res =
+            tokio::time::timeout(t, fault.attach(&v.id, "j", &AttachOptions::default())).await;
+        assert!(res.is_err(), "attach of the matching id should hang");
+        // Calls without a subject never hang when hang_only is set.
+        assert_eq!(fault.list().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -797,16 +797,14 @@ async fn attach(
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
     let v = st.visible_volume(&svc.name, volume)?;
-    // A cross-zone attach is refused before anything happens, pre-empting included.
-    st.manager.check_attach_zone(&v, me)?;
-    if req.force {
-        // Pre-empt: take the volume away from every other instance first.
-        for a in v.attachments.iter().filter(|a| a.instance_id != me) {
-            st.manager.detach(&v.id, Some(&a.instance_id)).await?;
-        }
-    }
     let device = req.next_device_name.filter(|d| !d.is_empty());
-    let v = st.manager.attach(&v.id, me, device).await?;
+    let v = if req.force {
+        // Pre-empt: take the volume away from every other instance, atomically with the
+        // attach, so a concurrent plain attach cannot take it in between.
+        st.manager.attach_preempting(&v.id, me, device).await?
+    } else {
+        st.manager.attach(&v.id, me, device).await?
+    };
     let token = v
         .attachments
         .iter()

@@ -374,6 +374,15 @@ impl Manager {
         m.lock_owned().await
     }
 
+    /// The lock on `key` if nobody holds it, else `None` (an operation on it is in flight).
+    fn try_lock(&self, key: String) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let m = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(key).or_default().clone()
+        };
+        m.try_lock_owned().ok()
+    }
+
     /// Commit a batch durably, off the async worker threads.
     async fn write(&self, ops: Vec<Op>) -> Result<()> {
         let store = self.inner.store.clone();
@@ -650,7 +659,22 @@ impl Manager {
         device_hint: Option<String>,
     ) -> Result<Volume> {
         let _g = self.begin_op();
-        let res = self.attach_inner(id, instance_id, device_hint).await;
+        let res = self.attach_inner(id, instance_id, device_hint, false).await;
+        self.outcome("attach", &res);
+        res
+    }
+
+    /// Attach a volume to an instance, first detaching it from every other instance (the
+    /// libStorage `force` attach), all under the volume's lock: no other attach can slip in
+    /// between the pre-emption and the attach, so the caller ends up holding the volume.
+    pub async fn attach_preempting(
+        &self,
+        id: &str,
+        instance_id: &str,
+        device_hint: Option<String>,
+    ) -> Result<Volume> {
+        let _g = self.begin_op();
+        let res = self.attach_inner(id, instance_id, device_hint, true).await;
         self.outcome("attach", &res);
         res
     }
@@ -660,6 +684,7 @@ impl Manager {
         id: &str,
         instance_id: &str,
         device_hint: Option<String>,
+        preempt: bool,
     ) -> Result<Volume> {
         if instance_id.is_empty() || instance_id.len() > 256 {
             return Err(Error::InvalidArgument(
@@ -667,7 +692,23 @@ impl Manager {
             ));
         }
         let _g = self.lock(format!("id:{id}")).await;
-        let v = self.usable(id)?;
+        let mut v = self.usable(id)?;
+        if preempt {
+            // A cross-zone attach is refused before anything happens, pre-empting included.
+            self.check_attach_zone(&v, instance_id)?;
+            let others: Vec<String> = v
+                .attachments
+                .iter()
+                .filter(|a| a.instance_id != instance_id)
+                .map(|a| a.instance_id.clone())
+                .collect();
+            for other in others {
+                let _op = self.begin_op();
+                let res = self.detach_locked(v, Some(&other)).await;
+                self.outcome("detach", &res);
+                v = res?;
+            }
+        }
         if v.attachments.iter().any(|a| a.instance_id == instance_id) {
             return Ok(v);
         }

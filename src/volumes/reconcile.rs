@@ -129,12 +129,20 @@ impl Manager {
     }
 
     /// Resolve every intent in the log (at start-up, and periodically for retries).
-    /// Returns how many remain unresolved.
+    /// Returns how many remain unresolved. An intent whose lock is held belongs to an
+    /// operation in flight, which concludes it itself (or its driver call times out and it
+    /// is resolved then): it is skipped, not waited for, so a back-end call that hangs on one
+    /// volume never stalls the pass for every other intent.
     pub async fn resolve_pending(&self) -> Result<usize> {
         let intents = self.inner.store.intents()?;
         let mut left = 0;
         for i in &intents {
-            if let Err(e) = self.resolve(i).await {
+            let Some(_g) = self.try_lock(lock_key(i)) else {
+                tracing::debug!(intent = i.id, volume = %i.volume_id,
+                    "operation in flight; its intent is left to it");
+                continue;
+            };
+            if let Err(e) = self.resolve_locked(i).await {
                 tracing::warn!(intent = i.id, volume = %i.volume_id, error = %e,
                     "could not resolve operation intent; will retry");
                 left += 1;

@@ -536,3 +536,51 @@ async fn driver_calls_for_different_volumes_run_concurrently() {
         assert_eq!(m.volume(&id).unwrap().attachments.len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciler_pass_does_not_wait_for_an_operation_in_flight() {
+    // Regression: a pass used to queue on the volume lock of an operation whose back-end
+    // call hung, so one stuck call stopped every other intent from being retried (and the
+    // inventory comparison) until the driver timeout.
+    let f = fixture(Duration::from_secs(3600));
+    let stuck = f.manager.create(req("stuck")).await.unwrap();
+    let other = f.manager.create(req("other")).await.unwrap();
+    // `other` gets an intent a pass must finish: a delete the back-end failed.
+    f.fault.set_config(FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    assert!(f.manager.delete(&other.id).await.is_err());
+    f.fault.set_config(FaultConfig {
+        hang: vec!["attach".into()],
+        hang_only: vec![stuck.driver_id.clone().unwrap()],
+        ..Default::default()
+    });
+    let m = f.manager.clone();
+    let id = stuck.id.clone();
+    let hung = tokio::spawn(async move { m.attach(&id, "host", None).await });
+    for _ in 0..500 {
+        if f.manager.store().intents().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.manager.store().intents().unwrap().len(), 2);
+
+    let st = tokio::time::timeout(
+        Duration::from_secs(30),
+        f.manager.reconcile_pass(Duration::from_secs(30)),
+    )
+    .await
+    .expect("the pass waited for the hung attach")
+    .unwrap();
+    assert_eq!(st.unresolved_intents, 0, "{st:?}");
+    assert!(f.manager.store().volume(&other.id).unwrap().is_none());
+    // The hung attach keeps its intent; the pass neither finished nor rolled it back.
+    let left = f.manager.store().intents().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].volume_id, stuck.id);
+    assert!(!hung.is_finished());
+    assert!(f.manager.volume(&stuck.id).unwrap().attachments.is_empty());
+    hung.abort();
+}

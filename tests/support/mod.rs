@@ -39,13 +39,33 @@ pub struct Reply {
 impl Polly {
     /// Start `polly serve` (through the shared harness) with one vfs service per name.
     pub fn start(services: &[&str], extra_config: &str) -> Polly {
-        let dir = tempfile::tempdir().unwrap();
         let mut cfg = String::new();
         for s in services {
             cfg.push_str(&format!("[[services]]\nname = \"{s}\"\ndriver = \"vfs\"\n"));
         }
         cfg.push_str(extra_config);
-        let server = crate::common::Polly::start_with(&dir.path().join("data"), Some(&cfg), None);
+        Self::start_config(&cfg)
+    }
+
+    /// Start `polly serve` with this whole TOML config in a fresh temp dir.
+    pub fn start_config(config: &str) -> Polly {
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// Stop (SIGKILL) and start again on the same data dir with another config.
+    pub fn restart(self, config: &str) -> Polly {
+        let Polly { _server, _dir, .. } = self;
+        _server.kill9();
+        Self::start_in(_dir, config)
+    }
+
+    /// The server's data dir (store, default vfs roots).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self._server.data_dir
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: &str) -> Polly {
+        let server = crate::common::Polly::start_with(&dir.path().join("data"), Some(config), None);
         Polly {
             ls: server.libstorage.clone(),
             admin: server.admin.clone(),
