@@ -311,9 +311,13 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize) {
             })
         })
         .collect();
+    // The first framework task to fail ends the run at once: the others would otherwise wait
+    // at the barrier for it forever.
+    let results = futures::future::try_join_all(tasks)
+        .await
+        .expect("a framework task failed (its panic is printed above)");
     let (mut all, mut dropped) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, d) = t.await.unwrap();
+    for (l, d) in results {
         all.extend(l);
         dropped += d;
     }
