@@ -393,6 +393,12 @@ impl Store {
         Ok(())
     }
 
+    /// How many writes (`apply` batches, plus the erase and schema writes) have waited for
+    /// a flush so far; with [`Store::durable_syncs`] it shows how many writes shared a flush.
+    pub fn durable_writes(&self) -> u64 {
+        self.durability.lock().committed
+    }
+
     /// How many flushes (sled flush + `fdatasync`) this store has run, for tests and
     /// benchmarks: fewer than the number of `apply` calls when concurrent writers shared them.
     pub fn durable_syncs(&self) -> u64 {
