@@ -51,6 +51,8 @@ struct Server {
     admin: String,
     offers: String,
     stop: CancellationToken,
+    /// The server's store, to count its durable writes and flushes.
+    store: polly::store::Store,
     _dir: tempfile::TempDir,
 }
 
@@ -78,6 +80,7 @@ async fn start(config: &str) -> Server {
     cfg.data_dir = dir.path().to_path_buf();
     cfg.validate().unwrap();
     let prepared = polly::server::prepare(cfg).unwrap();
+    let store = prepared.manager.store().clone();
     let (admin_l, admin) = listener().await;
     let (ls_l, _) = listener().await;
     let (offers_l, offers) = listener().await;
@@ -104,6 +107,7 @@ async fn start(config: &str) -> Server {
         admin,
         offers,
         stop,
+        store,
         _dir: dir,
     }
 }
@@ -258,7 +262,8 @@ fn create_disk_call(fw: &str, offer: &Value, op: &str) -> Value {
 /// Accept latencies in µs over `rounds` × `frameworks` concurrent CREATE_DISKs, and how many
 /// accepts were DROPPED (their offer was rescinded meanwhile: the pool's free space, read
 /// from the file system, shrank) and retried with a newer offer.
-async fn accept_latency(p: &Params) -> (Vec<u64>, usize) {
+/// Latencies (µs), accepts dropped, and the store's durable writes and flushes meanwhile.
+async fn accept_latency(p: &Params) -> (Vec<u64>, usize, (u64, u64)) {
     let server = start(&offer_config(p.frameworks)).await;
     let mut clients = Vec::new();
     for _ in 0..p.frameworks {
@@ -271,6 +276,7 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize) {
     }
     let barrier = Arc::new(Barrier::new(p.frameworks));
     let rounds = p.rounds;
+    let (writes0, syncs0) = (server.store.durable_writes(), server.store.durable_syncs());
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
@@ -321,8 +327,10 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize) {
         all.extend(l);
         dropped += d;
     }
+    let writes = server.store.durable_writes() - writes0;
+    let syncs = server.store.durable_syncs() - syncs0;
     drop(server);
-    (all, dropped)
+    (all, dropped, (writes, syncs))
 }
 
 /// The same concurrency against a trivial handler on the same HTTP stack: every client POSTs
@@ -464,9 +472,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let base = baseline_latency(&p).await;
-        let (acc, dropped) = accept_latency(&p).await;
+        let (acc, dropped, (writes, syncs)) = accept_latency(&p).await;
         // The floor: one framework, one ACCEPT at a time.
-        let (alone, _) = accept_latency(&Params {
+        let (alone, _, _) = accept_latency(&Params {
             frameworks: 1,
             rounds: p.rounds * 2,
             ..p
@@ -490,7 +498,8 @@ fn main() {
              | one framework, one ACCEPT at a time: ACCEPT → OPERATION_FINISHED | {alone_n} | {om:.2} ms | {op:.2} ms |\n\
              | {f} at once: ACCEPT → OPERATION_FINISHED (create + reserve + attach, `vfs`) | {n} | {am:.2} ms | {ap:.2} ms |\n\n\
              {dropped} accepts found their offer rescinded (DROPPED, retried with a newer \
-             offer; not in the figures).\n\n\
+             offer; not in the figures). During the concurrent rounds the store made {writes} \
+             durable writes with {syncs} flushes (group commit: {wps:.1} writes per flush).\n\n\
              Median accept latency: **{am:.2} ms**, {ra:.1}× the trivial handler and {rw:.1}× one \
              durable store write; it {va} the ≤ 5 ms target ({rt:.2}× the target).\n\n\
              Provisioning: {v} volumes of 1 MiB created through `POST /admin/volumes` by {c} \
@@ -504,6 +513,7 @@ fn main() {
             r = p.rounds,
             n = acc.len(),
             bn = p.frameworks * p.rounds,
+            wps = writes as f64 / syncs.max(1) as f64,
             w = write_us / 1000.0,
             ra = am / bm.max(0.001),
             rw = am / (write_us / 1000.0).max(0.001),

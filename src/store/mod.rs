@@ -2,6 +2,8 @@
 //! that imports `sled`; it owns tree names, key encoding, the schema version and the flush
 //! policy. Every write goes through [`Store::apply`], which commits a batch atomically across
 //! trees and flushes it to disk before returning, so anything a caller acknowledges is durable.
+//! Concurrent writers share flushes (group commit, see [`Durability`]): each commits its own
+//! transaction, and one flush + `fdatasync` that started after those commits covers them all.
 
 mod types;
 
@@ -117,6 +119,8 @@ pub struct Store {
     /// file metadata nor flushes the disk's write cache; `fdatasync` on this handle after each
     /// flush makes an acknowledged batch survive power loss, not just a process crash.
     log: std::sync::Arc<std::fs::File>,
+    /// Group commit: which committed writes are durable, and who is flushing.
+    durability: std::sync::Arc<Durability>,
     /// Bumped by every committed write; tags the cached volume list.
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The decoded volumes tree as of some generation, shared by readers (list calls decode
@@ -179,6 +183,7 @@ impl Store {
             .map_err(|e| Error::Sled(format!("cannot open {}: {e}", dir.join("db").display())))?;
         let store = Store {
             log: std::sync::Arc::new(log),
+            durability: Default::default(),
             generation: Default::default(),
             volume_cache: Default::default(),
             meta: db.open_tree(TREE_META)?,
@@ -196,7 +201,7 @@ impl Store {
                 store
                     .meta
                     .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                store.sync()?;
+                store.sync_committed()?;
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
@@ -222,7 +227,10 @@ impl Store {
     }
 
     /// Apply a batch atomically across all trees, then flush to disk. Returns only once the
-    /// batch is durable; on error nothing of the batch is written.
+    /// batch is durable; on error nothing of the batch is written, and if the flush covering
+    /// it fails that error is returned (the batch may then survive a crash or not, as before
+    /// group commit). Blocks the calling thread (call it from `spawn_blocking` in async code);
+    /// concurrent callers share one flush instead of queueing for one each.
     pub fn apply(&self, ops: &[Op]) -> Result<()> {
         let trees = (
             &self.volumes,
@@ -319,15 +327,84 @@ impl Store {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(e.into()),
         }
-        self.sync()
+        self.sync_committed()
     }
 
-    /// Make everything written so far durable: sled's flush, then `fdatasync` of its log.
-    fn sync(&self) -> Result<()> {
+    /// Wait until everything committed before this call is durable: take a ticket, then
+    /// either lead a flush that covers it or wait for one. A flush covers exactly the tickets
+    /// handed out before it started, so no caller returns on a flush that began before its
+    /// own write was committed; a failed flush's error goes to every caller it covered.
+    fn sync_committed(&self) -> Result<()> {
+        let d = &*self.durability;
+        let mut st = d.lock();
+        st.committed += 1;
+        let ticket = st.committed;
+        loop {
+            if st.resolved >= ticket {
+                return match st.claim_failure(ticket) {
+                    Some(msg) => Err(Error::Sled(msg)),
+                    None => Ok(()),
+                };
+            }
+            if st.flushing {
+                st = d.flushed.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead: this flush covers every ticket handed out so far (all committed).
+            st.flushing = true;
+            let from = st.resolved;
+            let upto = st.committed;
+            drop(st);
+            let mut guard = FlushGuard {
+                d,
+                from,
+                upto,
+                ticket,
+                done: false,
+            };
+            let res = self.flush_now();
+            d.syncs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            guard.done = true;
+            st = d.lock();
+            st.flushing = false;
+            match res {
+                Ok(()) => st.resolved = upto,
+                Err(e) => st.fail(from, upto, e.to_string()),
+            }
+            d.flushed.notify_all();
+            // Our own ticket is now durable or failed: the next iteration returns.
+        }
+    }
+
+    /// One flush of everything written so far: sled's flush, then `fdatasync` of its log.
+    fn flush_now(&self) -> Result<()> {
+        #[cfg(test)]
+        if let Some(hook) = self.durability.test_hook() {
+            hook(self, SyncPoint::Start)?;
+        }
         self.db.flush()?;
         self.log
             .sync_data()
-            .map_err(|e| Error::Sled(format!("fdatasync of the store log: {e}")))
+            .map_err(|e| Error::Sled(format!("fdatasync of the store log: {e}")))?;
+        #[cfg(test)]
+        if let Some(hook) = self.durability.test_hook() {
+            hook(self, SyncPoint::End)?;
+        }
+        Ok(())
+    }
+
+    /// How many writes (`apply` batches, plus the erase and schema writes) have waited for
+    /// a flush so far; with [`Store::durable_syncs`] it shows how many writes shared a flush.
+    pub fn durable_writes(&self) -> u64 {
+        self.durability.lock().committed
+    }
+
+    /// How many flushes (sled flush + `fdatasync`) this store has run, for tests and
+    /// benchmarks: fewer than the number of `apply` calls when concurrent writers shared them.
+    pub fn durable_syncs(&self) -> u64 {
+        self.durability
+            .syncs
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn volume(&self, id: &str) -> Result<Option<Volume>> {
@@ -516,7 +593,7 @@ impl Store {
         for k in keys {
             self.meta.remove(k)?;
         }
-        self.sync()
+        self.sync_committed()
     }
 
     /// Check the name index against the volumes tree; returns human-readable problems.
@@ -543,6 +620,129 @@ impl Store {
             ));
         }
         Ok(problems)
+    }
+}
+
+/// Group-commit bookkeeping shared by all clones of a [`Store`]. Every write that needs to be
+/// durable takes a ticket (1, 2, ...) after its transaction committed; `resolved` is the
+/// highest ticket covered by a completed (or failed) flush. At most one thread flushes at a time; the
+/// others wait on `flushed` and either find their ticket covered or lead the next flush.
+#[derive(Default)]
+struct Durability {
+    state: std::sync::Mutex<SyncState>,
+    flushed: std::sync::Condvar,
+    /// Flushes run so far (see [`Store::durable_syncs`]).
+    syncs: std::sync::atomic::AtomicU64,
+    #[cfg(test)]
+    hook: std::sync::Mutex<Option<TestHook>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The last ticket handed out.
+    committed: u64,
+    /// Every ticket up to this one is decided: durable, or covered by a failed flush (then
+    /// it is in `failures` until its caller collected the error). Flushes cover disjoint
+    /// ranges `resolved + 1 ..= committed`, one at a time.
+    resolved: u64,
+    /// A thread is running a flush.
+    flushing: bool,
+    /// Failed flushes whose callers have not all collected the error yet.
+    failures: Vec<Failure>,
+}
+
+/// A flush that failed, covering tickets `from + 1 ..= upto`.
+struct Failure {
+    from: u64,
+    upto: u64,
+    message: String,
+    /// Callers in the range that have not returned the error yet; dropped at zero.
+    unclaimed: u64,
+}
+
+impl Failure {
+    fn covers(&self, ticket: u64) -> bool {
+        ticket > self.from && ticket <= self.upto
+    }
+}
+
+impl SyncState {
+    /// The error of the failed flush that covered `ticket`, if any; each ticket claims it once.
+    fn claim_failure(&mut self, ticket: u64) -> Option<String> {
+        let i = self.failures.iter().position(|f| f.covers(ticket))?;
+        let f = &mut self.failures[i];
+        f.unclaimed -= 1;
+        let message = f.message.clone();
+        if f.unclaimed == 0 {
+            self.failures.swap_remove(i);
+        }
+        Some(message)
+    }
+
+    /// Record that the flush covering `from + 1 ..= upto` failed.
+    fn fail(&mut self, from: u64, upto: u64, message: String) {
+        if upto > from {
+            self.failures.push(Failure {
+                from,
+                upto,
+                message,
+                unclaimed: upto - from,
+            });
+        }
+        self.resolved = upto;
+    }
+}
+
+impl Durability {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn test_hook(&self) -> Option<TestHook> {
+        self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Clears `flushing` if the leading thread unwinds mid-flush, failing the tickets it covered,
+/// so waiters never hang on a flush that will not complete.
+struct FlushGuard<'a> {
+    d: &'a Durability,
+    from: u64,
+    upto: u64,
+    /// The leader's own ticket: it unwinds instead of collecting its error.
+    ticket: u64,
+    done: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut st = self.d.lock();
+            st.flushing = false;
+            st.fail(self.from, self.upto, "store flush panicked".into());
+            st.claim_failure(self.ticket);
+            self.d.flushed.notify_all();
+        }
+    }
+}
+
+/// Where a test hook runs: just before a flush starts, or just after it completed.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SyncPoint {
+    Start,
+    End,
+}
+
+#[cfg(test)]
+type TestHook = std::sync::Arc<dyn Fn(&Store, SyncPoint) -> Result<()> + Send + Sync>;
+
+#[cfg(test)]
+impl Store {
+    /// Run `hook` around every flush; an error from it at `Start` fails that flush.
+    fn set_sync_hook(&self, hook: TestHook) {
+        *self.durability.hook.lock().unwrap() = Some(hook);
     }
 }
 

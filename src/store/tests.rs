@@ -312,3 +312,185 @@ fn intent_ids_increase_across_reopen() {
     let b = Store::open(dir.path()).unwrap().next_id().unwrap();
     assert!(b > a, "{b} <= {a}");
 }
+
+/// Run `n` threads that each apply one `PutMeta("w/<i>")` at the same moment; returns each
+/// thread's result, in thread order.
+fn apply_concurrently(store: &Store, n: usize) -> Vec<Result<()>> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    store.apply(&[Op::PutMeta(format!("w/{i:02}"), i.to_string())])
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn written_keys(store: &Store) -> std::collections::BTreeSet<String> {
+    store
+        .meta_prefixed("w/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn concurrent_applies_share_flushes_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // A slow disk: writers arriving while a flush runs must wait for the next one together.
+    store.set_sync_hook(std::sync::Arc::new(|_, point| {
+        if point == SyncPoint::Start {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }));
+    let before = store.durable_syncs();
+    let n = 24;
+    let results = apply_concurrently(&store, n);
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let syncs = store.durable_syncs() - before;
+    assert!(
+        syncs >= 1 && syncs < n as u64,
+        "{n} concurrent applies ran {syncs} flushes"
+    );
+    let expected: std::collections::BTreeSet<_> = (0..n).map(|i| format!("w/{i:02}")).collect();
+    assert_eq!(written_keys(&store), expected);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(written_keys(&store), expected);
+    assert_eq!(store.meta("w/07").unwrap().as_deref(), Some("7"));
+}
+
+#[test]
+fn a_lone_apply_flushes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..3u64 {
+        let before = store.durable_syncs();
+        store
+            .apply(&[Op::PutMeta("k".into(), i.to_string())])
+            .unwrap();
+        assert_eq!(store.durable_syncs() - before, 1);
+    }
+}
+
+#[test]
+fn an_apply_returns_only_after_a_flush_that_started_after_its_write() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // (writes visible when the running flush started, writes covered by a completed flush)
+    let seen: Arc<Mutex<(BTreeSet<String>, BTreeSet<String>)>> = Default::default();
+    let s2 = seen.clone();
+    store.set_sync_hook(Arc::new(move |store, point| {
+        match point {
+            SyncPoint::Start => {
+                let visible = written_keys(store);
+                s2.lock().unwrap().0 = visible;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            SyncPoint::End => {
+                let mut g = s2.lock().unwrap();
+                let started = std::mem::take(&mut g.0);
+                g.1.extend(started);
+            }
+        }
+        Ok(())
+    }));
+    let n = 16;
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let (store, barrier, seen) = (store.clone(), &barrier, &seen);
+            s.spawn(move || {
+                barrier.wait();
+                for round in 0..4 {
+                    let key = format!("w/{i:02}-{round}");
+                    store
+                        .apply(&[Op::PutMeta(key.clone(), "x".into())])
+                        .unwrap();
+                    assert!(
+                        seen.lock().unwrap().1.contains(&key),
+                        "{key} returned before a flush that started after it was written"
+                    );
+                }
+            });
+        }
+    });
+    assert!(store.durable_syncs() < (n * 4) as u64 + 1);
+}
+
+#[test]
+fn a_failed_flush_fails_every_write_it_covered() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let flushes = Arc::new(AtomicUsize::new(0));
+    // Writes visible at the start of the first and of the second flush.
+    let starts: Arc<Mutex<Vec<BTreeSet<String>>>> = Default::default();
+    let (f2, s2) = (flushes.clone(), starts.clone());
+    store.set_sync_hook(Arc::new(move |store, point| {
+        if point == SyncPoint::End {
+            return Ok(());
+        }
+        let k = f2.fetch_add(1, Ordering::SeqCst);
+        if k < 2 {
+            s2.lock().unwrap().push(written_keys(store));
+        }
+        match k {
+            // The first flush is slow so the other writers commit meanwhile and share the next.
+            0 => std::thread::sleep(std::time::Duration::from_millis(100)),
+            1 => return Err(Error::Sled("injected: disk gone".into())),
+            _ => {}
+        }
+        Ok(())
+    }));
+    let n = 12;
+    let results = apply_concurrently(&store, n);
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 2, "two flushes at least");
+    let failed: BTreeSet<_> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| format!("w/{i:02}"))
+        .collect();
+    // Several writers waited for the failed flush, and every one of them got its error.
+    assert!(
+        failed.len() >= 2,
+        "the failed flush covered several writers: {results:?}"
+    );
+    // Only writes already visible when the failed flush started were covered by it.
+    assert!(
+        failed.is_subset(&starts[1]),
+        "{failed:?} vs {:?}",
+        starts[1]
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.to_string().contains("disk gone"), "{r}");
+    }
+    // The store keeps working after the failure, and the error is not handed out again.
+    store
+        .apply(&[Op::PutMeta("after".into(), "1".into())])
+        .unwrap();
+    assert!(store.durability.lock().failures.is_empty());
+    // Every write acknowledged as durable is there after a reopen.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let keys = written_keys(&store);
+    for (i, r) in results.iter().enumerate() {
+        if r.is_ok() {
+            assert!(keys.contains(&format!("w/{i:02}")), "w/{i:02} lost");
+        }
+    }
+}
