@@ -274,6 +274,20 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize, (u64, u64)) {
             statuses: Vec::new(),
         });
     }
+    // Offers are not rebalanced while outstanding (as with a Mesos master): a framework that
+    // subscribed first may hold the whole pool. Once all are subscribed, each gives back what
+    // it holds, so the next round divides the pool among all of them.
+    for c in clients.iter_mut() {
+        c.drain();
+        let ids: Vec<Value> = c.offers.drain(..).map(|o| o["id"].clone()).collect();
+        if !ids.is_empty() {
+            c.fw.call(
+                json!({"type": "DECLINE", "framework_id": {"value": c.fw.id},
+                "decline": {"offer_ids": ids, "filters": {"refuse_seconds": 0}}}),
+            )
+            .await;
+        }
+    }
     let barrier = Arc::new(Barrier::new(p.frameworks));
     let rounds = p.rounds;
     let (writes0, syncs0) = (server.store.durable_writes(), server.store.durable_syncs());

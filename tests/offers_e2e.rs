@@ -9,17 +9,18 @@
 
 mod common;
 mod fake_master;
+mod framework;
 
 use std::time::Duration;
 
 use common::{vfs_volume_dirs, Polly};
+use framework::{create_disk, offer_on, subscribe, subscribe_as, Framework};
 use polly::config::MesosContentType;
-use polly::mesos::client::{decode_event, encode_call};
+use polly::mesos::client::encode_call;
 use polly::mesos::recordio::Decoder;
+use polly::mesos::v1;
 use polly::mesos::v1::scheduler::{call, Call};
-use polly::mesos::v1::{self, FrameworkInfo};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 fn config(extra: &str) -> String {
     format!(
@@ -60,201 +61,6 @@ fn config_with_timeout(secs: f64) -> String {
         "offer_timeout_secs = 600",
         &format!("offer_timeout_secs = {secs}"),
     )
-}
-
-/// A subscribed framework: its id, stream id and the events of its stream as JSON.
-struct Framework {
-    base: String,
-    id: String,
-    stream_id: String,
-    events: mpsc::UnboundedReceiver<Value>,
-    /// Events read while waiting for another kind, kept for later waits.
-    skipped: std::collections::VecDeque<Value>,
-    http: reqwest::Client,
-}
-
-async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framework {
-    subscribe_as(base, ct, id, None).await
-}
-
-/// Subscribe with a role (the single-role `FrameworkInfo.role`) when given.
-#[allow(deprecated)]
-async fn subscribe_as(
-    base: &str,
-    ct: MesosContentType,
-    id: Option<&str>,
-    role: Option<&str>,
-) -> Framework {
-    let http = reqwest::Client::new();
-    let mime = polly::mesos::client::content_type(ct);
-    let info = FrameworkInfo {
-        user: "root".into(),
-        name: "consumer".into(),
-        id: id.map(|i| v1::FrameworkId { value: i.into() }),
-        role: role.map(str::to_string),
-        ..Default::default()
-    };
-    let c = Call {
-        framework_id: id.map(|i| v1::FrameworkId { value: i.into() }),
-        r#type: Some(call::Type::Subscribe as i32),
-        subscribe: Some(call::Subscribe {
-            framework_info: info,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let resp = http
-        .post(format!("{base}/api/v1/scheduler"))
-        .header("content-type", mime)
-        .header("accept", mime)
-        .body(encode_call(ct, &c).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], mime);
-    assert!(
-        resp.headers().get("content-length").is_none(),
-        "stream must be chunked"
-    );
-    let stream_id = resp.headers()["mesos-stream-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut resp = resp;
-        let mut dec = Decoder::new(1 << 24);
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            dec.push(&chunk);
-            while let Ok(Some(rec)) = dec.next_record() {
-                let ev = decode_event(ct, &rec).expect("event decodes");
-                let v = polly::mesos::json::to_value(&ev).unwrap();
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first["type"], "SUBSCRIBED", "{first}");
-    let id = first["subscribed"]["framework_id"]["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let second = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        second["type"], "HEARTBEAT",
-        "a heartbeat follows SUBSCRIBED at once"
-    );
-    Framework {
-        base: base.to_string(),
-        id,
-        stream_id,
-        events: rx,
-        skipped: Default::default(),
-        http,
-    }
-}
-
-impl Framework {
-    /// The next event of `kind`, skipping others; panics after `secs`.
-    async fn next(&mut self, kind: &str, secs: u64) -> Value {
-        self.next_where(kind, secs, |e| e["type"] == kind).await
-    }
-
-    /// The next event `want` accepts (kept ones first), keeping the others for later.
-    async fn next_where(&mut self, what: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.skipped.iter().position(&want) {
-            return self.skipped.remove(i).unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let ev = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no {what} event within {secs}s"))
-                .expect("stream open");
-            if ev["type"] == "RESCIND" {
-                // A rescinded offer is no longer usable: forget it if it was kept.
-                let gone = ev["rescind"]["offer_id"]["value"].clone();
-                for e in self.skipped.iter_mut().filter(|e| e["type"] == "OFFERS") {
-                    if let Some(list) = e["offers"]["offers"].as_array_mut() {
-                        list.retain(|o| o["id"]["value"] != gone);
-                    }
-                }
-            }
-            if want(&ev) {
-                return ev;
-            }
-            if ev["type"] != "HEARTBEAT" {
-                self.skipped.push_back(ev);
-            }
-        }
-    }
-
-    /// Offers until one for each of `agents` has arrived.
-    async fn offers_for(&mut self, agents: &[&str]) -> Vec<Value> {
-        let mut got: Vec<Value> = Vec::new();
-        while !agents
-            .iter()
-            .all(|a| got.iter().any(|o| o["agent_id"]["value"] == *a))
-        {
-            let ev = self.next("OFFERS", 20).await;
-            got.extend(ev["offers"]["offers"].as_array().unwrap().iter().cloned());
-        }
-        got
-    }
-
-    async fn post_json(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/scheduler", self.base))
-            .header("content-type", "application/json")
-            .header("mesos-stream-id", &self.stream_id)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn call(&self, body: Value) {
-        let r = self.post_json(body).await;
-        assert_eq!(r.status(), 202);
-        assert_eq!(r.text().await.unwrap(), "");
-    }
-
-    /// The next status of operation `op`; statuses of other operations are kept for later.
-    async fn status(&mut self, op: &str, secs: u64) -> Value {
-        let ev = self
-            .next_where("UPDATE_OPERATION_STATUS", secs, |e| {
-                e["type"] == "UPDATE_OPERATION_STATUS"
-                    && e["update_operation_status"]["status"]["operation_id"]["value"] == op
-            })
-            .await;
-        ev["update_operation_status"]["status"].clone()
-    }
-}
-
-fn offer_on<'a>(offers: &'a [Value], agent: &str) -> &'a Value {
-    offers
-        .iter()
-        .find(|o| o["agent_id"]["value"] == agent)
-        .unwrap()
-}
-
-fn create_disk(fw: &str, offer: &Value, op: &str, mb: f64) -> Value {
-    let mut source = offer["resources"][0].clone();
-    source["scalar"]["value"] = json!(mb);
-    json!({"type": "ACCEPT", "framework_id": {"value": fw},
-        "accept": {"offer_ids": [offer["id"].clone()],
-            "operations": [{"type": "CREATE_DISK", "id": {"value": op},
-                "create_disk": {"source": source, "target_type": "MOUNT"}}],
-            "filters": {"refuse_seconds": 0}}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,12 +29,24 @@ pub struct Framework {
 /// SUBSCRIBE (with `id` when the framework already has one) and read SUBSCRIBED and the first
 /// HEARTBEAT; panics if the endpoint answers otherwise.
 pub async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Framework {
+    subscribe_as(base, ct, id, None).await
+}
+
+/// `subscribe` with a role (the single-role `FrameworkInfo.role`) when given.
+#[allow(deprecated)]
+pub async fn subscribe_as(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+    role: Option<&str>,
+) -> Framework {
     let http = reqwest::Client::new();
     let mime = polly::mesos::client::content_type(ct);
     let info = FrameworkInfo {
         user: "root".into(),
         name: "consumer".into(),
         id: id.map(|i| v1::FrameworkId { value: i.into() }),
+        role: role.map(str::to_string),
         ..Default::default()
     };
     let c = Call {
@@ -108,16 +120,27 @@ pub async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Fr
 }
 
 impl Framework {
-    /// The next event of `kind`, skipping others; panics after `secs`.
+    /// The next event of `kind` (kept ones first), keeping the others for later; panics
+    /// after `secs`.
     pub async fn next(&mut self, kind: &str, secs: u64) -> Value {
-        if let Some(i) = self.skipped.iter().position(|e| e["type"] == kind) {
+        self.next_where(kind, secs, |e| e["type"] == kind).await
+    }
+
+    /// The next event `want` accepts (kept ones first), keeping the others for later.
+    pub async fn next_where(
+        &mut self,
+        what: &str,
+        secs: u64,
+        want: impl Fn(&Value) -> bool,
+    ) -> Value {
+        if let Some(i) = self.skipped.iter().position(&want) {
             return self.skipped.remove(i).unwrap();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let ev = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no {kind} event within {secs}s"))
+                .unwrap_or_else(|_| panic!("no {what} event within {secs}s"))
                 .expect("stream open");
             if ev["type"] == "RESCIND" {
                 // A rescinded offer is no longer usable: forget it if it was kept.
@@ -128,7 +151,7 @@ impl Framework {
                     }
                 }
             }
-            if ev["type"] == kind {
+            if want(&ev) {
                 return ev;
             }
             if ev["type"] != "HEARTBEAT" {
@@ -194,15 +217,15 @@ impl Framework {
         assert_eq!(text, "");
     }
 
-    /// The next status of operation `op`.
+    /// The next status of operation `op`; statuses of other operations are kept for later.
     pub async fn status(&mut self, op: &str, secs: u64) -> Value {
-        loop {
-            let ev = self.next("UPDATE_OPERATION_STATUS", secs).await;
-            let st = ev["update_operation_status"]["status"].clone();
-            if st["operation_id"]["value"] == op {
-                return st;
-            }
-        }
+        let ev = self
+            .next_where("UPDATE_OPERATION_STATUS", secs, |e| {
+                e["type"] == "UPDATE_OPERATION_STATUS"
+                    && e["update_operation_status"]["status"]["operation_id"]["value"] == op
+            })
+            .await;
+        ev["update_operation_status"]["status"].clone()
     }
 }
 
