@@ -124,6 +124,24 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
     assert_eq!(dump.reservations[0].framework_id, fw.id);
     assert_eq!(dump.reservations[0].volume_id, vol_id);
 
+    // The REX-Ray agent on that instance lists the volume through the libStorage façade as
+    // attached to itself.
+    let seen: Value = reqwest::Client::new()
+        .get(format!("{}/volumes/vfs-a?attachments", polly.libstorage))
+        .header("Libstorage-Instanceid", "vfs:vfs-a=i-a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = &seen[vol_id.as_str()];
+    assert_eq!(listed["attachmentState"], 2, "{seen}");
+    assert_eq!(
+        listed["attachments"][0]["instanceID"]["id"], "i-a",
+        "{seen}"
+    );
+
     // Acknowledge in pymesos' shape: the whole status object, uuid as {"value": …}.
     fw.call(
         json!({"type": "ACKNOWLEDGE_OPERATION_STATUS", "framework_id": {"value": fw.id},
