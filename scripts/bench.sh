@@ -19,6 +19,14 @@ want() { [[ "$only" == *" $1 "* ]]; }
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
+# write_block MARKER HEADING FILE: the content of FILE replaces the MARKER block of
+# BENCHMARKS.md (appended under `## HEADING` when the markers are missing).
+write_block() {
+    python3 scripts/bench_block.py BENCHMARKS.md "$1" "$2" "$3"
+}
+
+mkdir -p "$target_dir/polly-bench"
+
 if want ops; then
 cargo bench --bench ops -- "$@"
 
@@ -33,10 +41,9 @@ BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export BENCH_CRITERION_DIR BENCH_CORES BENCH_MEMORY_GIB BENCH_KERNEL BENCH_CPU BENCH_FS \
     BENCH_DATE BENCH_COMMIT
 
-python3 - BENCHMARKS.md <<'PY'
+python3 - >"$target_dir/polly-bench/ops.md" <<'PY'
 import json, os, sys
 
-path = sys.argv[1]
 root = os.environ["BENCH_CRITERION_DIR"]
 
 
@@ -129,20 +136,10 @@ if m["store/apply_flush"] and m["disk/raw_sync_file_range"]:
                  f"{per_s(r)}; ratio = {r / s:.2f}×.")
 lines.append("")
 
-begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-block = begin + "\n" + "\n".join(lines) + end
-try:
-    doc = open(path).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n\nRun `scripts/bench.sh` to reproduce.\n\n"
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-open(path, "w").write(doc)
 print("\n".join(lines))
 PY
+write_block bench "Results" "$target_dir/polly-bench/ops.md"
+cat "$target_dir/polly-bench/ops.md"
 echo "wrote the results into BENCHMARKS.md"
 fi
 
@@ -150,19 +147,7 @@ if want facade; then
 # The façade load benchmark (its own harness: concurrent clients, not criterion) writes a
 # markdown table; put it between the facade markers.
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench facade
-python3 - BENCHMARKS.md "$target_dir/polly-bench/facade.md" <<'PY'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- facade:begin -->", "<!-- facade:end -->"
-block = begin + "\n" + table.rstrip("\n") + "\n" + end
-doc = open(path).read()
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## libStorage façade under load\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+write_block facade "libStorage façade under load" "$target_dir/polly-bench/facade.md"
 echo "wrote the façade results into BENCHMARKS.md"
 fi
 
@@ -170,9 +155,9 @@ if want criterion; then
 # Mesos decoding and offer rounds (criterion): medians, throughput, and ratios against the
 # baselines in the same run (untyped JSON parse for decoding; the smallest round for rounds).
 cargo bench --bench mesos_decode --bench offers
-python3 - BENCHMARKS.md "$target_dir/criterion" <<'PY'
+python3 - "$target_dir/criterion" >"$target_dir/polly-bench/criterion.md" <<'PY'
 import json, os, sys
-path, root = sys.argv[1], sys.argv[2]
+root = sys.argv[1]
 
 def entries(group):
     out = []
@@ -213,17 +198,10 @@ if rounds:
     lines.append("")
     for title, p, *_ in rounds:
         lines.append(f"- `{title}`: {p / small[1]:.1f}× the smallest round (`{small[0]}`).")
-block = "<!-- criterion:begin -->\n" + "\n".join(lines) + "\n<!-- criterion:end -->"
-doc = open(path).read()
-begin, end = "<!-- criterion:begin -->", "<!-- criterion:end -->"
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## Mesos decoding and offer rounds\n\n" + block + "\n"
-open(path, "w").write(doc)
 print("\n".join(lines))
 PY
+write_block criterion "Mesos decoding and offer rounds" "$target_dir/polly-bench/criterion.md"
+cat "$target_dir/polly-bench/criterion.md"
 echo "wrote the Mesos decoding and offer round results into BENCHMARKS.md"
 fi
 
@@ -232,19 +210,7 @@ if want offer_ops; then
 # accepting at once; concurrent creates on a driver with 100 ms per call, beside 0 ms):
 # put its table between the offer-ops markers.
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench offer_ops
-python3 - BENCHMARKS.md "$target_dir/polly-bench/offer_ops.md" <<'PY'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- offer-ops:begin -->", "<!-- offer-ops:end -->"
-block = begin + "\n" + table.rstrip("\n") + "\n" + end
-doc = open(path).read()
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## Disk offers and provisioning\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+write_block offer-ops "Disk offers and provisioning" "$target_dir/polly-bench/offer_ops.md"
 echo "wrote the disk offer and provisioning results into BENCHMARKS.md"
 fi
 
@@ -252,18 +218,6 @@ if want ebs; then
 # The ebs driver on the fake cloud (its own harness, no SDK needed): attach/detach throughput
 # with 100 ms per EC2 call and 1,000 volumes, and a 1,000-attach burst with one hung call.
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench ebs
-python3 - BENCHMARKS.md "$target_dir/polly-bench/ebs.md" <<'PY'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- ebs:begin -->", "<!-- ebs:end -->"
-block = begin + "\n" + table.rstrip("\n") + "\n" + end
-doc = open(path).read()
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## EBS attach and detach (fake cloud)\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+write_block ebs "EBS attach and detach (fake cloud)" "$target_dir/polly-bench/ebs.md"
 echo "wrote the ebs results into BENCHMARKS.md"
 fi
