@@ -253,6 +253,41 @@ impl Fixture {
         }
     }
 
+    /// One create → attach → detach → delete through the manager, returning how long each
+    /// of the four calls took, minus the time `driver_nanos` (if any) grew during it.
+    async fn timed_cycle(&self, driver_nanos: Option<&AtomicU64>) -> [Duration; 4] {
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        let m = &self.manager;
+        let mut out = [Duration::ZERO; 4];
+        let spent = |slot: &mut Duration, start: Instant, before: u64| {
+            let driver = driver_nanos.map_or(0, |d| d.load(Ordering::Relaxed) - before);
+            *slot = start.elapsed().saturating_sub(Duration::from_nanos(driver));
+        };
+        let now = || driver_nanos.map_or(0, |d| d.load(Ordering::Relaxed));
+
+        let (start, before) = (Instant::now(), now());
+        let v = m
+            .create(CreateVolume {
+                service: SERVICE.into(),
+                name: format!("op-{n}"),
+                size_bytes: SIZE,
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+        spent(&mut out[0], start, before);
+        let (start, before) = (Instant::now(), now());
+        m.attach(&v.id, INSTANCE, None).await.expect("attach");
+        spent(&mut out[1], start, before);
+        let (start, before) = (Instant::now(), now());
+        m.detach(&v.id, Some(INSTANCE)).await.expect("detach");
+        spent(&mut out[2], start, before);
+        let (start, before) = (Instant::now(), now());
+        m.delete(&v.id).await.expect("delete");
+        spent(&mut out[3], start, before);
+        out
+    }
+
     /// One create → attach → detach → delete through the manager.
     async fn cycle(&self) {
         let n = self.names.fetch_add(1, Ordering::Relaxed);
@@ -342,6 +377,53 @@ fn cycle(c: &mut Criterion) {
     g.finish();
 }
 
+/// Each operation alone: full cycles run, but only the named call's time counts. On the
+/// no-op driver that is Polly's whole cost of the call; on `vfs` it is the call's time minus
+/// the time spent in the driver (Polly's own overhead per operation).
+fn op(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("op");
+    g.sample_size(30).measurement_time(Duration::from_secs(4));
+    let noop = Fixture::new(Arc::new(NoopDriver::default()), vec![]);
+    let (vfs, root) = vfs_driver();
+    let nanos = Arc::new(AtomicU64::new(0));
+    let timed = TimedDriver {
+        inner: Arc::new(vfs),
+        nanos: nanos.clone(),
+    };
+    let vfs = Fixture::new(Arc::new(timed), vec![root]);
+    for (slot, name) in ["create", "attach", "detach", "delete"]
+        .into_iter()
+        .enumerate()
+    {
+        g.bench_function(format!("{name}_noop"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let fx = &noop;
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += fx.timed_cycle(None).await[slot];
+                    }
+                    total
+                }
+            })
+        });
+        g.bench_function(format!("{name}_vfs_overhead"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (fx, nanos) = (&vfs, &nanos);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += fx.timed_cycle(Some(nanos)).await[slot];
+                    }
+                    total
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn store(c: &mut Criterion) {
     let mut g = c.benchmark_group("store");
     g.sample_size(30).measurement_time(Duration::from_secs(5));
@@ -422,5 +504,5 @@ fn disk(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cycle, store, disk);
+criterion_group!(benches, cycle, op, store, disk);
 criterion_main!(benches);
