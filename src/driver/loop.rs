@@ -1,42 +1,29 @@
 //! The `loop` driver: each volume is a sparse image file holding a real file system (ext4 by
 //! default), attached as a real block device through a loop device (`losetup`).
 //!
-//! Layout under `root` (the same crash-safety scheme as `vfs`):
-//! - `ids.json`: the last volume and snapshot ids handed out, durable before an id is used, so
-//!   ids are never reused.
-//! - `volumes/<id>/volume.json` + `volumes/<id>/disk.img`: one volume; `volume.json` also
-//!   records the attachments (instance id and loop device), replaced atomically.
-//! - `snapshots/<id>/snapshot.json` + `snapshots/<id>/disk.img`: one snapshot (a sparse or
-//!   reflinked copy of the image).
-//! - `tmp/`: volumes and snapshots being built or torn down; cleared on open.
+//! The layout under `root` and its crash-safety scheme are those of [`super::dirs`], shared
+//! with `vfs`; a loop volume's payload is the sparse image file `disk.img`, and `volume.json`
+//! records each attachment's loop device. Snapshots are sparse (or reflinked) copies of the
+//! image.
 //!
 //! Needs root, loop devices and the file system's tools (`mkfs.<fs>`, `e2fsck`, `resize2fs`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::vfs::{
-    check_id, create_dir, fsync_dir, holders, id_order, max_id, parse_json, read_dir, rename,
-    statvfs, write_json_atomic,
-};
+use super::dirs::{holders, Dirs, Layout};
 use super::{
     AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, PoolCapacity,
     Result, Snapshot,
 };
 
-const VOLUME_META: &str = "volume.json";
-const SNAPSHOT_META: &str = "snapshot.json";
-const IDS_FILE: &str = "ids.json";
 const IMAGE: &str = "disk.img";
 const VOLUME_PREFIX: &str = "loop-";
-const SNAPSHOT_PREFIX: &str = "snap-";
 
 /// File systems the driver can create and grow (grow uses `resize2fs`).
 pub const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4"];
@@ -104,13 +91,6 @@ pub fn host_supports_loop() -> std::result::Result<(), String> {
     }
 }
 
-/// Last ids handed out, persisted in `ids.json`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct IdCounters {
-    volume: u64,
-    snapshot: u64,
-}
-
 /// The `loop` driver. Mutations are serialized by one lock and run on blocking threads (they
 /// call `mkfs`, `losetup` and `resize2fs`); reads go straight to disk.
 pub struct LoopDriver {
@@ -128,6 +108,14 @@ impl std::fmt::Debug for LoopDriver {
 
 struct Inner {
     cfg: LoopConfig,
+    dirs: Dirs,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Dirs;
+    fn deref(&self) -> &Dirs {
+        &self.dirs
+    }
 }
 
 impl LoopDriver {
@@ -140,8 +128,20 @@ impl LoopDriver {
                 cfg.filesystem
             )));
         }
-        let inner = Inner { cfg };
-        inner.init()?;
+        let dirs = Dirs::open(
+            Layout {
+                root: cfg.root.clone(),
+                pool: cfg.pool.clone(),
+                zone: cfg.zone.clone(),
+                quota_bytes: cfg.quota_bytes,
+                kind: "loop",
+                volume_prefix: VOLUME_PREFIX,
+                payload: IMAGE,
+                copy: copy_image,
+            },
+            release_unrecorded_devices,
+        )?;
+        let inner = Inner { cfg, dirs };
         Ok(LoopDriver {
             inner: Arc::new(inner),
             lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -180,284 +180,35 @@ impl LoopDriver {
     }
 }
 
+/// A crash between `losetup` and the metadata write leaves a loop device nobody records;
+/// it is released at open. Best effort: a host without loop devices has none to release.
+fn release_unrecorded_devices(dirs: &Dirs) {
+    let Ok(root) = fs::canonicalize(dirs.root()) else {
+        return;
+    };
+    let recorded: Vec<String> = dirs
+        .list_volumes()
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|v| v.attachments.into_iter().map(|a| a.device))
+        .collect();
+    for (device, backing) in loop_devices() {
+        if backing.starts_with(&root) && !recorded.contains(&device) {
+            if let Err(e) = run("losetup", &["-d", &device]) {
+                tracing::warn!(%device, error = %e, "could not release unrecorded loop device");
+            }
+        }
+    }
+}
+
 impl Inner {
-    fn root(&self) -> &Path {
-        &self.cfg.root
-    }
-    fn volumes_dir(&self) -> PathBuf {
-        self.root().join("volumes")
-    }
-    fn snapshots_dir(&self) -> PathBuf {
-        self.root().join("snapshots")
-    }
-    fn tmp_dir(&self) -> PathBuf {
-        self.root().join("tmp")
-    }
-    fn ids_path(&self) -> PathBuf {
-        self.root().join(IDS_FILE)
-    }
-
-    fn init(&self) -> Result<()> {
-        for dir in [
-            self.root().to_path_buf(),
-            self.volumes_dir(),
-            self.snapshots_dir(),
-            self.tmp_dir(),
-        ] {
-            fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("create loop directory {}", dir.display()), e))?;
-        }
-        self.release_unrecorded_devices();
-        let tmp = self.tmp_dir();
-        for entry in read_dir(&tmp)? {
-            let path = entry.path();
-            let res = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            res.map_err(|e| Error::io(format!("clear leftover {}", path.display()), e))?;
-        }
-        let mut ids = self.load_ids()?;
-        let max_vol = max_id(&self.volumes_dir(), VOLUME_PREFIX)?;
-        let max_snap = max_id(&self.snapshots_dir(), SNAPSHOT_PREFIX)?;
-        if max_vol > ids.volume || max_snap > ids.snapshot || !self.ids_path().exists() {
-            ids.volume = ids.volume.max(max_vol);
-            ids.snapshot = ids.snapshot.max(max_snap);
-            self.store_ids(&ids)?;
-        }
-        fsync_dir(self.root())
-    }
-
-    /// A crash between `losetup` and the metadata write leaves a loop device nobody records;
-    /// it is released here. Best effort: a host without loop devices has none to release.
-    fn release_unrecorded_devices(&self) {
-        let Ok(root) = fs::canonicalize(self.root()) else {
-            return;
-        };
-        let recorded: Vec<String> = self
-            .list_volumes()
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|v| v.attachments.into_iter().map(|a| a.device))
-            .collect();
-        for (device, backing) in loop_devices() {
-            if backing.starts_with(&root) && !recorded.contains(&device) {
-                if let Err(e) = run("losetup", &["-d", &device]) {
-                    tracing::warn!(%device, error = %e, "could not release unrecorded loop device");
-                }
-            }
-        }
-    }
-
-    fn load_ids(&self) -> Result<IdCounters> {
-        let path = self.ids_path();
-        match fs::read(&path) {
-            Ok(bytes) => parse_json(&path, &bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IdCounters::default()),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-        }
-    }
-
-    fn store_ids(&self, ids: &IdCounters) -> Result<()> {
-        write_json_atomic(&self.ids_path(), ids)
-    }
-
-    fn next_volume_id(&self) -> Result<String> {
-        let mut ids = self.load_ids()?;
-        ids.volume += 1;
-        self.store_ids(&ids)?;
-        Ok(format!("{VOLUME_PREFIX}{:06}", ids.volume))
-    }
-
-    fn next_snapshot_id(&self) -> Result<String> {
-        let mut ids = self.load_ids()?;
-        ids.snapshot += 1;
-        self.store_ids(&ids)?;
-        Ok(format!("{SNAPSHOT_PREFIX}{:06}", ids.snapshot))
-    }
-
-    fn volume_dir(&self, id: &str) -> Result<PathBuf> {
-        check_id(id, VOLUME_PREFIX, "volume")?;
-        Ok(self.volumes_dir().join(id))
-    }
-
-    fn snapshot_dir(&self, id: &str) -> Result<PathBuf> {
-        check_id(id, SNAPSHOT_PREFIX, "snapshot")?;
-        Ok(self.snapshots_dir().join(id))
-    }
-
-    fn load_volume(&self, id: &str) -> Result<Option<DriverVolume>> {
-        let Ok(dir) = self.volume_dir(id) else {
-            return Ok(None);
-        };
-        let path = dir.join(VOLUME_META);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        let mut vol: DriverVolume = parse_json(&path, &bytes)?;
-        vol.path = Some(dir.join(IMAGE).to_string_lossy().into_owned());
-        Ok(Some(vol))
-    }
-
-    fn get_volume(&self, id: &str) -> Result<DriverVolume> {
-        self.load_volume(id)?.ok_or_else(|| Error::NotFound {
-            kind: "volume",
-            id: id.to_string(),
-        })
-    }
-
-    fn store_volume(&self, vol: &DriverVolume) -> Result<()> {
-        let dir = self.volume_dir(&vol.id)?;
-        let mut on_disk = vol.clone();
-        on_disk.path = None;
-        write_json_atomic(&dir.join(VOLUME_META), &on_disk)
-    }
-
-    fn list_volumes(&self) -> Result<Vec<DriverVolume>> {
-        let mut out = Vec::new();
-        for entry in read_dir(&self.volumes_dir())? {
-            let name = entry.file_name();
-            let Some(id) = name.to_str() else { continue };
-            if let Some(vol) = self.load_volume(id)? {
-                out.push(vol);
-            }
-        }
-        out.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
-        Ok(out)
-    }
-
-    fn load_snapshot(&self, id: &str) -> Result<Option<Snapshot>> {
-        let Ok(dir) = self.snapshot_dir(id) else {
-            return Ok(None);
-        };
-        let path = dir.join(SNAPSHOT_META);
-        match fs::read(&path) {
-            Ok(bytes) => parse_json(&path, &bytes).map(Some),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-        }
-    }
-
-    fn list_snapshots(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>> {
-        let mut out = Vec::new();
-        for entry in read_dir(&self.snapshots_dir())? {
-            let name = entry.file_name();
-            let Some(id) = name.to_str() else { continue };
-            if let Some(snap) = self.load_snapshot(id)? {
-                if volume_id.is_none_or(|v| v == snap.volume_id) {
-                    out.push(snap);
-                }
-            }
-        }
-        out.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
-        Ok(out)
-    }
-
-    fn capacity(&self) -> Result<PoolCapacity> {
-        let (fs_total, fs_free) = statvfs(self.root())?;
-        let (total, free) = match self.cfg.quota_bytes {
-            Some(quota) => {
-                let used: u64 = self
-                    .list_volumes()?
-                    .iter()
-                    .map(|v| v.size_bytes)
-                    .fold(0, u64::saturating_add);
-                (fs_total.min(quota), fs_free.min(quota.saturating_sub(used)))
-            }
-            None => (fs_total, fs_free),
-        };
-        Ok(PoolCapacity {
-            pool: self.cfg.pool.clone(),
-            zone: self.cfg.zone.clone(),
-            total_bytes: total,
-            free_bytes: free,
-        })
-    }
-
-    fn check_quota(&self, wanted: u64) -> Result<()> {
-        if self.cfg.quota_bytes.is_none() {
-            return Ok(());
-        }
-        let cap = self.capacity()?;
-        if wanted > cap.free_bytes {
-            return Err(Error::InsufficientCapacity {
-                pool: self.cfg.pool.clone(),
-                free_bytes: cap.free_bytes,
-                wanted_bytes: wanted,
-            });
-        }
-        Ok(())
-    }
-
-    fn check_request(&self, req: &CreateRequest) -> Result<()> {
-        if req.size_bytes == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "volume {:?}: size_bytes must be greater than 0",
-                req.name
-            )));
-        }
-        if let Some(pool) = &req.pool {
-            if *pool != self.cfg.pool {
-                return Err(Error::NotFound {
-                    kind: "pool",
-                    id: pool.clone(),
-                });
-            }
-        }
-        if let Some(zone) = &req.zone {
-            if self.cfg.zone.as_deref() != Some(zone.as_str()) {
-                return Err(Error::InvalidArgument(format!(
-                    "volume {:?}: zone {zone:?} is not served by this back-end (it serves {:?})",
-                    req.name, self.cfg.zone
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn existing_by_name(&self, req: &CreateRequest) -> Result<Option<DriverVolume>> {
-        let Some(vol) = self
-            .list_volumes()?
-            .into_iter()
-            .find(|v| v.name == req.name)
-        else {
-            return Ok(None);
-        };
-        if vol.size_bytes != req.size_bytes {
-            return Err(Error::AlreadyExists {
-                name: req.name.clone(),
-                detail: format!(
-                    "existing volume {} has {} bytes, {} requested",
-                    vol.id, vol.size_bytes, req.size_bytes
-                ),
-            });
-        }
-        Ok(Some(vol))
-    }
-
     /// Creates a volume: a fresh file system, or a copy of `source` (an image file) grown to
     /// the requested size. Idempotent by name; assembled in tmp/ and renamed into place last.
     fn create(&self, req: &CreateRequest, source: Option<(&Path, u64)>) -> Result<DriverVolume> {
-        self.check_request(req)?;
-        if let Some(vol) = self.existing_by_name(req)? {
+        if let Some(vol) = self.check_create(req, source.map(|(_, size)| size))? {
             return Ok(vol);
         }
-        if let Some((_, source_size)) = source {
-            if req.size_bytes < source_size {
-                return Err(Error::InvalidArgument(format!(
-                    "volume {:?}: size_bytes {} is smaller than its source ({source_size} bytes)",
-                    req.name, req.size_bytes
-                )));
-            }
-        }
-        self.check_quota(req.size_bytes)?;
-
-        let id = self.next_volume_id()?;
-        let staging = self.tmp_dir().join(&id);
-        create_dir(&staging)?;
+        let (id, staging) = self.stage_volume()?;
         let image = staging.join(IMAGE);
         match source {
             Some((src, src_size)) => {
@@ -473,47 +224,7 @@ impl Inner {
             }
         }
         sync_file(&image)?;
-        let mut vol = DriverVolume {
-            id: id.clone(),
-            name: req.name.clone(),
-            size_bytes: req.size_bytes,
-            pool: self.cfg.pool.clone(),
-            zone: self.cfg.zone.clone(),
-            access_mode: req.access_mode,
-            attachments: Vec::new(),
-            fields: req.fields.clone(),
-            path: None,
-        };
-        write_json_atomic(&staging.join(VOLUME_META), &vol)?;
-        fsync_dir(&staging)?;
-        let dest = self.volume_dir(&id)?;
-        rename(&staging, &dest)?;
-        fsync_dir(&self.volumes_dir())?;
-        fsync_dir(&self.tmp_dir())?;
-        vol.path = Some(dest.join(IMAGE).to_string_lossy().into_owned());
-        Ok(vol)
-    }
-
-    fn remove(&self, id: &str) -> Result<()> {
-        let Some(vol) = self.load_volume(id)? else {
-            return Ok(());
-        };
-        if !vol.attachments.is_empty() {
-            return Err(Error::InUse {
-                volume: id.to_string(),
-                holders: holders(&vol),
-            });
-        }
-        self.discard(&self.volume_dir(id)?, &self.volumes_dir(), id)
-    }
-
-    fn discard(&self, dir: &Path, parent: &Path, id: &str) -> Result<()> {
-        let doomed = self.tmp_dir().join(format!("rm-{id}"));
-        rename(dir, &doomed)?;
-        fsync_dir(parent)?;
-        fs::remove_dir_all(&doomed)
-            .map_err(|e| Error::io(format!("delete {}", doomed.display()), e))?;
-        fsync_dir(&self.tmp_dir())
+        self.publish_volume(&staging, &id, req)
     }
 
     fn attach(&self, id: &str, instance_id: &str) -> Result<DriverAttachment> {
@@ -531,7 +242,7 @@ impl Inner {
                 holders: holders(&vol),
             });
         }
-        let image = self.volume_dir(id)?.join(IMAGE);
+        let image = self.payload(id)?;
         let device = run("losetup", &["-f", "--show", &image.to_string_lossy()])?
             .trim()
             .to_string();
@@ -552,7 +263,7 @@ impl Inner {
         let Some(mut vol) = self.load_volume(id)? else {
             return Ok(());
         };
-        let image = self.volume_dir(id)?.join(IMAGE);
+        let image = self.payload(id)?;
         let (gone, kept): (Vec<_>, Vec<_>) = vol
             .attachments
             .into_iter()
@@ -576,17 +287,10 @@ impl Inner {
     /// redoes the idempotent steps.
     fn grow(&self, id: &str, new_size: u64) -> Result<DriverVolume> {
         let mut vol = self.get_volume(id)?;
-        if new_size < vol.size_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "volume {id:?}: cannot shrink from {} to {new_size} bytes",
-                vol.size_bytes
-            )));
-        }
-        if new_size == vol.size_bytes {
+        if !self.check_grow(&vol, new_size)? {
             return Ok(vol);
         }
-        self.check_quota(new_size - vol.size_bytes)?;
-        let image = self.volume_dir(id)?.join(IMAGE);
+        let image = self.payload(id)?;
         set_len(&image, new_size)?;
         sync_file(&image)?;
         let mut target = image.to_string_lossy().into_owned();
@@ -604,94 +308,14 @@ impl Inner {
         Ok(vol)
     }
 
-    fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
-        let vol = self.get_volume(volume_id)?;
-        if let Some(snap) = self.find_snapshot(volume_id, name)? {
-            return Ok(snap);
-        }
-        let image = self.volume_dir(volume_id)?.join(IMAGE);
-        self.stage_snapshot(&image, volume_id, name, vol.size_bytes)
-    }
-
-    /// A second snapshot holding the same image as `snapshot_id`, of the same volume.
-    fn snapshot_copy(&self, snapshot_id: &str, name: &str) -> Result<Snapshot> {
-        let src = self
-            .load_snapshot(snapshot_id)?
-            .ok_or_else(|| Error::NotFound {
-                kind: "snapshot",
-                id: snapshot_id.to_string(),
-            })?;
-        if let Some(snap) = self.find_snapshot(&src.volume_id, name)? {
-            return Ok(snap);
-        }
-        let image = self.snapshot_dir(snapshot_id)?.join(IMAGE);
-        self.stage_snapshot(&image, &src.volume_id, name, src.size_bytes)
-    }
-
-    fn find_snapshot(&self, volume_id: &str, name: &str) -> Result<Option<Snapshot>> {
-        Ok(self
-            .list_snapshots(Some(volume_id))?
-            .into_iter()
-            .find(|s| s.name == name))
-    }
-
-    /// Copy `image` into a snapshot built under `tmp/`, then rename it into the listing.
-    fn stage_snapshot(
-        &self,
-        image: &Path,
-        volume_id: &str,
-        name: &str,
-        size_bytes: u64,
-    ) -> Result<Snapshot> {
-        let id = self.next_snapshot_id()?;
-        let staging = self.tmp_dir().join(&id);
-        create_dir(&staging)?;
-        copy_image(image, &staging.join(IMAGE))?;
-        let created_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let snap = Snapshot {
-            id: id.clone(),
-            name: name.to_string(),
-            volume_id: volume_id.to_string(),
-            size_bytes,
-            created_at,
-        };
-        write_json_atomic(&staging.join(SNAPSHOT_META), &snap)?;
-        fsync_dir(&staging)?;
-        rename(&staging, &self.snapshot_dir(&id)?)?;
-        fsync_dir(&self.snapshots_dir())?;
-        fsync_dir(&self.tmp_dir())?;
-        Ok(snap)
-    }
-
-    fn snapshot_remove(&self, snapshot_id: &str) -> Result<()> {
-        if self.load_snapshot(snapshot_id)?.is_none() {
-            return Ok(());
-        }
-        self.discard(
-            &self.snapshot_dir(snapshot_id)?,
-            &self.snapshots_dir(),
-            snapshot_id,
-        )
-    }
-
     fn create_from_snapshot(&self, snapshot_id: &str, req: &CreateRequest) -> Result<DriverVolume> {
-        let snap = self
-            .load_snapshot(snapshot_id)?
-            .ok_or_else(|| Error::NotFound {
-                kind: "snapshot",
-                id: snapshot_id.to_string(),
-            })?;
-        let src = self.snapshot_dir(snapshot_id)?.join(IMAGE);
+        let (src, snap) = self.snapshot_source(snapshot_id)?;
         self.create(req, Some((&src, snap.size_bytes)))
     }
 
     fn copy(&self, volume_id: &str, req: &CreateRequest) -> Result<DriverVolume> {
         let vol = self.get_volume(volume_id)?;
-        let src = self.volume_dir(volume_id)?.join(IMAGE);
-        self.create(req, Some((&src, vol.size_bytes)))
+        self.create(req, Some((&self.payload(volume_id)?, vol.size_bytes)))
     }
 }
 

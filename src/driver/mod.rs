@@ -6,6 +6,7 @@
 //! idempotent by name, remove of an unknown id succeeds, attach/detach are idempotent for the
 //! same instance). The volume manager (`crate::volumes`) builds crash safety on those rules.
 
+mod dirs;
 pub mod ebs;
 pub mod fault;
 pub mod r#loop;
