@@ -41,7 +41,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store = Store::open(&config.store_dir())?;
+    let store = Store::open_config(&config)?;
     let manager = Manager::new(store, &config).map_err(anyhow::Error::msg)?;
     Ok(Prepared {
         config,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::sled_backend::SyncPoint;
 use super::*;
 use crate::driver::AccessMode;
 
@@ -293,11 +294,7 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        store
-            .meta
-            .insert(KEY_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
-            .unwrap();
-        store.db.flush().unwrap();
+        store.sled().force_schema(SCHEMA_VERSION + 1).unwrap();
     }
     match Store::open(dir.path()) {
         Err(Error::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
@@ -332,12 +329,17 @@ fn apply_concurrently(store: &Store, n: usize) -> Vec<Result<()>> {
 }
 
 fn written_keys(store: &Store) -> std::collections::BTreeSet<String> {
-    store
-        .meta_prefixed("w/")
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
+    written_keys_in(store.backend())
+}
+
+fn written_keys_in(b: &dyn Backend) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    b.scan(Tree::Meta, b"w/", &mut |k, _| {
+        keys.insert(String::from_utf8_lossy(k).into_owned());
+        Ok(())
+    })
+    .unwrap();
+    keys
 }
 
 #[test]
@@ -345,7 +347,7 @@ fn concurrent_applies_share_flushes_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     // A slow disk: writers arriving while a flush runs must wait for the next one together.
-    store.set_sync_hook(std::sync::Arc::new(|_, point| {
+    store.sled().set_sync_hook(std::sync::Arc::new(|_, point| {
         if point == SyncPoint::Start {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -390,10 +392,10 @@ fn an_apply_returns_only_after_a_flush_that_started_after_its_write() {
     // (writes visible when the running flush started, writes covered by a completed flush)
     let seen: Arc<Mutex<(BTreeSet<String>, BTreeSet<String>)>> = Default::default();
     let s2 = seen.clone();
-    store.set_sync_hook(Arc::new(move |store, point| {
+    store.sled().set_sync_hook(Arc::new(move |store, point| {
         match point {
             SyncPoint::Start => {
-                let visible = written_keys(store);
+                let visible = written_keys_in(store);
                 s2.lock().unwrap().0 = visible;
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -439,13 +441,13 @@ fn a_failed_flush_fails_every_write_it_covered() {
     // Writes visible at the start of the first and of the second flush.
     let starts: Arc<Mutex<Vec<BTreeSet<String>>>> = Default::default();
     let (f2, s2) = (flushes.clone(), starts.clone());
-    store.set_sync_hook(Arc::new(move |store, point| {
+    store.sled().set_sync_hook(Arc::new(move |store, point| {
         if point == SyncPoint::End {
             return Ok(());
         }
         let k = f2.fetch_add(1, Ordering::SeqCst);
         if k < 2 {
-            s2.lock().unwrap().push(written_keys(store));
+            s2.lock().unwrap().push(written_keys_in(store));
         }
         match k {
             // The first flush is slow so the other writers commit meanwhile and share the next.
@@ -483,7 +485,7 @@ fn a_failed_flush_fails_every_write_it_covered() {
     store
         .apply(&[Op::PutMeta("after".into(), "1".into())])
         .unwrap();
-    assert!(store.durability.lock().failures.is_empty());
+    assert!(store.sled().durability.lock().failures.is_empty());
     // Every write acknowledged as durable is there after a reopen.
     drop(store);
     let store = Store::open(dir.path()).unwrap();
