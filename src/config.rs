@@ -1077,4 +1077,44 @@ mod tests {
         };
         assert!(e.to_string().contains("--features ebs"), "{e}");
     }
+
+    #[test]
+    fn store_section() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sled);
+        let etcd = |extra: &str| {
+            Config::from_toml(&format!(
+                "[store]\nbackend = \"etcd\"\n[store.etcd]\n{extra}"
+            ))
+            .unwrap()
+        };
+        let c = etcd("prefix = \"/a\"\nuser = \"u\"\npassword = \"p\"");
+        assert_eq!(c.store.etcd.key_prefix(), "/a/");
+        assert_eq!(c.store.etcd.endpoints, vec!["http://127.0.0.1:2379"]);
+        let err = c.validate().map(|_| ());
+        if cfg!(feature = "etcd") {
+            err.unwrap();
+        } else {
+            let e = err.unwrap_err().to_string();
+            assert!(e.contains("--features etcd"), "{e}");
+        }
+        for (extra, why) in [
+            ("endpoints = []", "empty"),
+            ("endpoints = [\"127.0.0.1:2379\"]", "http://"),
+            ("endpoints = [\"https://e:2379\"]", "ca_file"),
+            ("ca_file = \"/ca.pem\"", "https:// endpoints"),
+            ("user = \"u\"", "go together"),
+            (
+                "endpoints = [\"https://e:2379\"]\ncert_file = \"/c.pem\"",
+                "go together",
+            ),
+            ("prefix = \"\"", "prefix"),
+            ("request_timeout_secs = 0", "request_timeout_secs"),
+        ] {
+            let e = etcd(extra).store.etcd.validate().unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+        assert!(Config::from_toml("[store]\nbackend = \"zk\"").is_err());
+        assert!(Config::from_toml("[store.etcd]\nendpoint = []").is_err());
+    }
 }
