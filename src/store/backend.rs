@@ -61,6 +61,9 @@ impl Tree {
     }
 }
 
+/// What [`Backend::scan`] calls for each entry (key within the tree, value).
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// A storage backend. Reads see every batch whose `apply` returned; `apply` is all or
 /// nothing and returns only once the batch is durable. All calls block the calling thread.
 pub(crate) trait Backend: Send + Sync {
@@ -70,12 +73,7 @@ pub(crate) trait Backend: Send + Sync {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Visit every entry of `tree` whose key starts with `prefix`, in key order.
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()>;
+    fn scan(&self, tree: Tree, prefix: &[u8], visit: &mut Visit<'_>) -> Result<()>;
 
     /// Number of entries in `tree`.
     fn len(&self, tree: Tree) -> Result<usize>;

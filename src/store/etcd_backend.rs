@@ -28,7 +28,7 @@ use etcd_client::{
     KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 
-use super::backend::{read_set, write_ops, Backend, Tree, TxView};
+use super::backend::{read_set, write_ops, Backend, Tree, TxView, Visit};
 use super::{Error, Fence, Op, Result, SCHEMA_VERSION};
 use crate::config::EtcdConfig;
 
@@ -416,12 +416,7 @@ impl Backend for EtcdBackend {
     }
 
     /// Page by page, every page at the revision of the first, so the scan is one snapshot.
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn scan(&self, tree: Tree, prefix: &[u8], visit: &mut Visit<'_>) -> Result<()> {
         let skip = self.tree_prefix(tree).len();
         let start = self.key(tree, prefix);
         let end = prefix_end(&start);

@@ -10,7 +10,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
-use super::backend::{write_ops, Backend, Tree, TxView};
+use super::backend::{write_ops, Backend, Tree, TxView, Visit};
 use super::{Error, Op, Result, SCHEMA_VERSION};
 
 const KEY_SCHEMA: &[u8] = b"schema_version";
@@ -205,12 +205,7 @@ impl Backend for SledBackend {
         Ok(self.tree(tree).get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn scan(&self, tree: Tree, prefix: &[u8], visit: &mut Visit<'_>) -> Result<()> {
         for kv in self.tree(tree).scan_prefix(prefix) {
             let (k, v) = kv?;
             visit(&k, &v)?;

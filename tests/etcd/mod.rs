@@ -146,20 +146,33 @@ impl Etcd {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut up = false;
         while Instant::now() < deadline {
             if child.try_wait().unwrap().is_some() {
-                let _ = Command::new("kill").arg(watcher.id().to_string()).status();
-                return false;
+                break;
             }
             if self.healthy() {
-                self.child = Some(child);
-                self.watcher = Some(watcher);
-                return true;
+                up = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        panic!("etcd not healthy within 30 s; see {}", self.log().display());
+        if up {
+            self.child = Some(child);
+            self.watcher = Some(watcher);
+            return true;
+        }
+        let exited = child.try_wait().unwrap().is_some();
+        for mut c in [child, watcher] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(
+            exited,
+            "etcd not healthy within 30 s; see {}",
+            self.log().display()
+        );
+        false
     }
 
     /// The client port answers and etcd has a leader (a TCP probe for TLS servers).
