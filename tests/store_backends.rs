@@ -724,4 +724,156 @@ mod etcd_only {
         assert!(matches!(err, Error::Etcd(_)), "{err:?}");
         assert!(err.to_string().contains(&port.to_string()), "{err}");
     }
+
+    /// Certificates for a TLS etcd with client-certificate auth: (ca, server cert, server
+    /// key, client cert, client key) as files in `dir`.
+    fn certificates(dir: &std::path::Path) -> [PathBuf; 5] {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "polly test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = vec![usage];
+            (
+                p.signed_by(&key, &issuer).unwrap().pem(),
+                key.serialize_pem(),
+            )
+        };
+        let (server, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "etcd",
+        );
+        let (client, client_key) = leaf(
+            vec!["polly".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "polly",
+        );
+        let files = [
+            ("ca.pem", ca_cert.pem()),
+            ("server.pem", server),
+            ("server-key.pem", server_key),
+            ("client.pem", client),
+            ("client-key.pem", client_key),
+        ];
+        files.map(|(name, pem)| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        })
+    }
+
+    /// etcd serving TLS and requiring client certificates: the store works with the CA and
+    /// a client certificate configured, and without the client certificate it cannot open.
+    #[test]
+    fn tls_with_a_client_certificate() {
+        if etcd::skip().is_some() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let [ca, cert, key, client, client_key] = certificates(dir.path());
+        let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+        let server = etcd::Etcd::start_with(
+            &[
+                "--cert-file",
+                &s(&cert),
+                "--key-file",
+                &s(&key),
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                &s(&ca),
+            ],
+            "https",
+        );
+        let cfg = polly::config::EtcdConfig {
+            endpoints: vec![server.url()],
+            prefix: "/tls/".into(),
+            ca_file: Some(ca.clone()),
+            cert_file: Some(client),
+            key_file: Some(client_key),
+            request_timeout_secs: 5.0,
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let store = Store::open_etcd(&cfg, None).unwrap();
+        store.apply(&[Op::PutVolume(vol(1, 0, 1, 5))]).unwrap();
+        drop(store);
+        assert_eq!(
+            Store::open_etcd(&cfg, None).unwrap().volumes().unwrap(),
+            vec![vol(1, 0, 1, 5)]
+        );
+        let no_client_cert = polly::config::EtcdConfig {
+            cert_file: None,
+            key_file: None,
+            request_timeout_secs: 3.0,
+            ..cfg
+        };
+        let err = Store::open_etcd(&no_client_cert, None)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, Error::Etcd(_)), "{err}");
+    }
+
+    /// etcd with auth on: the store works as a user with read-write on its prefix, and a
+    /// wrong password or a prefix the user may not write is a clear error.
+    #[test]
+    fn user_and_password() {
+        if etcd::skip().is_some() {
+            return;
+        }
+        let server = etcd::Etcd::start();
+        for args in [
+            &["user", "add", "root:rootpw"][..],
+            &["role", "add", "root"],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "polly:secret"],
+            &["role", "add", "polly-rw"],
+            &[
+                "role",
+                "grant-permission",
+                "polly-rw",
+                "readwrite",
+                "--prefix=true",
+                "/mine/",
+            ],
+            &["user", "grant-role", "polly", "polly-rw"],
+            &["auth", "enable"],
+        ] {
+            server.ctl(args);
+        }
+        let cfg = |prefix: &str, password: &str| polly::config::EtcdConfig {
+            endpoints: vec![server.url()],
+            prefix: prefix.into(),
+            user: Some("polly".into()),
+            password: Some(password.into()),
+            request_timeout_secs: 5.0,
+            ..Default::default()
+        };
+        let store = Store::open_etcd(&cfg("/mine/", "secret"), None).unwrap();
+        store.apply(&[Op::PutVolume(vol(1, 0, 1, 5))]).unwrap();
+        assert_eq!(store.volumes().unwrap().len(), 1);
+        let err = Store::open_etcd(&cfg("/mine/", "wrong"), None)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("authentication failed"), "{err}");
+        let err = Store::open_etcd(&cfg("/theirs/", "secret"), None)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{err}");
+    }
 }
