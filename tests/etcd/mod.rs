@@ -74,7 +74,13 @@ impl Etcd {
 
     /// A new etcd with extra flags; `scheme` is that of its client URL (`https` with TLS).
     pub fn start_with(extra: &[&str], scheme: &'static str) -> Etcd {
-        let tmp = tempfile::tempdir().unwrap();
+        Self::start_under(&std::env::temp_dir(), extra, scheme)
+    }
+
+    /// As [`Etcd::start_with`], with the temp dir under `base` (benchmarks put etcd's data
+    /// on the same disk as sled's).
+    pub fn start_under(base: &Path, extra: &[&str], scheme: &'static str) -> Etcd {
+        let tmp = tempfile::tempdir_in(base).unwrap();
         let mut e = Etcd {
             child: None,
             watcher: None,
