@@ -6,7 +6,6 @@
 //! store_backends`); without etcd only the sled figures run.
 
 #[path = "../tests/etcd/mod.rs"]
-#[allow(dead_code)]
 mod etcd;
 
 use std::collections::BTreeMap;
