@@ -1,7 +1,8 @@
 //! Store operation latency on each backend, in the same run: sled on local disk (the
 //! default) beside etcd (Debian's etcd on loopback, its data on the same disk), through the
-//! same `Store` API: a durable one-volume `apply`, a batch creating a volume with its intent
-//! (the name check's reads, then the write), a one-volume read, and a list of 200 volumes.
+//! same `Store` API: a durable one-volume `apply` (alone, and amortised over 16 concurrent
+//! writers), a batch creating a volume with its intent (the name check's reads, then the
+//! write), a one-volume read, and a list of 200 volumes.
 //! Needs the cargo feature `etcd` and an etcd binary (`cargo bench --features etcd --bench
 //! store_backends`); without etcd only the sled figures run.
 
@@ -59,6 +60,32 @@ fn run(
             store.apply(&[Op::PutVolume(v.clone())]).expect("apply");
         })
     });
+    g.bench_function(format!("{name}/get_volume"), |b| {
+        b.iter(|| store.volume("pv-000100").expect("get").expect("present"))
+    });
+    // Before the creates below add volumes: both backends list the same 200.
+    g.bench_function(format!("{name}/list_volumes"), |b| {
+        b.iter(|| store.volumes().expect("list").len())
+    });
+    // 16 writers at once: time per apply, amortised (sled shares flushes; etcd batches
+    // concurrent Txns into its raft log).
+    g.bench_function(format!("{name}/apply_put_volume_16_writers"), |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..16u64 {
+                    s.spawn(move || {
+                        let mut v = volume(t);
+                        for i in (t..iters).step_by(16) {
+                            v.created_at = i;
+                            store.apply(&[Op::PutVolume(v.clone())]).expect("apply");
+                        }
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
     let mut next = 1_000_000u64;
     g.bench_function(format!("{name}/apply_create_with_intent"), |b| {
         b.iter(|| {
@@ -77,13 +104,6 @@ fn run(
                 .apply(&[Op::PutVolume(v), Op::PutIntent(intent)])
                 .expect("apply");
         })
-    });
-    g.bench_function(format!("{name}/get_volume"), |b| {
-        b.iter(|| store.volume("pv-000100").expect("get").expect("present"))
-    });
-    // Fresh volumes pile up above; list the seeded 200 plus those.
-    g.bench_function(format!("{name}/list_volumes"), |b| {
-        b.iter(|| store.volumes().expect("list").len())
     });
 }
 
