@@ -541,3 +541,17 @@ impl Backend for EtcdBackend {
         self.commits.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/polly/volumes/"), b"/polly/volumes0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        // A tree's range never reaches a longer tree name sharing its start.
+        assert!(b"/polly/volume_names/x".as_slice() < b"/polly/volumes/".as_slice());
+    }
+}
