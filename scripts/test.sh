@@ -8,6 +8,12 @@
 # installed (`.venv-moto/` as `.ci/run` makes it, `POLLY_MOTO_SERVER`, or `moto_server` on
 # PATH), and always in CI (`CI` set), where a missing moto fails the run instead of skipping.
 # `POLLY_SKIP_MOTO=1` skips it outside CI.
+#
+# Then the etcd store backend (cargo feature `etcd`, whose build needs `protoc`): the store
+# suite and `polly serve` on etcd, against a real etcd the tests start on loopback. It runs
+# when protoc and etcd are installed (`apt-get install protobuf-compiler etcd-server
+# etcd-client`, which `.ci/run` does), and always in CI, where a missing one fails the run.
+# Elsewhere a missing one is reported loudly at the end. `POLLY_SKIP_ETCD=1` skips it outside CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets --locked "$@"
@@ -17,4 +23,12 @@ if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_MOTO:-}" ] && {
         command -v moto_server >/dev/null 2>&1
 }; }; then
     cargo test --locked --features ebs --test driver_conformance ebs_
+fi
+
+if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_ETCD:-}" ] &&
+    command -v protoc >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; }; then
+    cargo test --locked --features etcd --test store_backends --test etcd_serve
+else
+    echo "*** skipped: the etcd store backend tests did NOT run (they need protoc and etcd:" \
+        "apt-get install protobuf-compiler etcd-server etcd-client; POLLY_SKIP_ETCD=${POLLY_SKIP_ETCD:-}) ***" >&2
 fi

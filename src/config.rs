@@ -35,6 +35,126 @@ pub struct Config {
     /// The periodic reconciler (`[reconciler]`).
     #[serde(default)]
     pub reconciler: ReconcilerConfig,
+    /// Where Polly's state lives (`[store]`): sled under the data dir, or etcd.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the storage backend of Polly's own state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sled` (embedded, in `<data_dir>/store`) or `etcd` (needs a polly built with the
+    /// cargo feature `etcd`). Default `sled`.
+    pub backend: StoreBackend,
+    /// `[store.etcd]`: the cluster, when `backend = "etcd"`.
+    pub etcd: EtcdConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Etcd,
+}
+
+/// Why `backend = "etcd"` cannot run in this build.
+pub const ETCD_FEATURE_MISSING: &str = "store.backend = \"etcd\" needs a polly built with the cargo feature etcd (cargo build --features etcd; it needs protoc: apt-get install protobuf-compiler)";
+
+/// `[store.etcd]`: the etcd cluster Polly keeps its state in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://host:2379`, or `https://` with TLS). Default
+    /// `["http://127.0.0.1:2379"]`.
+    pub endpoints: Vec<String>,
+    /// Every key Polly writes starts with this (a `/` is added if missing), so several Polly
+    /// clusters can share one etcd. Default `/polly/`.
+    pub prefix: String,
+    /// PEM CA certificate that signed the etcd servers' certificates. Default: none (the
+    /// system's roots are not used; `https://` endpoints then need this).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd's `--client-cert-auth`, with `key_file`. Default: none.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`. Default: none.
+    pub key_file: Option<PathBuf>,
+    /// etcd user (with `password`) when etcd has auth enabled. Default: none.
+    pub user: Option<String>,
+    /// Password of `user`. Default: none.
+    pub password: Option<String>,
+    /// Seconds one etcd request (a read or a transaction) may take. Default 10.
+    pub request_timeout_secs: f64,
+    /// Seconds to wait for a connection to an endpoint. Default 5.
+    pub connect_timeout_secs: f64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/polly/".into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password: None,
+            request_timeout_secs: 10.0,
+            connect_timeout_secs: 5.0,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// Whether the client talks TLS to etcd.
+    pub fn tls(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some()
+    }
+
+    /// The key prefix, ending in `/`.
+    pub fn key_prefix(&self) -> String {
+        if self.prefix.ends_with('/') {
+            self.prefix.clone()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err("store.etcd.endpoints is empty: name at least one etcd client URL".into());
+        }
+        for e in &self.endpoints {
+            let https = e.starts_with("https://");
+            if !https && !e.starts_with("http://") {
+                return Err(format!(
+                    "store.etcd.endpoints: {e:?} must start with http:// or https://"
+                ));
+            }
+            if https != self.tls() {
+                return Err(format!(
+                    "store.etcd.endpoints: {e:?} {}",
+                    if https {
+                        "is https: set store.etcd.ca_file (and cert_file/key_file for client certificates)"
+                    } else {
+                        "is http, but TLS files are set: use https:// endpoints"
+                    }
+                ));
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err("store.etcd.prefix must not be empty".into());
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("store.etcd.cert_file and store.etcd.key_file go together".into());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err("store.etcd.user and store.etcd.password go together".into());
+        }
+        positive_secs("store.etcd.request_timeout_secs", self.request_timeout_secs)?;
+        positive_secs("store.etcd.connect_timeout_secs", self.connect_timeout_secs)?;
+        Ok(())
+    }
 }
 
 /// `[fencing]`: when an agent counts as lost and when its attachments are released.
@@ -411,6 +531,7 @@ impl Default for Config {
                 ceph_client_id: None,
                 ebs: None,
             }],
+            store: StoreConfig::default(),
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
             offers: OffersConfig::default(),
@@ -738,6 +859,12 @@ impl Config {
         self.offers.validate().map_err(Error::Invalid)?;
         self.fencing.validate().map_err(Error::Invalid)?;
         self.reconciler.validate().map_err(Error::Invalid)?;
+        if self.store.backend == StoreBackend::Etcd {
+            if !cfg!(feature = "etcd") {
+                return Err(Error::Invalid(ETCD_FEATURE_MISSING.into()));
+            }
+            self.store.etcd.validate().map_err(Error::Invalid)?;
+        }
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(
                 "admin and libstorage both listen on {}",
@@ -754,7 +881,7 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("vfs").join(&s.name))
     }
 
-    /// The sled directory.
+    /// The sled directory (unused with `store.backend = "etcd"`).
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
     }
@@ -949,5 +1076,45 @@ mod tests {
             panic!("built an ebs driver with neither the SDK nor a fake cloud");
         };
         assert!(e.to_string().contains("--features ebs"), "{e}");
+    }
+
+    #[test]
+    fn store_section() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sled);
+        let etcd = |extra: &str| {
+            Config::from_toml(&format!(
+                "[store]\nbackend = \"etcd\"\n[store.etcd]\n{extra}"
+            ))
+            .unwrap()
+        };
+        let c = etcd("prefix = \"/a\"\nuser = \"u\"\npassword = \"p\"");
+        assert_eq!(c.store.etcd.key_prefix(), "/a/");
+        assert_eq!(c.store.etcd.endpoints, vec!["http://127.0.0.1:2379"]);
+        let err = c.validate().map(|_| ());
+        if cfg!(feature = "etcd") {
+            err.unwrap();
+        } else {
+            let e = err.unwrap_err().to_string();
+            assert!(e.contains("--features etcd"), "{e}");
+        }
+        for (extra, why) in [
+            ("endpoints = []", "empty"),
+            ("endpoints = [\"127.0.0.1:2379\"]", "http://"),
+            ("endpoints = [\"https://e:2379\"]", "ca_file"),
+            ("ca_file = \"/ca.pem\"", "https:// endpoints"),
+            ("user = \"u\"", "go together"),
+            (
+                "endpoints = [\"https://e:2379\"]\ncert_file = \"/c.pem\"",
+                "go together",
+            ),
+            ("prefix = \"\"", "prefix"),
+            ("request_timeout_secs = 0", "request_timeout_secs"),
+        ] {
+            let e = etcd(extra).store.etcd.validate().unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+        assert!(Config::from_toml("[store]\nbackend = \"zk\"").is_err());
+        assert!(Config::from_toml("[store.etcd]\nendpoint = []").is_err());
     }
 }

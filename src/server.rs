@@ -41,7 +41,15 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store = Store::open(&config.store_dir())?;
+    let store = Store::open_config(&config)?;
+    match store.backend_kind() {
+        "etcd" => tracing::info!(
+            endpoints = %config.store.etcd.endpoints.join(","),
+            prefix = %config.store.etcd.key_prefix(),
+            "store: etcd"
+        ),
+        kind => tracing::info!(dir = %config.store_dir().display(), "store: {kind}"),
+    }
     let manager = Manager::new(store, &config).map_err(anyhow::Error::msg)?;
     Ok(Prepared {
         config,

@@ -1,17 +1,24 @@
-//! The store: Polly's durable state in an embedded sled database. This is the only module
-//! that imports `sled`; it owns tree names, key encoding, the schema version and the flush
+//! The store: Polly's durable state, behind one typed API ([`Store`]) over a storage backend
+//! ([`backend::Backend`]): sled on local disk (the default, `sled_backend.rs`) or etcd
+//! (`etcd_backend.rs`, cargo feature `etcd`). This is the only module that imports `sled` or
+//! the etcd client; it owns tree names, key encoding, the schema version and the durability
 //! policy. Every write goes through [`Store::apply`], which commits a batch atomically across
-//! trees and flushes it to disk before returning, so anything a caller acknowledges is durable.
-//! Concurrent writers share flushes (group commit, see [`Durability`]): each commits its own
-//! transaction, and one flush + `fdatasync` that started after those commits covers them all.
+//! trees (one sled transaction, or one etcd Txn) and returns only once it is durable, so
+//! anything a caller acknowledges is durable. On sled concurrent writers share flushes (group
+//! commit): each commits its own transaction, and one flush + `fdatasync` that started after
+//! those commits covers them all.
 
+mod backend;
+#[cfg(feature = "etcd")]
+mod etcd_backend;
+mod sled_backend;
 mod types;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::Tree;
+use backend::{Backend, Tree};
 
 pub use types::{
     Attachment, Instance, Intent, IntentOp, NodeRecord, NodeState, OperationRecord, Reservation,
@@ -21,15 +28,20 @@ pub use types::{
 /// The on-disk layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-const TREE_META: &str = "meta";
-const TREE_VOLUMES: &str = "volumes";
-const TREE_NAMES: &str = "volume_names";
-const TREE_INTENTS: &str = "intents";
-const TREE_INSTANCES: &str = "instances";
-const TREE_RESERVATIONS: &str = "reservations";
-const TREE_OPERATIONS: &str = "offer_operations";
-const TREE_NODES: &str = "nodes";
+/// The schema version's key in the sled `meta` tree (never listed or erased).
 const KEY_SCHEMA: &[u8] = b"schema_version";
+
+/// The guard a write must pass on etcd: `key` still has `create_revision`. Polly's leader
+/// holds a key tied to its lease; the key is created anew (a new create revision) whenever
+/// leadership changes hands, so a write fenced by the old one is refused by etcd itself,
+/// in the same Txn as the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The whole etcd key (the store's key prefix is not added).
+    pub key: Vec<u8>,
+    /// The key's create revision when this instance took it.
+    pub create_revision: i64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,12 +65,19 @@ pub enum Error {
         "store has schema version {found}; this polly supports up to {supported}: upgrade polly"
     )]
     SchemaTooNew { found: u32, supported: u32 },
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Sled(e.to_string())
-    }
+    #[error("etcd store error: {0}")]
+    Etcd(String),
+    /// A write on etcd whose [`Fence`] no longer holds: nothing of it was written.
+    #[error(
+        "store write refused: fence key {key:?} has create revision {found} (0: gone), not {expected}; this polly is no longer the instance allowed to write"
+    )]
+    Fenced {
+        key: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -109,31 +128,25 @@ pub struct Dump {
 }
 
 /// The decoded volume list and the store generation it was read at.
-type CachedVolumes = (u64, std::sync::Arc<Vec<Volume>>);
+type CachedVolumes = (u64, Arc<Vec<Volume>>);
 
-/// Handle to the store; cheap to clone (all clones share one database).
+/// The backend behind a [`Store`].
+#[derive(Clone)]
+enum Engine {
+    Sled(Arc<sled_backend::SledBackend>),
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<etcd_backend::EtcdBackend>),
+}
+
+/// Handle to the store; cheap to clone (all clones share one backend).
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    /// sled's log file. sled's own flush only issues `sync_file_range`, which neither commits
-    /// file metadata nor flushes the disk's write cache; `fdatasync` on this handle after each
-    /// flush makes an acknowledged batch survive power loss, not just a process crash.
-    log: std::sync::Arc<std::fs::File>,
-    /// Group commit: which committed writes are durable, and who is flushing.
-    durability: std::sync::Arc<Durability>,
+    engine: Engine,
     /// Bumped by every committed write; tags the cached volume list.
-    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// The decoded volumes tree as of some generation, shared by readers (list calls decode
     /// every record otherwise, once per request).
-    volume_cache: std::sync::Arc<std::sync::Mutex<Option<CachedVolumes>>>,
-    meta: Tree,
-    volumes: Tree,
-    names: Tree,
-    intents: Tree,
-    instances: Tree,
-    reservations: Tree,
-    operations: Tree,
-    nodes: Tree,
+    volume_cache: Arc<std::sync::Mutex<Option<CachedVolumes>>>,
 }
 
 fn name_key(service: &str, name: &str) -> Vec<u8> {
@@ -162,260 +175,132 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`, checking the schema version.
+    /// Open (or create) the sled store in `dir`, checking the schema version.
     pub fn open(dir: &Path) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    Error::Locked {
-                        path: dir.display().to_string(),
-                    }
-                }
-                sled::Error::Io(io) if io.to_string().contains("lock") => Error::Locked {
-                    path: dir.display().to_string(),
-                },
-                _ => Error::from(e),
-            })?;
-        let log = std::fs::File::open(dir.join("db"))
-            .map_err(|e| Error::Sled(format!("cannot open {}: {e}", dir.join("db").display())))?;
-        let store = Store {
-            log: std::sync::Arc::new(log),
-            durability: Default::default(),
+        let b = sled_backend::SledBackend::open(dir)?;
+        Ok(Store::with(Engine::Sled(Arc::new(b))))
+    }
+
+    /// Open the store `config` names: sled in `<data_dir>/store`, or etcd.
+    pub fn open_config(config: &crate::config::Config) -> Result<Store> {
+        match config.store.backend {
+            crate::config::StoreBackend::Sled => Store::open(&config.store_dir()),
+            #[cfg(feature = "etcd")]
+            crate::config::StoreBackend::Etcd => Store::open_etcd(&config.store.etcd, None),
+            #[cfg(not(feature = "etcd"))]
+            crate::config::StoreBackend::Etcd => Err(Error::Unsupported(
+                crate::config::ETCD_FEATURE_MISSING.into(),
+            )),
+        }
+    }
+
+    /// Connect to etcd (see [`crate::config::EtcdConfig`]) and check the schema version
+    /// under its key prefix; every write is fenced by `fence` when given (and by whatever
+    /// [`Store::set_fence`] sets later).
+    #[cfg(feature = "etcd")]
+    pub fn open_etcd(config: &crate::config::EtcdConfig, fence: Option<Fence>) -> Result<Store> {
+        let b = etcd_backend::EtcdBackend::open(config, fence)?;
+        Ok(Store::with(Engine::Etcd(Arc::new(b))))
+    }
+
+    fn with(engine: Engine) -> Store {
+        Store {
+            engine,
             generation: Default::default(),
             volume_cache: Default::default(),
-            meta: db.open_tree(TREE_META)?,
-            volumes: db.open_tree(TREE_VOLUMES)?,
-            names: db.open_tree(TREE_NAMES)?,
-            intents: db.open_tree(TREE_INTENTS)?,
-            instances: db.open_tree(TREE_INSTANCES)?,
-            reservations: db.open_tree(TREE_RESERVATIONS)?,
-            operations: db.open_tree(TREE_OPERATIONS)?,
-            nodes: db.open_tree(TREE_NODES)?,
-            db,
-        };
-        match store.meta.get(KEY_SCHEMA)? {
-            None => {
-                store
-                    .meta
-                    .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                store.sync_committed()?;
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| Error::Corrupt {
-                        tree: TREE_META,
-                        key: "schema_version".into(),
-                        detail: format!("{} bytes, expected 4", v.len()),
-                    })?;
-                if found > SCHEMA_VERSION {
-                    return Err(Error::SchemaTooNew {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
+        }
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        match &self.engine {
+            Engine::Sled(b) => &**b,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(b) => &**b,
+        }
+    }
+
+    /// `sled` or `etcd`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend().kind()
+    }
+
+    /// Fence every later write (etcd only): it succeeds only while `fence.key` still has
+    /// `fence.create_revision`, checked by etcd in the write's own transaction. `None` lifts
+    /// the fence. sled has no fence (its file lock already keeps a second process out).
+    pub fn set_fence(&self, fence: Option<Fence>) -> Result<()> {
+        match &self.engine {
+            Engine::Sled(_) => Err(Error::Unsupported(format!(
+                "the sled store cannot be fenced (by {:?}): its file lock already admits one polly",
+                fence.map(|f| String::from_utf8_lossy(&f.key).into_owned())
+            ))),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(b) => {
+                b.set_fence(fence);
+                Ok(())
             }
         }
-        Ok(store)
     }
 
     pub fn schema_version(&self) -> u32 {
         SCHEMA_VERSION
     }
 
-    /// Apply a batch atomically across all trees, then flush to disk. Returns only once the
-    /// batch is durable; on error nothing of the batch is written, and if the flush covering
-    /// it fails that error is returned (the batch may then survive a crash or not, as before
-    /// group commit). Blocks the calling thread (call it from `spawn_blocking` in async code);
-    /// concurrent callers share one flush instead of queueing for one each.
+    /// Apply a batch atomically across all trees. Returns only once the batch is durable
+    /// (sled: flushed; etcd: committed by the cluster); on error nothing of the batch is
+    /// written, except that if the sled flush covering it fails that error is returned (the
+    /// batch may then survive a crash or not). Blocks the calling thread (call it from
+    /// `spawn_blocking` in async code); on sled concurrent callers share one flush instead of
+    /// queueing for one each.
     pub fn apply(&self, ops: &[Op]) -> Result<()> {
-        let trees = (
-            &self.volumes,
-            &self.names,
-            &self.intents,
-            &self.instances,
-            &self.meta,
-            &self.reservations,
-            &self.operations,
-            &self.nodes,
-        );
-        let res = trees.transaction(
-            |(volumes, names, intents, instances, meta, reservations, operations, nodes)| {
-                for op in ops {
-                    match op {
-                        Op::PutVolume(v) => {
-                            let nk = name_key(&v.service, &v.name);
-                            if let Some(holder) = names.get(&nk)? {
-                                if holder.as_ref() != v.id.as_bytes() {
-                                    return Err(ConflictableTransactionError::Abort(
-                                        Error::NameTaken {
-                                            service: v.service.clone(),
-                                            name: v.name.clone(),
-                                            holder: String::from_utf8_lossy(&holder).into_owned(),
-                                        },
-                                    ));
-                                }
-                            }
-                            if let Some(old) = volumes.insert(v.id.as_bytes(), encode(v))? {
-                                let old: Volume = decode(TREE_VOLUMES, v.id.as_bytes(), &old)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                let ok = name_key(&old.service, &old.name);
-                                if ok != nk {
-                                    names.remove(ok)?;
-                                }
-                            }
-                            names.insert(nk, v.id.as_bytes())?;
-                        }
-                        Op::DeleteVolume(id) => {
-                            if let Some(old) = volumes.remove(id.as_bytes())? {
-                                let old: Volume = decode(TREE_VOLUMES, id.as_bytes(), &old)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                names.remove(name_key(&old.service, &old.name))?;
-                            }
-                        }
-                        Op::PutIntent(i) => {
-                            intents.insert(&i.id.to_be_bytes(), encode(i))?;
-                        }
-                        Op::DeleteIntent(id) => {
-                            intents.remove(&id.to_be_bytes())?;
-                        }
-                        Op::PutInstance(i) => {
-                            instances.insert(instance_key(&i.driver, &i.instance_id), encode(i))?;
-                        }
-                        Op::PutMeta(k, v) => {
-                            meta.insert(k.as_bytes(), v.as_bytes())?;
-                        }
-                        Op::DeleteMeta(k) => {
-                            meta.remove(k.as_bytes())?;
-                        }
-                        Op::PutReservation(r) => {
-                            reservations
-                                .insert(name_key(&r.framework_id, &r.volume_id), encode(r))?;
-                        }
-                        Op::DeleteReservation {
-                            framework_id,
-                            volume_id,
-                        } => {
-                            reservations.remove(name_key(framework_id, volume_id))?;
-                        }
-                        Op::PutOperation(o) => {
-                            operations
-                                .insert(name_key(&o.framework_id, &o.operation_id), encode(o))?;
-                        }
-                        Op::DeleteOperation {
-                            framework_id,
-                            operation_id,
-                        } => {
-                            operations.remove(name_key(framework_id, operation_id))?;
-                        }
-                        Op::PutNode(n) => {
-                            nodes.insert(n.id.as_bytes(), encode(n))?;
-                        }
-                        Op::DeleteNode(id) => {
-                            nodes.remove(id.as_bytes())?;
-                        }
-                    }
-                }
-                Ok(())
-            },
-        );
-        match res {
-            Ok(()) => self.bump(),
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+        let res = self.backend().apply(ops);
+        // Also after a failed sled flush: the batch is committed and visible.
+        if !matches!(
+            res,
+            Err(Error::NameTaken { .. } | Error::Fenced { .. } | Error::Corrupt { .. })
+        ) {
+            self.bump();
         }
-        self.sync_committed()
-    }
-
-    /// Wait until everything committed before this call is durable: take a ticket, then
-    /// either lead a flush that covers it or wait for one. A flush covers exactly the tickets
-    /// handed out before it started, so no caller returns on a flush that began before its
-    /// own write was committed; a failed flush's error goes to every caller it covered.
-    fn sync_committed(&self) -> Result<()> {
-        let d = &*self.durability;
-        let mut st = d.lock();
-        st.committed += 1;
-        let ticket = st.committed;
-        loop {
-            if st.resolved >= ticket {
-                return match st.claim_failure(ticket) {
-                    Some(msg) => Err(Error::Sled(msg)),
-                    None => Ok(()),
-                };
-            }
-            if st.flushing {
-                st = d.flushed.wait(st).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Lead: this flush covers every ticket handed out so far (all committed).
-            st.flushing = true;
-            let from = st.resolved;
-            let upto = st.committed;
-            drop(st);
-            let mut guard = FlushGuard {
-                d,
-                from,
-                upto,
-                ticket,
-                done: false,
-            };
-            let res = self.flush_now();
-            d.syncs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            guard.done = true;
-            st = d.lock();
-            st.flushing = false;
-            match res {
-                Ok(()) => st.resolved = upto,
-                Err(e) => st.fail(from, upto, e.to_string()),
-            }
-            d.flushed.notify_all();
-            // Our own ticket is now durable or failed: the next iteration returns.
-        }
-    }
-
-    /// One flush of everything written so far: sled's flush, then `fdatasync` of its log.
-    fn flush_now(&self) -> Result<()> {
-        #[cfg(test)]
-        if let Some(hook) = self.durability.test_hook() {
-            hook(self, SyncPoint::Start)?;
-        }
-        self.db.flush()?;
-        self.log
-            .sync_data()
-            .map_err(|e| Error::Sled(format!("fdatasync of the store log: {e}")))?;
-        #[cfg(test)]
-        if let Some(hook) = self.durability.test_hook() {
-            hook(self, SyncPoint::End)?;
-        }
-        Ok(())
+        res
     }
 
     /// How many writes (`apply` batches, plus the erase and schema writes) have waited for
-    /// a flush so far; with [`Store::durable_syncs`] it shows how many writes shared a flush.
+    /// durability so far; with [`Store::durable_syncs`] it shows how many writes shared a
+    /// flush (sled). On etcd every batch is its own commit.
     pub fn durable_writes(&self) -> u64 {
-        self.durability.lock().committed
+        self.backend().durable_writes()
     }
 
-    /// How many flushes (sled flush + `fdatasync`) this store has run, for tests and
-    /// benchmarks: fewer than the number of `apply` calls when concurrent writers shared them.
+    /// How many durability points this store has run (sled: flush + `fdatasync`; etcd:
+    /// committed transactions), for tests and benchmarks: on sled fewer than the number of
+    /// `apply` calls when concurrent writers shared them.
     pub fn durable_syncs(&self) -> u64 {
-        self.durability
-            .syncs
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.backend().durable_syncs()
     }
 
-    pub fn volume(&self, id: &str) -> Result<Option<Volume>> {
-        self.volumes
-            .get(id.as_bytes())?
-            .map(|v| decode(TREE_VOLUMES, id.as_bytes(), &v))
+    /// Read and decode one record.
+    fn record<T: serde::de::DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
+        self.backend()
+            .get(tree, key)?
+            .map(|v| decode(tree.name(), key, &v))
             .transpose()
     }
 
+    /// Decode every record of a tree, in key order.
+    fn scan<T: serde::de::DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.backend().scan(tree, b"", &mut |k, v| {
+            out.push(decode(tree.name(), k, v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub fn volume(&self, id: &str) -> Result<Option<Volume>> {
+        self.record(Tree::Volumes, id.as_bytes())
+    }
+
     pub fn volume_by_name(&self, service: &str, name: &str) -> Result<Option<Volume>> {
-        match self.names.get(name_key(service, name))? {
+        match self.backend().get(Tree::Names, &name_key(service, name))? {
             Some(id) => self.volume(&String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
@@ -423,12 +308,12 @@ impl Store {
 
     /// All volumes, sorted by Polly id.
     pub fn volumes(&self) -> Result<Vec<Volume>> {
-        scan(&self.volumes, TREE_VOLUMES)
+        self.scan(Tree::Volumes)
     }
 
     /// All volumes, sorted by Polly id, shared: decoded once per store change rather than
     /// once per call. Never older than the last write that returned before the call.
-    pub fn volumes_shared(&self) -> Result<std::sync::Arc<Vec<Volume>>> {
+    pub fn volumes_shared(&self) -> Result<Arc<Vec<Volume>>> {
         use std::sync::atomic::Ordering;
         let generation = self.generation.load(Ordering::Acquire);
         let lock = || self.volume_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -438,7 +323,7 @@ impl Store {
             }
         }
         // Read after loading the generation: the list is at least as new as `generation`.
-        let vols = std::sync::Arc::new(self.volumes()?);
+        let vols = Arc::new(self.volumes()?);
         let mut cache = lock();
         if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
             *cache = Some((generation, vols.clone()));
@@ -446,8 +331,10 @@ impl Store {
         Ok(vols)
     }
 
-    /// A counter bumped by every committed write: equal values mean nothing changed between
-    /// two reads, so derived views (rendered lists) can be reused.
+    /// A counter bumped by every committed write through this handle (and its clones):
+    /// equal values mean nothing changed between two reads, so derived views (rendered
+    /// lists) can be reused. On etcd only this instance writes (its writes are fenced), so
+    /// the counter sees every change.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -459,43 +346,36 @@ impl Store {
 
     /// Unfinished operation intents, oldest first.
     pub fn intents(&self) -> Result<Vec<Intent>> {
-        scan(&self.intents, TREE_INTENTS)
+        self.scan(Tree::Intents)
     }
 
     pub fn intent(&self, id: u64) -> Result<Option<Intent>> {
-        let k = id.to_be_bytes();
-        self.intents
-            .get(k)?
-            .map(|v| decode(TREE_INTENTS, &k, &v))
-            .transpose()
+        self.record(Tree::Intents, &id.to_be_bytes())
     }
 
     pub fn instances(&self) -> Result<Vec<Instance>> {
-        scan(&self.instances, TREE_INSTANCES)
+        self.scan(Tree::Instances)
     }
 
     pub fn instance(&self, driver: &str, instance_id: &str) -> Result<Option<Instance>> {
-        let k = instance_key(driver, instance_id);
-        self.instances
-            .get(&k)?
-            .map(|v| decode(TREE_INSTANCES, &k, &v))
-            .transpose()
+        self.record(Tree::Instances, &instance_key(driver, instance_id))
     }
 
     /// A new id for an intent: unique and increasing for the life of the store, also across
-    /// restarts (sled persists the counter and skips ahead after a crash).
+    /// restarts (sled persists the counter and skips ahead after a crash; etcd hands out
+    /// blocks of ids from a counter key, and a restart skips the rest of a block).
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        self.backend().next_id()
     }
 
     /// Every framework's reservations, sorted by framework id then volume id.
     pub fn reservations(&self) -> Result<Vec<Reservation>> {
-        scan(&self.reservations, TREE_RESERVATIONS)
+        self.scan(Tree::Reservations)
     }
 
     /// Every recorded offer operation, sorted by framework id then operation id.
     pub fn operations(&self) -> Result<Vec<OperationRecord>> {
-        scan(&self.operations, TREE_OPERATIONS)
+        self.scan(Tree::Operations)
     }
 
     pub fn operation(
@@ -503,59 +383,51 @@ impl Store {
         framework_id: &str,
         operation_id: &str,
     ) -> Result<Option<OperationRecord>> {
-        let k = name_key(framework_id, operation_id);
-        self.operations
-            .get(&k)?
-            .map(|v| decode(TREE_OPERATIONS, &k, &v))
-            .transpose()
+        self.record(Tree::Operations, &name_key(framework_id, operation_id))
     }
 
     /// Lost and fenced nodes, sorted by id.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
-        scan(&self.nodes, TREE_NODES)
+        self.scan(Tree::Nodes)
     }
 
     pub fn node(&self, id: &str) -> Result<Option<NodeRecord>> {
-        self.nodes
-            .get(id.as_bytes())?
-            .map(|v| decode(TREE_NODES, id.as_bytes(), &v))
-            .transpose()
+        self.record(Tree::Nodes, id.as_bytes())
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
-            .meta
-            .get(key.as_bytes())?
+            .backend()
+            .get(Tree::Meta, key.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Every setting whose key starts with `prefix`, in key order.
     pub fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        self.meta
-            .scan_prefix(prefix.as_bytes())
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.backend()
+            .scan(Tree::Meta, prefix.as_bytes(), &mut |k, v| {
+                out.push((
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+                Ok(())
+            })?;
+        Ok(out)
     }
 
     /// Everything in the store.
     pub fn dump(&self) -> Result<Dump> {
         let mut meta = BTreeMap::new();
-        for kv in self.meta.iter() {
-            let (k, v) = kv?;
-            if k.as_ref() == KEY_SCHEMA {
-                continue;
+        self.backend().scan(Tree::Meta, b"", &mut |k, v| {
+            if k != KEY_SCHEMA {
+                meta.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
             }
-            meta.insert(
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            );
-        }
+            Ok(())
+        })?;
         Ok(Dump {
             schema_version: SCHEMA_VERSION,
             meta,
@@ -571,29 +443,9 @@ impl Store {
     /// Remove every record (the schema version stays). Back-end volumes are untouched: after
     /// an erase they show up as orphans.
     pub fn erase(&self) -> Result<()> {
-        for t in [
-            &self.volumes,
-            &self.names,
-            &self.intents,
-            &self.instances,
-            &self.reservations,
-            &self.operations,
-            &self.nodes,
-        ] {
-            t.clear()?;
-        }
+        let res = self.backend().erase();
         self.bump();
-        let keys: Vec<_> = self
-            .meta
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.as_ref() != KEY_SCHEMA)
-            .collect();
-        for k in keys {
-            self.meta.remove(k)?;
-        }
-        self.sync_committed()
+        res
     }
 
     /// Check the name index against the volumes tree; returns human-readable problems.
@@ -601,8 +453,11 @@ impl Store {
         let mut problems = Vec::new();
         let vols = self.volumes()?;
         for v in &vols {
-            match self.names.get(name_key(&v.service, &v.name))? {
-                Some(id) if id.as_ref() == v.id.as_bytes() => {}
+            match self
+                .backend()
+                .get(Tree::Names, &name_key(&v.service, &v.name))?
+            {
+                Some(id) if id == v.id.as_bytes() => {}
                 other => problems.push(format!(
                     "volume {} ({}/{}) has name index entry {:?}",
                     v.id,
@@ -612,10 +467,11 @@ impl Store {
                 )),
             }
         }
-        if self.names.len() != vols.len() {
+        let names = self.backend().len(Tree::Names)?;
+        if names != vols.len() {
             problems.push(format!(
                 "name index has {} entries for {} volumes",
-                self.names.len(),
+                names,
                 vols.len()
             ));
         }
@@ -623,136 +479,16 @@ impl Store {
     }
 }
 
-/// Group-commit bookkeeping shared by all clones of a [`Store`]. Every write that needs to be
-/// durable takes a ticket (1, 2, ...) after its transaction committed; `resolved` is the
-/// highest ticket covered by a completed (or failed) flush. At most one thread flushes at a time; the
-/// others wait on `flushed` and either find their ticket covered or lead the next flush.
-#[derive(Default)]
-struct Durability {
-    state: std::sync::Mutex<SyncState>,
-    flushed: std::sync::Condvar,
-    /// Flushes run so far (see [`Store::durable_syncs`]).
-    syncs: std::sync::atomic::AtomicU64,
-    #[cfg(test)]
-    hook: std::sync::Mutex<Option<TestHook>>,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// The last ticket handed out.
-    committed: u64,
-    /// Every ticket up to this one is decided: durable, or covered by a failed flush (then
-    /// it is in `failures` until its caller collected the error). Flushes cover disjoint
-    /// ranges `resolved + 1 ..= committed`, one at a time.
-    resolved: u64,
-    /// A thread is running a flush.
-    flushing: bool,
-    /// Failed flushes whose callers have not all collected the error yet.
-    failures: Vec<Failure>,
-}
-
-/// A flush that failed, covering tickets `from + 1 ..= upto`.
-struct Failure {
-    from: u64,
-    upto: u64,
-    message: String,
-    /// Callers in the range that have not returned the error yet; dropped at zero.
-    unclaimed: u64,
-}
-
-impl Failure {
-    fn covers(&self, ticket: u64) -> bool {
-        ticket > self.from && ticket <= self.upto
-    }
-}
-
-impl SyncState {
-    /// The error of the failed flush that covered `ticket`, if any; each ticket claims it once.
-    fn claim_failure(&mut self, ticket: u64) -> Option<String> {
-        let i = self.failures.iter().position(|f| f.covers(ticket))?;
-        let f = &mut self.failures[i];
-        f.unclaimed -= 1;
-        let message = f.message.clone();
-        if f.unclaimed == 0 {
-            self.failures.swap_remove(i);
-        }
-        Some(message)
-    }
-
-    /// Record that the flush covering `from + 1 ..= upto` failed.
-    fn fail(&mut self, from: u64, upto: u64, message: String) {
-        if upto > from {
-            self.failures.push(Failure {
-                from,
-                upto,
-                message,
-                unclaimed: upto - from,
-            });
-        }
-        self.resolved = upto;
-    }
-}
-
-impl Durability {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    #[cfg(test)]
-    fn test_hook(&self) -> Option<TestHook> {
-        self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Clears `flushing` if the leading thread unwinds mid-flush, failing the tickets it covered,
-/// so waiters never hang on a flush that will not complete.
-struct FlushGuard<'a> {
-    d: &'a Durability,
-    from: u64,
-    upto: u64,
-    /// The leader's own ticket: it unwinds instead of collecting its error.
-    ticket: u64,
-    done: bool,
-}
-
-impl Drop for FlushGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut st = self.d.lock();
-            st.flushing = false;
-            st.fail(self.from, self.upto, "store flush panicked".into());
-            st.claim_failure(self.ticket);
-            self.d.flushed.notify_all();
-        }
-    }
-}
-
-/// Where a test hook runs: just before a flush starts, or just after it completed.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum SyncPoint {
-    Start,
-    End,
-}
-
-#[cfg(test)]
-type TestHook = std::sync::Arc<dyn Fn(&Store, SyncPoint) -> Result<()> + Send + Sync>;
-
 #[cfg(test)]
 impl Store {
-    /// Run `hook` around every flush; an error from it at `Start` fails that flush.
-    fn set_sync_hook(&self, hook: TestHook) {
-        *self.durability.hook.lock().unwrap() = Some(hook);
+    /// The sled backend (tests of its flush scheduling).
+    fn sled(&self) -> &sled_backend::SledBackend {
+        match &self.engine {
+            Engine::Sled(b) => b,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => panic!("not a sled store"),
+        }
     }
-}
-
-fn scan<T: serde::de::DeserializeOwned>(tree: &Tree, name: &'static str) -> Result<Vec<T>> {
-    tree.iter()
-        .map(|kv| {
-            let (k, v) = kv?;
-            decode(name, &k, &v)
-        })
-        .collect()
 }
 
 #[cfg(test)]
