@@ -766,25 +766,32 @@ async fn share_of_vfs_a(extra: &str, first: (&str, &str), second: (&str, &str)) 
         Some(second.1),
     )
     .await;
-    let held: Vec<Value> = client
-        .offers()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|o| o.framework_id == first.0)
-        .map(|o| json!({"value": o.id}))
-        .collect();
-    one.call(
-        json!({"type": "DECLINE", "framework_id": {"value": first.0},
-        "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}),
-    )
-    .await;
+    // Whatever the first framework was offered before the second subscribed (on either
+    // agent of the pool, in however many rounds) goes back, until the second is offered its
+    // share too; from then on both are offered their weighted shares.
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..1500 {
         a = raw_offered(&client, first.0, "vfs-a/").await;
         b = raw_offered(&client, second.0, "vfs-a/").await;
         if !a.is_empty() && !b.is_empty() {
             break;
+        }
+        if b.is_empty() {
+            let held: Vec<Value> = client
+                .offers()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|o| o.framework_id == first.0)
+                .map(|o| json!({"value": o.id}))
+                .collect();
+            if !held.is_empty() {
+                one.call(
+                    json!({"type": "DECLINE", "framework_id": {"value": first.0},
+                    "decline": {"offer_ids": held, "filters": {"refuse_seconds": 0}}}),
+                )
+                .await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
