@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 
 use super::{event, lock, pool_id, v1, Endpoint, Event, State_};
+use crate::failpoints::crash_point;
 use crate::mesos::json;
 use crate::mesos::v1::offer::operation::Type as OpType;
 use crate::mesos::v1::scheduler::call;
@@ -599,6 +600,7 @@ impl Endpoint {
                         self.release_held(claim);
                         continue;
                     }
+                    crash_point!(&format!("mesos.{}.after_pending", r.kind.to_lowercase()));
                     self.send(fw, status_event(&r));
                     Some(r)
                 }
@@ -720,7 +722,15 @@ impl Endpoint {
             }
             Err(e) => tracing::warn!(error = %e, "store writer panicked"),
         }
+        crash_point!(&format!(
+            "mesos.{}.after_status_stored",
+            r.kind.to_lowercase()
+        ));
         self.send(&r.framework_id.clone(), status_event(&r));
+        crash_point!(&format!(
+            "mesos.{}.after_status_sent",
+            r.kind.to_lowercase()
+        ));
     }
 
     fn agent_instance(&self, agent_id: &str) -> Result<String, String> {
@@ -903,6 +913,7 @@ impl Endpoint {
                     )
                     .await
                     .map_err(|e| format!("cannot create the volume: {e}"))?;
+                crash_point!("mesos.create_disk.after_create");
                 let mut ops = vec![Op::PutReservation(Reservation {
                     framework_id: fw.to_string(),
                     role: role.to_string(),
@@ -917,6 +928,7 @@ impl Endpoint {
                     ops.push(Op::PutOperation(r));
                 }
                 self.store_apply(ops).await.map_err(|e| e.to_string())?;
+                crash_point!("mesos.create_disk.after_reserve");
                 if let Err(e) = m.attach(&v.id, &instance, None).await {
                     // Not mapped: roll back, so a FAILED operation leaves nothing behind.
                     let _ = m.detach(&v.id, None).await;
@@ -936,6 +948,7 @@ impl Endpoint {
                         }
                     ));
                 }
+                crash_point!("mesos.create_disk.after_attach");
                 let alloc = lock(&self.inner.state)
                     .frameworks
                     .get(fw)
@@ -958,15 +971,18 @@ impl Endpoint {
                 m.detach(volume_id, None)
                     .await
                     .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
+                crash_point!("mesos.destroy_disk.after_detach");
                 m.delete(volume_id)
                     .await
                     .map_err(|e| format!("cannot delete volume {volume_id}: {e}"))?;
+                crash_point!("mesos.destroy_disk.after_delete");
                 self.store_apply(vec![Op::DeleteReservation {
                     framework_id: fw.to_string(),
                     volume_id: volume_id.clone(),
                 }])
                 .await
                 .map_err(|e| e.to_string())?;
+                crash_point!("mesos.destroy_disk.after_unreserve");
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
                 Ok((
@@ -993,6 +1009,7 @@ impl Endpoint {
                 })])
                 .await
                 .map_err(|e| e.to_string())?;
+                crash_point!("mesos.reserve.after_reserve");
                 if let Err(e) = m.attach(volume_id, &instance, None).await {
                     let _ = self
                         .store_apply(vec![Op::DeleteReservation {
@@ -1004,6 +1021,7 @@ impl Endpoint {
                         "volume {volume_id} could not be attached to instance {instance}: {e}"
                     ));
                 }
+                crash_point!("mesos.reserve.after_attach");
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
                 Ok((
@@ -1048,6 +1066,7 @@ impl Endpoint {
                         t
                     }
                 };
+                crash_point!("mesos.grow_volume.after_target");
                 let grown = if v.size_bytes >= target {
                     // Grown before a restart: its bytes are known already.
                     if let Some(c) = &claim {
@@ -1059,6 +1078,7 @@ impl Endpoint {
                         .await
                         .map_err(|e| format!("cannot grow volume {volume_id}: {e}"))?
                 };
+                crash_point!("mesos.grow_volume.after_grow");
                 // The reservation records what the framework holds now.
                 let store = m.store();
                 if let Some(mut r) = store
@@ -1102,12 +1122,14 @@ impl Endpoint {
                 m.detach(volume_id, None)
                     .await
                     .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
+                crash_point!("mesos.unreserve.after_detach");
                 self.store_apply(vec![Op::DeleteReservation {
                     framework_id: fw.to_string(),
                     volume_id: volume_id.clone(),
                 }])
                 .await
                 .map_err(|e| e.to_string())?;
+                crash_point!("mesos.unreserve.after_unreserve");
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
                 Ok((
