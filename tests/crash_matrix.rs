@@ -284,7 +284,8 @@ async fn set_up(op: Operation, polly: &Polly) -> Setup {
             r.restrict_frameworks = BTreeSet::from([FW.to_string()]);
             let id = c.create(&r).await.unwrap().id;
             let mut fw = subscribe(&polly.offers, MesosContentType::Json, Some(FW)).await;
-            s.offer = Some(offer_where(&mut fw, |o| disk_of(o, "MOUNT", Some(&id)).is_some()).await);
+            s.offer =
+                Some(offer_where(&mut fw, |o| disk_of(o, "MOUNT", Some(&id)).is_some()).await);
             s.volume = Some(id);
             s.fw = Some(fw);
         }
@@ -539,7 +540,10 @@ async fn check_offer_operation(op: Operation, polly: &Polly, s: &Setup) {
 
     let vols = invariants(&c, &polly.data_dir).await;
     let res = c.reservations().await.unwrap();
-    let held = |id: &str| res.iter().any(|r| r.framework_id == FW && r.volume_id == id);
+    let held = |id: &str| {
+        res.iter()
+            .any(|r| r.framework_id == FW && r.volume_id == id)
+    };
     match op {
         CreateDisk => {
             let id = st["converted_resources"][0]["disk"]["source"]["id"]
@@ -589,10 +593,7 @@ async fn snapshot(polly: &Polly, id: &str) -> (u16, Value) {
         .send()
         .await;
     match r {
-        Ok(r) => (
-            r.status().as_u16(),
-            r.json().await.unwrap_or(Value::Null),
-        ),
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
         Err(_) => (0, Value::Null),
     }
 }
@@ -718,8 +719,8 @@ async fn grow_volume_op() {
 fn the_matrix_covers_every_failpoint() {
     let mut in_code = BTreeSet::new();
     for file in ["src/volumes/mod.rs", "src/volumes/snapshots.rs"] {
-        let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
-            .unwrap();
+        let src =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
         for part in src.split("crash_point!(\"").skip(1) {
             in_code.insert(part.split('"').next().unwrap().to_string());
         }
@@ -728,7 +729,13 @@ fn the_matrix_covers_every_failpoint() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/mesos/endpoint/ops.rs"),
     )
     .unwrap();
-    let kinds = ["create_disk", "destroy_disk", "reserve", "unreserve", "grow_volume"];
+    let kinds = [
+        "create_disk",
+        "destroy_disk",
+        "reserve",
+        "unreserve",
+        "grow_volume",
+    ];
     for part in ops.split("crash_point!(").skip(1) {
         let arg = part.split(");").next().unwrap();
         if let Some(name) = arg.strip_prefix('"') {
@@ -747,6 +754,9 @@ fn the_matrix_covers_every_failpoint() {
         .collect();
     let untested: Vec<_> = in_code.difference(&in_matrix).collect();
     let unknown: Vec<_> = in_matrix.difference(&in_code).collect();
-    assert!(untested.is_empty(), "failpoints without a case: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "failpoints without a case: {untested:?}"
+    );
     assert!(unknown.is_empty(), "cases of no failpoint: {unknown:?}");
 }
