@@ -8,9 +8,13 @@
 # installed (`.venv-moto/` as `.ci/run` makes it, `POLLY_MOTO_SERVER`, or `moto_server` on
 # PATH), and always in CI (`CI` set), where a missing moto fails the run instead of skipping.
 # `POLLY_SKIP_MOTO=1` skips it outside CI.
+#
+# Between the two, the crash matrix (tests/crash_matrix.rs): polly built with the
+# `failpoints` feature is SIGKILLed at every step of every operation and restarted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets --locked "$@"
+cargo test --locked --features failpoints --test crash_matrix
 
 if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_MOTO:-}" ] && {
     [ -x .venv-moto/bin/moto_server ] || [ -n "${POLLY_MOTO_SERVER:-}" ] ||

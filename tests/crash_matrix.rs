@@ -554,6 +554,13 @@ async fn check_offer_operation(op: Operation, polly: &Polly, s: &Setup) {
             assert_eq!(vols[0].size_bytes, 64 << 20);
             assert_eq!(vols[0].attachments[0].instance_id, "i-a");
             assert!(held(id), "reservation lost: {res:?}");
+            // The same operation id again: reported from its record, never run twice.
+            let raw = offer_where(&mut fw, |o| disk_of(o, "RAW", None).is_some()).await;
+            fw.call(create_disk(FW, &raw, "op-x", 64.0)).await;
+            let repeat = outcome(&mut fw, "op-x").await;
+            assert_eq!(repeat["state"], "OPERATION_FINISHED", "{repeat}");
+            let after = invariants(&c, &polly.data_dir).await;
+            assert_eq!(after.len(), 1, "created twice: {after:?}");
         }
         DestroyDisk => {
             assert!(vols.is_empty(), "{vols:?}");
