@@ -49,8 +49,14 @@ pub fn setup_from_env() -> Result<(), String> {
     Ok(())
 }
 
-/// Without the feature there are no points to arm.
+/// Without the feature there are no points to arm; a `FAILPOINTS` set anyway is reported,
+/// so nobody believes a crash scenario is running.
 #[cfg(not(feature = "failpoints"))]
 pub fn setup_from_env() -> Result<(), String> {
+    if std::env::var_os("FAILPOINTS").is_some() {
+        tracing::warn!(
+            "FAILPOINTS is set, but this polly was built without the `failpoints` feature: ignored"
+        );
+    }
     Ok(())
 }
