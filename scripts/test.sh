@@ -9,7 +9,10 @@
 # PATH), and always in CI (`CI` set), where a missing moto fails the run instead of skipping.
 # `POLLY_SKIP_MOTO=1` skips it outside CI.
 #
-# Then the etcd store backend (cargo feature `etcd`, whose build needs `protoc`): the store
+# Between the suite and moto, the crash matrix (tests/crash_matrix.rs): polly built with the
+# `failpoints` feature is SIGKILLed at every step of every operation and restarted.
+#
+# Last, the etcd store backend (cargo feature `etcd`, whose build needs `protoc`): the store
 # suite and `polly serve` on etcd, against a real etcd the tests start on loopback. It runs
 # when protoc and etcd are installed (`apt-get install protobuf-compiler etcd-server
 # etcd-client`, which `.ci/run` does), and always in CI, where a missing one fails the run.
@@ -17,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets --locked "$@"
+cargo test --locked --features failpoints --test crash_matrix
 
 if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_MOTO:-}" ] && {
     [ -x .venv-moto/bin/moto_server ] || [ -n "${POLLY_MOTO_SERVER:-}" ] ||

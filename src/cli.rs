@@ -454,6 +454,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 offers_listen: a.offers_listen,
             };
             let config = Config::load(a.config.as_deref(), &overrides)?;
+            crate::failpoints::setup_from_env().map_err(anyhow::Error::msg)?;
             let prepared = crate::server::prepare(config)?;
             crate::server::run(prepared, shutdown_signal()).await
         }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod driver;
+pub mod failpoints;
 pub mod fencing;
 pub mod libstorage;
 pub mod marathon;

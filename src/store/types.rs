@@ -134,7 +134,9 @@ pub struct OperationRecord {
     pub uuid: String,
     /// The operation as received (Mesos JSON of `Offer.Operation`), to resume it after a crash.
     pub request: String,
-    /// The volume the operation created or acts on, once known.
+    /// The volume the operation created or acts on, once known. CREATE_DISK stores it with
+    /// the volume's reservation; UNRESERVE and DESTROY_DISK in the batch that drops the
+    /// reservation, so one resumed after a crash knows it released the volume already.
     pub volume_id: Option<String>,
     /// GROW_VOLUME: the size the volume grows to, recorded before the driver is asked, so a
     /// resumed grow never adds the addition twice.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, PoolCapacity};
+use crate::failpoints::crash_point;
 use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
@@ -591,11 +592,13 @@ impl Manager {
             },
             created_at: now_secs(),
         };
+        crash_point!("volume.create.before_intent");
         self.write(vec![
             Op::PutVolume(vol.clone()),
             Op::PutIntent(intent.clone()),
         ])
         .await?;
+        crash_point!("volume.create.after_intent");
         let _changing = self.begin_change(&svc.name);
         let res = match &source {
             None => {
@@ -619,6 +622,7 @@ impl Manager {
                 .await
             }
         };
+        crash_point!("volume.create.after_driver");
         match res {
             Ok(dv) => {
                 let done = created(vol, dv);
@@ -628,6 +632,7 @@ impl Manager {
                     Op::DeleteIntent(intent.id),
                 ])
                 .await?;
+                crash_point!("volume.create.after_record");
                 Ok(done)
             }
             Err(e) if is_definite(&e) => {
@@ -728,7 +733,9 @@ impl Manager {
                 instance_id: instance_id.to_string(),
             },
         )?;
+        crash_point!("volume.attach.before_intent");
         self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        crash_point!("volume.attach.after_intent");
         let opts = AttachOptions { device_hint };
         let res = self
             .call(
@@ -737,16 +744,20 @@ impl Manager {
                 svc.driver.attach(&driver_id, instance_id, &opts),
             )
             .await;
-        self.conclude(&intent, res, |a| {
-            let mut done = v;
-            done.attachments.push(Attachment {
-                instance_id: a.instance_id,
-                device: a.device,
-                attached_at: now_secs(),
-            });
-            done
-        })
-        .await
+        crash_point!("volume.attach.after_driver");
+        let out = self
+            .conclude(&intent, res, |a| {
+                let mut done = v;
+                done.attachments.push(Attachment {
+                    instance_id: a.instance_id,
+                    device: a.device,
+                    attached_at: now_secs(),
+                });
+                done
+            })
+            .await;
+        crash_point!("volume.attach.after_record");
+        out
     }
 
     /// End an operation that changes an existing record: on success commit the new record
@@ -866,7 +877,9 @@ impl Manager {
                 instance_id: instance_id.map(str::to_string),
             },
         )?;
+        crash_point!("volume.detach.before_intent");
         self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        crash_point!("volume.detach.after_intent");
         let res = match instance_id {
             Some(i) => {
                 self.call(&svc.name, "detach", svc.driver.detach(&driver_id, i))
@@ -881,13 +894,17 @@ impl Manager {
                 .await
             }
         };
-        self.conclude(&intent, res, |()| {
-            let mut done = v;
-            done.attachments
-                .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
-            done
-        })
-        .await
+        crash_point!("volume.detach.after_driver");
+        let out = self
+            .conclude(&intent, res, |()| {
+                let mut done = v;
+                done.attachments
+                    .retain(|a| instance_id.is_some_and(|i| a.instance_id != i));
+                done
+            })
+            .await;
+        crash_point!("volume.detach.after_record");
+        out
     }
 
     /// Delete a volume from the back-end and the store. Deleting an attached volume is a
@@ -912,9 +929,13 @@ impl Manager {
         let intent = self.intent(&v, IntentOp::Delete)?;
         let mut deleting = v.clone();
         deleting.status = VolumeStatus::Deleting;
+        crash_point!("volume.delete.before_intent");
         self.write(vec![Op::PutVolume(deleting), Op::PutIntent(intent.clone())])
             .await?;
-        self.finish_delete(&v, &intent).await
+        crash_point!("volume.delete.after_intent");
+        self.finish_delete(&v, &intent).await?;
+        crash_point!("volume.delete.after_record");
+        Ok(())
     }
 
     async fn finish_delete(&self, v: &Volume, intent: &Intent) -> Result<()> {
@@ -925,6 +946,7 @@ impl Manager {
             let _changing = self.begin_change(&svc.name);
             self.call(&svc.name, "remove", svc.driver.remove(driver_id))
                 .await?;
+            crash_point!("volume.delete.after_driver");
             self.account_volume(v, signed(v.size_bytes), None);
         }
         self.write(vec![
@@ -984,11 +1006,14 @@ impl Manager {
         let svc = self.service(&v.service)?;
         let driver_id = v.driver_id.clone().unwrap_or_default();
         let intent = self.intent(&v, IntentOp::Grow { size_bytes })?;
+        crash_point!("volume.grow.before_intent");
         self.write(vec![Op::PutIntent(intent.clone())]).await?;
+        crash_point!("volume.grow.after_intent");
         let _changing = self.begin_change(&svc.name);
         let res = self
             .call(&svc.name, "grow", svc.driver.grow(&driver_id, size_bytes))
             .await;
+        crash_point!("volume.grow.after_driver");
         let before = v.clone();
         let uncertain = matches!(&res, Err(e) if !is_definite(e));
         if let Ok(dv) = &res {
@@ -1009,6 +1034,7 @@ impl Manager {
                 self.account_volume(&before, -delta.max(0), claim.as_ref());
             }
         }
+        crash_point!("volume.grow.after_record");
         out
     }
 

@@ -4,6 +4,7 @@
 //! the resolver (which finds the new volume by name).
 
 use crate::driver::Snapshot;
+use crate::failpoints::crash_point;
 use crate::store::Volume;
 
 use super::{valid_name, CreateVolume, Error, Manager, Result};
@@ -38,6 +39,7 @@ impl Manager {
         let v = self.usable(id)?;
         let svc = self.service(&v.service)?;
         let driver_id = v.driver_id.clone().unwrap_or_default();
+        crash_point!("volume.snapshot.before_driver");
         let snapshot = self
             .call(
                 &svc.name,
@@ -45,6 +47,7 @@ impl Manager {
                 svc.driver.snapshot_create(&driver_id, name),
             )
             .await?;
+        crash_point!("volume.snapshot.after_driver");
         Ok(SnapshotInfo {
             service: v.service,
             snapshot,

@@ -30,6 +30,21 @@ impl Polly {
 
     /// Start with a TOML config (written next to the data dir) and an optional admin token.
     pub fn start_with(data_dir: &Path, config: Option<&str>, token: Option<&str>) -> Polly {
+        Self::launch(data_dir, config, token, None)
+    }
+
+    /// Start with `FAILPOINTS=<failpoints>` armed (a build with `--features failpoints`); its
+    /// stderr goes to [`Polly::stderr_log`] so a test can see which point crashed it.
+    pub fn start_failing(data_dir: &Path, config: Option<&str>, failpoints: &str) -> Polly {
+        Self::launch(data_dir, config, None, Some(failpoints))
+    }
+
+    fn launch(
+        data_dir: &Path,
+        config: Option<&str>,
+        token: Option<&str>,
+        failpoints: Option<&str>,
+    ) -> Polly {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -40,8 +55,14 @@ impl Polly {
             .env_remove("POLLY_CONFIG")
             .env_remove("POLLY_ADMIN_TOKEN")
             .env("POLLY_LOG", "warn")
+            .env_remove("FAILPOINTS")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(f) = failpoints {
+            std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+            let log = std::fs::File::create(stderr_log(data_dir)).unwrap();
+            cmd.env("FAILPOINTS", f).stderr(log);
+        }
         if let Some(c) = config {
             let path = data_dir.with_extension("toml");
             std::fs::write(&path, c).unwrap();
@@ -99,6 +120,21 @@ impl Polly {
         self.child.wait().unwrap();
     }
 
+    /// Wait up to `timeout` for the process to end by itself; its exit status, or `None` if
+    /// it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -136,6 +172,11 @@ impl Drop for Polly {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where a server started with [`Polly::start_failing`] writes its stderr.
+pub fn stderr_log(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("stderr")
 }
 
 /// The vfs back-end's volume directories of the default service in `data_dir`.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 
 use super::{event, lock, pool_id, v1, Endpoint, Event, State_};
+use crate::failpoints::crash_point;
 use crate::mesos::json;
 use crate::mesos::v1::offer::operation::Type as OpType;
 use crate::mesos::v1::scheduler::call;
@@ -36,6 +37,9 @@ enum Plan {
     },
     DestroyDisk {
         volume_id: String,
+        /// The disk as the framework named it: what it turns back into (a RAW slice of its
+        /// pool) when the volume is gone already (a resumed destroy).
+        source: Box<v1::Resource>,
     },
     Reserve {
         volume_id: String,
@@ -148,6 +152,29 @@ fn source_id(r: &v1::Resource) -> Option<String> {
     r.disk.as_ref()?.source.as_ref()?.id.clone()
 }
 
+/// Whether this operation's record says it dropped the volume's reservation already: an
+/// UNRESERVE or DESTROY_DISK resumed after a crash. The drop and that mark are one batch
+/// ([`release`]), so a resumed operation neither fails for holding nothing any more nor
+/// runs for a framework that never held the volume.
+fn released_before(rec: Option<&OperationRecord>, volume_id: &str) -> bool {
+    rec.is_some_and(|r| r.volume_id.as_deref() == Some(volume_id))
+}
+
+/// One batch: drop the framework's reservation of the volume and, when the operation has a
+/// record, mark in it that this operation released the volume.
+fn release(fw: &str, volume_id: &str, rec: Option<&OperationRecord>) -> Vec<Op> {
+    let mut ops = vec![Op::DeleteReservation {
+        framework_id: fw.to_string(),
+        volume_id: volume_id.to_string(),
+    }];
+    if let Some(r) = rec {
+        let mut r = r.clone();
+        r.volume_id = Some(volume_id.to_string());
+        ops.push(Op::PutOperation(r));
+    }
+    ops
+}
+
 /// Check one operation; `Err` is the OPERATION_ERROR message.
 fn plan(op: &v1::offer::Operation) -> Result<Plan, String> {
     let t = op
@@ -192,7 +219,10 @@ fn plan(op: &v1::offer::Operation) -> Result<Plan, String> {
                 .as_ref()
                 .ok_or("DESTROY_DISK without 'destroy_disk'")?;
             let volume_id = source_id(&d.source).ok_or("DESTROY_DISK source has no 'id'")?;
-            Ok(Plan::DestroyDisk { volume_id })
+            Ok(Plan::DestroyDisk {
+                volume_id,
+                source: Box::new(d.source.clone()),
+            })
         }
         OpType::Reserve => {
             let r = op.reserve.as_ref().ok_or("RESERVE without 'reserve'")?;
@@ -599,6 +629,7 @@ impl Endpoint {
                         self.release_held(claim);
                         continue;
                     }
+                    crash_point!(&format!("mesos.{}.after_pending", r.kind.to_lowercase()));
                     self.send(fw, status_event(&r));
                     Some(r)
                 }
@@ -720,7 +751,15 @@ impl Endpoint {
             }
             Err(e) => tracing::warn!(error = %e, "store writer panicked"),
         }
+        crash_point!(&format!(
+            "mesos.{}.after_status_stored",
+            r.kind.to_lowercase()
+        ));
         self.send(&r.framework_id.clone(), status_event(&r));
+        crash_point!(&format!(
+            "mesos.{}.after_status_sent",
+            r.kind.to_lowercase()
+        ));
     }
 
     fn agent_instance(&self, agent_id: &str) -> Result<String, String> {
@@ -903,6 +942,7 @@ impl Endpoint {
                     )
                     .await
                     .map_err(|e| format!("cannot create the volume: {e}"))?;
+                crash_point!("mesos.create_disk.after_create");
                 let mut ops = vec![Op::PutReservation(Reservation {
                     framework_id: fw.to_string(),
                     role: role.to_string(),
@@ -917,6 +957,7 @@ impl Endpoint {
                     ops.push(Op::PutOperation(r));
                 }
                 self.store_apply(ops).await.map_err(|e| e.to_string())?;
+                crash_point!("mesos.create_disk.after_reserve");
                 if let Err(e) = m.attach(&v.id, &instance, None).await {
                     // Not mapped: roll back, so a FAILED operation leaves nothing behind.
                     let _ = m.detach(&v.id, None).await;
@@ -936,6 +977,7 @@ impl Endpoint {
                         }
                     ));
                 }
+                crash_point!("mesos.create_disk.after_attach");
                 let alloc = lock(&self.inner.state)
                     .frameworks
                     .get(fw)
@@ -952,33 +994,58 @@ impl Endpoint {
                     vec![converted],
                 ))
             }
-            Plan::DestroyDisk { volume_id } => {
-                self.held(fw, volume_id)?;
-                let v = m.volume(volume_id).map_err(|e| e.to_string())?;
-                m.detach(volume_id, None)
+            Plan::DestroyDisk { volume_id, source } => {
+                if !released_before(rec, volume_id) {
+                    self.held(fw, volume_id)?;
+                }
+                // Gone already: deleted by this operation before a crash (its reservation
+                // is still to be dropped), or by an operator; either way nothing to delete.
+                let v = match m.volume(volume_id) {
+                    Ok(v) => Some(v),
+                    Err(crate::volumes::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(e.to_string()),
+                };
+                if v.is_some() {
+                    m.detach(volume_id, None)
+                        .await
+                        .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
+                    crash_point!("mesos.destroy_disk.after_detach");
+                    m.delete(volume_id)
+                        .await
+                        .map_err(|e| format!("cannot delete volume {volume_id}: {e}"))?;
+                    crash_point!("mesos.destroy_disk.after_delete");
+                }
+                self.store_apply(release(fw, volume_id, rec))
                     .await
-                    .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
-                m.delete(volume_id)
-                    .await
-                    .map_err(|e| format!("cannot delete volume {volume_id}: {e}"))?;
-                self.store_apply(vec![Op::DeleteReservation {
-                    framework_id: fw.to_string(),
-                    volume_id: volume_id.clone(),
-                }])
-                .await
-                .map_err(|e| e.to_string())?;
-                let pool = v.pool.clone().unwrap_or_else(|| "default".into());
-                let pid = pool_id(&v.service, &pool, v.zone.as_deref());
-                Ok((
-                    format!("volume {volume_id} destroyed"),
-                    vec![super::disk_resource(
-                        &pid,
-                        &pool,
+                    .map_err(|e| e.to_string())?;
+                crash_point!("mesos.destroy_disk.after_unreserve");
+                let raw = match &v {
+                    Some(v) => {
+                        let pool = v.pool.clone().unwrap_or_else(|| "default".into());
+                        let pid = pool_id(&v.service, &pool, v.zone.as_deref());
+                        super::disk_resource(&pid, &pool, None, (v.size_bytes >> 20).max(1), None)
+                    }
+                    None => super::disk_resource(
+                        &source
+                            .provider_id
+                            .as_ref()
+                            .map(|p| p.value.clone())
+                            .unwrap_or_default(),
+                        source
+                            .disk
+                            .as_ref()
+                            .and_then(|d| d.source.as_ref())
+                            .and_then(|s| s.profile.as_deref())
+                            .unwrap_or("default"),
                         None,
-                        (v.size_bytes >> 20).max(1),
+                        source
+                            .scalar
+                            .as_ref()
+                            .map_or(1, |s| s.value.max(1.0) as u64),
                         None,
-                    )],
-                ))
+                    ),
+                };
+                Ok((format!("volume {volume_id} destroyed"), vec![raw]))
             }
             Plan::Reserve { volume_id } => {
                 let v = m.volume(volume_id).map_err(|e| e.to_string())?;
@@ -993,6 +1060,7 @@ impl Endpoint {
                 })])
                 .await
                 .map_err(|e| e.to_string())?;
+                crash_point!("mesos.reserve.after_reserve");
                 if let Err(e) = m.attach(volume_id, &instance, None).await {
                     let _ = self
                         .store_apply(vec![Op::DeleteReservation {
@@ -1004,6 +1072,7 @@ impl Endpoint {
                         "volume {volume_id} could not be attached to instance {instance}: {e}"
                     ));
                 }
+                crash_point!("mesos.reserve.after_attach");
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
                 Ok((
@@ -1048,6 +1117,7 @@ impl Endpoint {
                         t
                     }
                 };
+                crash_point!("mesos.grow_volume.after_target");
                 let grown = if v.size_bytes >= target {
                     // Grown before a restart: its bytes are known already.
                     if let Some(c) = &claim {
@@ -1059,6 +1129,7 @@ impl Endpoint {
                         .await
                         .map_err(|e| format!("cannot grow volume {volume_id}: {e}"))?
                 };
+                crash_point!("mesos.grow_volume.after_grow");
                 // The reservation records what the framework holds now.
                 let store = m.store();
                 if let Some(mut r) = store
@@ -1097,17 +1168,18 @@ impl Endpoint {
                 ))
             }
             Plan::Unreserve { volume_id } => {
-                self.held(fw, volume_id)?;
+                if !released_before(rec, volume_id) {
+                    self.held(fw, volume_id)?;
+                }
                 let v = m.volume(volume_id).map_err(|e| e.to_string())?;
                 m.detach(volume_id, None)
                     .await
                     .map_err(|e| format!("cannot detach volume {volume_id}: {e}"))?;
-                self.store_apply(vec![Op::DeleteReservation {
-                    framework_id: fw.to_string(),
-                    volume_id: volume_id.clone(),
-                }])
-                .await
-                .map_err(|e| e.to_string())?;
+                crash_point!("mesos.unreserve.after_detach");
+                self.store_apply(release(fw, volume_id, rec))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                crash_point!("mesos.unreserve.after_unreserve");
                 let pool = v.pool.clone().unwrap_or_else(|| "default".into());
                 let pid = pool_id(&v.service, &pool, v.zone.as_deref());
                 Ok((
