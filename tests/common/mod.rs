@@ -99,6 +99,11 @@ impl Polly {
         self.child.wait().unwrap();
     }
 
+    /// The process id, to read its `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
