@@ -798,12 +798,26 @@ async fn framework_client(
 // ---------------------------------------------------------------------------------------------
 // Polly's process: memory and file descriptors
 
-/// One reading of `/proc/<pid>`: seconds since the start, VmRSS in KiB, open descriptors.
+/// One reading of `/proc/<pid>`: seconds since the start, VmRSS in KiB, open descriptors,
+/// CPU seconds used so far (user + system).
 #[derive(Clone, Copy)]
 struct Sample {
     t: f64,
     rss_kib: u64,
     fds: u64,
+    cpu_secs: f64,
+}
+
+/// User + system CPU seconds of `pid` (fields 14 and 15 of `/proc/<pid>/stat`, after the
+/// parenthesised command name).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 fn read_proc(pid: u32) -> Option<(u64, u64)> {
@@ -960,15 +974,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (table, errors) = rt.block_on(run(p, (fd_soft, fd_hard)));
+    let (table, samples, errors) = rt.block_on(run(p, (fd_soft, fd_hard)));
     println!("{table}");
     if full {
         load::write_table("soak", &table);
+        let mut csv = String::from("secs,rss_kib,fds,cpu_secs\n");
+        for s in &samples {
+            csv.push_str(&format!("{:.1},{},{},{:.2}\n", s.t, s.rss_kib, s.fds, s.cpu_secs));
+        }
+        std::fs::write(load::out_dir().join("soak-samples.csv"), csv).unwrap();
     }
     assert_eq!(errors, 0, "the soak saw {errors} errors (listed above)");
 }
 
-async fn run(p: Params, fd_limit: (u64, u64)) -> (String, u64) {
+async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
     let base = load::base_dir();
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::Builder::new()
@@ -992,6 +1011,7 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, u64) {
                         t: start.elapsed().as_secs_f64(),
                         rss_kib,
                         fds,
+                        cpu_secs: cpu_secs(pid).unwrap_or(0.0),
                     }),
                     None => break,
                 }
@@ -1050,7 +1070,8 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, u64) {
     }
     drop(polly);
     let errors = stats.total_errors();
-    (report(&p, &stats, &samples, elapsed, fd_limit), errors)
+    let table = report(&p, &stats, &samples, elapsed, fd_limit);
+    (table, samples, errors)
 }
 
 fn report(
@@ -1140,7 +1161,8 @@ fn report(
             "Polly's memory (VmRSS, {n} samples, one a second): first {first:.1} MiB, last \
              {last:.1} MiB, max {max:.1} MiB; trend {whole:+.2} MiB/min over the run, \
              {second:+.2} MiB/min over its second half: **{verdict}**. Open file descriptors: \
-             first {f0}, last {f1}, max {fds_max}.\n",
+             first {f0}, last {f1}, max {fds_max}. CPU used by Polly: {cpu:.1} s in \
+             {span:.0} s ({load:.2} cores on average).\n",
             n = samples.len(),
             first = rss(&samples[0]),
             last = rss(samples.last().unwrap()),
@@ -1151,6 +1173,9 @@ fn report(
             },
             f0 = samples[0].fds,
             f1 = samples.last().unwrap().fds,
+            cpu = samples.last().unwrap().cpu_secs,
+            span = samples.last().unwrap().t,
+            load = samples.last().unwrap().cpu_secs / samples.last().unwrap().t.max(1.0),
         );
     }
     let total = stats.total_errors();
