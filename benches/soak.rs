@@ -799,12 +799,13 @@ async fn framework_client(
 // Polly's process: memory and file descriptors
 
 /// One reading of `/proc/<pid>`: seconds since the start, VmRSS in KiB, open descriptors,
-/// CPU seconds used so far (user + system).
+/// threads, CPU seconds used so far (user + system).
 #[derive(Clone, Copy)]
 struct Sample {
     t: f64,
     rss_kib: u64,
     fds: u64,
+    threads: u64,
     cpu_secs: f64,
 }
 
@@ -820,18 +821,21 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
-fn read_proc(pid: u32) -> Option<(u64, u64)> {
+/// VmRSS (KiB), open descriptors and threads of `pid`.
+fn read_proc(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss, fds))
+    Some((field("VmRSS:")?, fds, field("Threads:")?))
 }
 
 /// Least-squares slope of `y` over `t`, per second.
@@ -978,9 +982,12 @@ fn main() {
     println!("{table}");
     if full {
         load::write_table("soak", &table);
-        let mut csv = String::from("secs,rss_kib,fds,cpu_secs\n");
+        let mut csv = String::from("secs,rss_kib,fds,threads,cpu_secs\n");
         for s in &samples {
-            csv.push_str(&format!("{:.1},{},{},{:.2}\n", s.t, s.rss_kib, s.fds, s.cpu_secs));
+            csv.push_str(&format!(
+                "{:.1},{},{},{},{:.2}\n",
+                s.t, s.rss_kib, s.fds, s.threads, s.cpu_secs
+            ));
         }
         std::fs::write(load::out_dir().join("soak-samples.csv"), csv).unwrap();
     }
@@ -1007,10 +1014,11 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
                 match read_proc(pid) {
-                    Some((rss_kib, fds)) => samples.push(Sample {
+                    Some((rss_kib, fds, threads)) => samples.push(Sample {
                         t: start.elapsed().as_secs_f64(),
                         rss_kib,
                         fds,
+                        threads,
                         cpu_secs: cpu_secs(pid).unwrap_or(0.0),
                     }),
                     None => break,
@@ -1156,12 +1164,13 @@ fn report(
         let max = samples.iter().map(rss).fold(0.0, f64::max);
         let (whole, second, flat) = memory_trend(samples);
         let fds_max = samples.iter().map(|s| s.fds).max().unwrap_or(0);
+        let threads_max = samples.iter().map(|s| s.threads).max().unwrap_or(0);
         let _ = writeln!(
             t,
             "Polly's memory (VmRSS, {n} samples, one a second): first {first:.1} MiB, last \
              {last:.1} MiB, max {max:.1} MiB; trend {whole:+.2} MiB/min over the run, \
              {second:+.2} MiB/min over its second half: **{verdict}**. Open file descriptors: \
-             first {f0}, last {f1}, max {fds_max}. CPU used by Polly: {cpu:.1} s in \
+             first {f0}, last {f1}, max {fds_max}; threads: max {threads_max}. CPU used by Polly: {cpu:.1} s in \
              {span:.0} s ({load:.2} cores on average).\n",
             n = samples.len(),
             first = rss(&samples[0]),
