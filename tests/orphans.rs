@@ -242,7 +242,12 @@ fn volumes_created_or_deleted_while_the_reconciler_lists_are_neither_orphans_nor
         }
         st.runs >= runs + 2
     });
-    assert!(seen.is_empty(), "reported while volumes changed: {seen:?}");
+    assert!(
+        seen.is_empty(),
+        "{} reports while volumes changed, the first: {:?}",
+        seen.len(),
+        seen.first()
+    );
     assert_eq!(metric(&polly, "polly_reconcile_orphans"), Some(0.0));
     assert_eq!(metric(&polly, "polly_reconcile_missing"), Some(0.0));
     let listed = polly.cli_json(&["volume", "ls"]);
