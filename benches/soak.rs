@@ -150,7 +150,7 @@ impl Stats {
 
 /// Raise the soft open-files limit to what the clients and the server (which inherits it)
 /// need, up to the hard limit; panics when even the hard limit is too low.
-fn raise_fd_limit(need: u64) -> (u64, u64) {
+fn raise_fd_limit(need: libc::rlim_t) -> (libc::rlim_t, libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -158,12 +158,12 @@ fn raise_fd_limit(need: u64) -> (u64, u64) {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if (lim.rlim_cur as u64) < need {
-            lim.rlim_cur = lim.rlim_max.min(need as libc::rlim_t);
+        if lim.rlim_cur < need {
+            lim.rlim_cur = lim.rlim_max.min(need);
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
     }
-    let (soft, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
     assert!(
         soft >= need,
         "the open-files limit is {soft} (hard {hard}), the soak needs {need}: raise it \
@@ -248,6 +248,7 @@ impl Rexray {
     /// instance id and local devices headers when `headers`); the latency is recorded under
     /// `call` and any status other than `expect` or a response without
     /// `Libstorage-Servername` or with a body that is not JSON is an error.
+    #[allow(clippy::too_many_arguments)] // one argument per part of the request
     async fn call(
         &mut self,
         call: &'static str,
@@ -394,6 +395,7 @@ impl Rexray {
     /// One `volume ls`, `create`, `mount`, `unmount`, `rm` cycle on volume `name`. `made`
     /// holds the id of the volume while it exists and `attached` whether it is attached, so
     /// that the caller can clean up after an error.
+    #[allow(clippy::too_many_arguments)] // the cycle's volume, its state and its pacing
     async fn cycle(
         &mut self,
         name: &str,
