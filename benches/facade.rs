@@ -6,6 +6,8 @@
 //! `cargo bench --bench facade` runs the full load; without `--bench` (as under
 //! `cargo test --all-targets`) it runs a seconds-long smoke version so the code stays working.
 
+mod load;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +84,7 @@ async fn load(url: &str, p: &Params) -> Result_ {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = load::full_run();
     let p = if full {
         Params {
             volumes: 1000,
@@ -164,14 +166,7 @@ fn main() {
         );
         println!("{table}");
         if full {
-            let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target")
-                .join("polly-bench");
-            let out = std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| std::path::PathBuf::from(t).join("polly-bench"))
-                .unwrap_or(out);
-            std::fs::create_dir_all(&out).unwrap();
-            std::fs::write(out.join("facade.md"), table).unwrap();
+            load::write_table("facade", &table);
         }
     });
 }

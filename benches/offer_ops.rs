@@ -20,8 +20,10 @@
 
 #[path = "../tests/framework/mod.rs"]
 mod framework;
+#[path = "load/frameworks.rs"]
+mod frameworks;
+mod load;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
+use frameworks::{create_disk_call, OfferBook};
+
+/// The longest a framework waits for an event on its stream.
+const WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Clone, Copy)]
 struct Params {
     frameworks: usize,
@@ -38,12 +45,6 @@ struct Params {
     volumes: usize,
     clients: usize,
     latency_ms: u64,
-}
-
-fn base_dir() -> PathBuf {
-    std::env::var_os("POLLY_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// A running server: its admin and offer endpoint URLs, stopped when dropped.
@@ -70,7 +71,7 @@ async fn listener() -> (TcpListener, String) {
 
 /// Start Polly with `config` (TOML without `data_dir`) in a fresh directory of the bench disk.
 async fn start(config: &str) -> Server {
-    let base = base_dir();
+    let base = load::base_dir();
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("offer-ops")
@@ -156,109 +157,6 @@ poll_interval_secs = 3600
     )
 }
 
-/// Sorted latencies → (median, p99) in ms.
-fn summary(mut us: Vec<u64>) -> (f64, f64) {
-    us.sort_unstable();
-    let pct = |q: f64| us[((us.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
-    (pct(0.5), pct(0.99))
-}
-
-/// A framework of the benchmark: its connection, its outstanding offers with a RAW disk (as
-/// its stream says: OFFERS add, RESCIND removes) and the operation statuses not yet read.
-struct Client {
-    fw: framework::Framework,
-    offers: Vec<Value>,
-    statuses: Vec<Value>,
-}
-
-impl Client {
-    fn apply(&mut self, ev: Value) {
-        match ev["type"].as_str() {
-            Some("OFFERS") => {
-                for o in ev["offers"]["offers"].as_array().unwrap() {
-                    let raw = o["resources"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|r| r["disk"]["source"]["type"] == "RAW");
-                    if raw {
-                        self.offers.push(o.clone());
-                    }
-                }
-            }
-            Some("RESCIND") => {
-                let gone = &ev["rescind"]["offer_id"];
-                self.offers.retain(|o| o["id"] != *gone);
-            }
-            Some("UPDATE_OPERATION_STATUS") => self
-                .statuses
-                .push(ev["update_operation_status"]["status"].clone()),
-            _ => {}
-        }
-    }
-
-    /// Apply every event already received.
-    fn drain(&mut self) {
-        while let Some(ev) = self.fw.skipped.pop_front() {
-            self.apply(ev);
-        }
-        while let Ok(ev) = self.fw.events.try_recv() {
-            self.apply(ev);
-        }
-    }
-
-    async fn recv(&mut self) {
-        let ev = tokio::time::timeout(Duration::from_secs(60), self.fw.events.recv())
-            .await
-            .expect("an event within 60 s")
-            .expect("stream open");
-        self.apply(ev);
-    }
-
-    /// The newest outstanding offer, taken out of the outstanding set.
-    async fn take_offer(&mut self) -> Value {
-        loop {
-            self.drain();
-            if let Some(o) = self.offers.pop() {
-                return o;
-            }
-            self.recv().await;
-        }
-    }
-
-    /// The terminal status of `op`.
-    async fn terminal(&mut self, op: &str) -> Value {
-        loop {
-            self.drain();
-            if let Some(i) = self
-                .statuses
-                .iter()
-                .position(|s| s["operation_id"]["value"] == op && s["state"] != "OPERATION_PENDING")
-            {
-                return self.statuses.swap_remove(i);
-            }
-            self.recv().await;
-        }
-    }
-}
-
-/// An ACCEPT of `offer`: CREATE_DISK of 1 MB from its RAW disk.
-fn create_disk_call(fw: &str, offer: &Value, op: &str) -> Value {
-    let raw = offer["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["disk"]["source"]["type"] == "RAW")
-        .unwrap();
-    let mut source = raw.clone();
-    source["scalar"]["value"] = json!(1.0);
-    json!({"type": "ACCEPT", "framework_id": {"value": fw},
-        "accept": {"offer_ids": [offer["id"].clone()],
-            "operations": [{"type": "CREATE_DISK", "id": {"value": op},
-                "create_disk": {"source": source, "target_type": "MOUNT"}}],
-            "filters": {"refuse_seconds": 0}}})
-}
-
 /// Accept latencies in µs over `rounds` × `frameworks` concurrent CREATE_DISKs, and how many
 /// accepts were DROPPED (their offer was rescinded meanwhile: the pool's free space, read
 /// from the file system, shrank) and retried with a newer offer.
@@ -268,11 +166,7 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize, (u64, u64)) {
     let mut clients = Vec::new();
     for _ in 0..p.frameworks {
         let fw = framework::subscribe(&server.offers, MesosContentType::Json, None).await;
-        clients.push(Client {
-            fw,
-            offers: Vec::new(),
-            statuses: Vec::new(),
-        });
+        clients.push(OfferBook::new(fw));
     }
     // Offers are not rebalanced while outstanding (as with a Mesos master): a framework that
     // subscribed first may hold the whole pool. Once all are subscribed, each gives back what
@@ -299,17 +193,17 @@ async fn accept_latency(p: &Params) -> (Vec<u64>, usize, (u64, u64)) {
                 let (mut lat, mut dropped) = (Vec::new(), 0);
                 for r in 0..rounds {
                     // Everyone holds an offer, then all accept at once.
-                    let mut offer = c.take_offer().await;
+                    let mut offer = c.take_offer(WAIT).await.unwrap();
                     c.offers.push(offer);
                     barrier.wait().await;
                     let mut attempt = 0;
                     loop {
-                        offer = c.take_offer().await;
+                        offer = c.take_offer(WAIT).await.unwrap();
                         let op = format!("op-{r}-{attempt}");
-                        let call = create_disk_call(&c.fw.id, &offer, &op);
+                        let call = create_disk_call(&c.fw.id, &offer, &op, 1.0);
                         let t0 = Instant::now();
                         c.fw.call(call).await;
-                        let done = c.terminal(&op).await;
+                        let done = c.terminal(&op, WAIT).await.unwrap();
                         let us = t0.elapsed().as_micros() as u64;
                         if done["state"] == "OPERATION_DROPPED" {
                             dropped += 1;
@@ -391,7 +285,7 @@ async fn baseline_latency(p: &Params) -> Vec<u64> {
 fn store_write_us() -> f64 {
     let dir = tempfile::Builder::new()
         .prefix("offer-ops-store")
-        .tempdir_in(base_dir())
+        .tempdir_in(load::base_dir())
         .unwrap();
     let store = polly::store::Store::open(&dir.path().join("store")).unwrap();
     let mut lat = Vec::new();
@@ -405,7 +299,7 @@ fn store_write_us() -> f64 {
             .unwrap();
         lat.push(t0.elapsed().as_micros() as u64);
     }
-    summary(lat).0 * 1000.0
+    load::summary(lat).0 * 1000.0
 }
 
 /// Create `p.volumes` volumes through the admin API with `p.clients` concurrent clients;
@@ -453,19 +347,12 @@ async fn provisioning(p: &Params, latency_ms: u64) -> (f64, f64, f64) {
         .unwrap();
     assert_eq!(listed["volumes"].as_array().unwrap().len(), p.volumes);
     drop(server);
-    let (med, p99) = summary(all);
+    let (med, p99) = load::summary(all);
     (p.volumes as f64 / secs, med, p99)
 }
 
-fn out_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("polly-bench")
-}
-
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = load::full_run();
     let p = if full {
         Params {
             frameworks: 100,
@@ -495,10 +382,10 @@ fn main() {
         })
         .await;
         let alone_n = alone.len();
-        let (om, op) = summary(alone);
+        let (om, op) = load::summary(alone);
         let write_us = tokio::task::spawn_blocking(store_write_us).await.unwrap();
-        let (bm, bp) = summary(base);
-        let (am, ap) = summary(acc.clone());
+        let (bm, bp) = load::summary(base);
+        let (am, ap) = load::summary(acc.clone());
         let (slow_rate, slow_med, slow_p99) = provisioning(&p, p.latency_ms).await;
         let (fast_rate, fast_med, fast_p99) = provisioning(&p, 0).await;
         let verdict = |ok: bool| if ok { "meets" } else { "misses" };
@@ -548,9 +435,7 @@ fn main() {
         );
         println!("{table}");
         if full {
-            let out = out_path();
-            std::fs::create_dir_all(&out).unwrap();
-            std::fs::write(out.join("offer_ops.md"), table).unwrap();
+            load::write_table("offer_ops", &table);
         }
     });
 }

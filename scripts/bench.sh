@@ -8,11 +8,11 @@ set -euo pipefail
 # provisioning load benchmark `cargo bench --bench offer_ops` (offer-ops markers).
 # Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs) and rewrites only their blocks.
+# offer_ops, ebs, soak) and rewrites only their blocks.
 
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs soak} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -246,4 +246,36 @@ if want ebs; then
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench ebs
 write_block ebs "EBS attach and detach (fake cloud)" "$target_dir/polly-bench/ebs.md"
 echo "wrote the ebs results into BENCHMARKS.md"
+fi
+
+if want soak; then
+# Load and soak of one real `polly serve` (its own harness: 1,000 REX-Ray clients on the
+# façade and 100 frameworks on the offer endpoint for POLLY_SOAK_SECS, default 60 s; it fails
+# on any error): its table, with the machine, command, date and commit, between the soak
+# markers. Each client and framework holds connections: raise the open-files limit first.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench soak
+soak_secs=""
+if [[ -n "${POLLY_SOAK_SECS:-}" ]]; then soak_secs=", POLLY_SOAK_SECS=$POLLY_SOAK_SECS"; fi
+SOAK_HEADER="Run $(date -u +%Y-%m-%dT%H:%MZ) at commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`\
+ with \`POLLY_BENCH_ONLY=soak scripts/bench.sh\` (\`cargo bench --bench soak\`$soak_secs):\
+ $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)),\
+ $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), files on\
+ $(df -T "${POLLY_BENCH_DIR:-$target_dir}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true),\
+ load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+export SOAK_HEADER
+python3 - BENCHMARKS.md "$target_dir/polly-bench/soak.md" <<'PY'
+import os, sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
+block = begin + "\n" + os.environ["SOAK_HEADER"] + "\n\n" + table.rstrip("\n") + "\n" + end
+doc = open(path).read()
+if begin in doc and end in doc:
+    head, rest = doc.split(begin, 1)
+    doc = head + block + rest.split(end, 1)[1]
+else:
+    doc = doc.rstrip("\n") + "\n\n## Load and soak\n\n" + block + "\n"
+open(path, "w").write(doc)
+PY
+echo "wrote the soak results into BENCHMARKS.md"
 fi

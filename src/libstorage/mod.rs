@@ -65,9 +65,63 @@ pub struct LsState {
     pub auth: Arc<auth::Auth>,
     /// How long a synchronous request may run before it answers `408` with its Task.
     pub exe_timeout: std::time::Duration,
-    /// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), each tagged
-    /// with the store generation it was rendered at; a store write makes them stale.
-    list_cache: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, Bytes)>>>,
+    /// Rendered `GET /volumes/{svc}` bodies of the current store generation.
+    list_cache: Arc<std::sync::Mutex<ListCache>>,
+}
+
+/// Most bytes of rendered list bodies kept: one body per (service, mask, instance, filter)
+/// adds up with many REX-Ray agents and large lists.
+const LIST_CACHE_BYTES: usize = 32 << 20;
+
+/// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), all of one store
+/// generation: a body rendered at a newer generation drops the others (a store write made
+/// them stale, and keeping them would hold one body per agent for nothing), and bodies
+/// beyond [`LIST_CACHE_BYTES`] are not kept.
+#[derive(Debug, Default)]
+pub(crate) struct ListCache {
+    generation: u64,
+    bytes: usize,
+    bodies: std::collections::HashMap<String, Bytes>,
+}
+
+impl ListCache {
+    /// The body for `key` rendered at `generation`, if kept.
+    pub(crate) fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
+        (generation == self.generation)
+            .then(|| self.bodies.get(key).cloned())
+            .flatten()
+    }
+
+    /// Keep `body`, rendered for `key` at `generation`.
+    pub(crate) fn put(&mut self, key: String, generation: u64, body: Bytes) {
+        if generation < self.generation {
+            return;
+        }
+        if generation > self.generation {
+            self.bodies.clear();
+            self.bytes = 0;
+            self.generation = generation;
+        }
+        if self.bytes + body.len() > LIST_CACHE_BYTES {
+            return;
+        }
+        self.bytes += body.len();
+        if let Some(old) = self.bodies.insert(key, body) {
+            self.bytes -= old.len();
+        }
+    }
+
+    /// Bytes of the bodies kept.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bodies kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.bodies.len()
+    }
 }
 
 impl LsState {
@@ -554,10 +608,8 @@ async fn list_body(
         args.name.as_deref().unwrap_or("\u{1}")
     );
     let cache = || st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((g, body)) = cache().get(&key) {
-        if *g == generation {
-            return Ok(body.clone());
-        }
+    if let Some(body) = cache().get(&key, generation) {
+        return Ok(body);
     }
     let out = render_list(st, svc, &args)?;
     let body = Bytes::from(serde_json::to_vec(&out).map_err(|e| {
@@ -566,11 +618,7 @@ async fn list_body(
             format!("render list: {e}"),
         )
     })?);
-    let mut c = cache();
-    if c.len() >= 1024 {
-        c.retain(|_, (g, _)| *g == generation);
-    }
-    c.insert(key, (generation, body.clone()));
+    cache().put(key, generation, body.clone());
     Ok(body)
 }
 

@@ -80,3 +80,43 @@ fn mine_without_an_instance_sees_no_attachment_as_its_own() {
     let w = apply_mask(vol(&["x"]), 1, None).unwrap();
     assert_eq!(w.attachment_state, 4);
 }
+
+/// The list cache keeps the bodies of one store generation only (a newer one drops the rest:
+/// with many agents listing while the store changes, stale bodies would pile up to one per
+/// agent), ignores bodies rendered at an older generation, and stays within its byte budget.
+#[test]
+fn list_cache_keeps_only_the_current_generation_within_its_budget() {
+    let mut c = ListCache::default();
+    let body = |n: usize| Bytes::from(vec![b'x'; n]);
+    for agent in 0..100 {
+        c.put(format!("vfs:1:agent-{agent}"), 1, body(1000));
+    }
+    assert_eq!((c.len(), c.bytes()), (100, 100_000));
+    assert_eq!(c.get("vfs:1:agent-7", 1).map(|b| b.len()), Some(1000));
+    assert!(
+        c.get("vfs:1:agent-7", 2).is_none(),
+        "a body of generation 1 served at 2"
+    );
+
+    c.put("vfs:1:agent-7".into(), 2, body(500));
+    assert_eq!(
+        (c.len(), c.bytes()),
+        (1, 500),
+        "generation 1 bodies kept after 2 came"
+    );
+    assert!(c.get("vfs:1:agent-8", 2).is_none());
+    // A request that read the store before the last write does not bring stale bodies back.
+    c.put("vfs:1:agent-8".into(), 1, body(500));
+    assert_eq!(c.len(), 1);
+    // Replacing a body counts its bytes once.
+    c.put("vfs:1:agent-7".into(), 2, body(700));
+    assert_eq!((c.len(), c.bytes()), (1, 700));
+
+    // Never more than the budget, however many agents list.
+    let big = LIST_CACHE_BYTES / 10 + 1;
+    for agent in 0..50 {
+        c.put(format!("vfs:1:agent-{agent}"), 3, body(big));
+        assert!(c.bytes() <= LIST_CACHE_BYTES, "{} bytes kept", c.bytes());
+    }
+    assert_eq!(c.len(), 9);
+}

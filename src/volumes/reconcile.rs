@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_secs, valid_name, Error, Manager, ReconcilerStatus, Result};
+use crate::driver::DriverVolume;
 use crate::store::{Attachment, Intent, IntentOp, Op, Volume, VolumeStatus};
 
 /// A back-end volume with no record in the store. Reported, never deleted by Polly.
@@ -152,10 +153,18 @@ impl Manager {
     }
 
     /// Compare the store with every driver's inventory.
+    ///
+    /// Creates and deletes go on while a back-end is listed, so the store is read before and
+    /// after the listing. A record claims a back-end volume from before the volume exists
+    /// (intent first) until after it is gone, so a listed volume that no record claims after
+    /// the listing is either an orphan or was deleted meanwhile: it is reported only if a
+    /// second listing still has it and still no record claims it. A record is missing its
+    /// back-end volume only if it was available both before and after a listing that lacks
+    /// it (one created or deleted meanwhile is not).
     pub async fn reconcile_report(&self) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
-        let vols = self.inner.store.volumes()?;
         for s in self.services() {
+            let before = self.inner.store.volumes()?;
             let inventory = match self.call(&s.name, "list", s.driver.list()).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -163,25 +172,32 @@ impl Manager {
                     continue;
                 }
             };
-            let mine: Vec<_> = vols.iter().filter(|v| v.service == s.name).collect();
-            for d in &inventory {
-                let known = mine.iter().any(|v| {
-                    v.driver_id.as_deref() == Some(d.id.as_str())
-                        // A create in flight has no driver id yet: its name claims the volume.
-                        || (v.status == VolumeStatus::Creating && v.name == d.name)
-                });
-                if !known {
-                    report.orphans.push(super::Orphan {
-                        service: s.name.clone(),
-                        driver_id: d.id.clone(),
-                        name: d.name.clone(),
-                        size_bytes: d.size_bytes,
-                    });
-                }
+            let after = self.inner.store.volumes()?;
+            let mut orphans = unclaimed(&s.name, &inventory, &after);
+            if !orphans.is_empty() {
+                let again = match self.call(&s.name, "list", s.driver.list()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        report.unreachable.push((s.name.clone(), e.to_string()));
+                        continue;
+                    }
+                };
+                let latest = self.inner.store.volumes()?;
+                let still = unclaimed(&s.name, &again, &latest);
+                orphans.retain(|o| still.contains(o));
             }
-            for v in mine {
+            report.orphans.extend(orphans);
+            let available = |vols: &[Volume], id: &str, did: &str| {
+                vols.iter().any(|v| {
+                    v.id == id
+                        && v.status == VolumeStatus::Available
+                        && v.driver_id.as_deref() == Some(did)
+                })
+            };
+            for v in before.iter().filter(|v| v.service == s.name) {
                 if let Some(did) = &v.driver_id {
-                    if v.status == VolumeStatus::Available
+                    if available(&before, &v.id, did)
+                        && available(&after, &v.id, did)
                         && !inventory.iter().any(|d| &d.id == did)
                     {
                         report.missing.push(Missing {
@@ -196,6 +212,27 @@ impl Manager {
         }
         Ok(report)
     }
+}
+
+/// The volumes of `inventory` (service `service`'s back-end) that no record of `vols` claims:
+/// by driver id, or by name for a create in flight (no driver id yet).
+fn unclaimed(service: &str, inventory: &[DriverVolume], vols: &[Volume]) -> Vec<Orphan> {
+    let mine: Vec<_> = vols.iter().filter(|v| v.service == service).collect();
+    inventory
+        .iter()
+        .filter(|d| {
+            !mine.iter().any(|v| {
+                v.driver_id.as_deref() == Some(d.id.as_str())
+                    || (v.status == VolumeStatus::Creating && v.name == d.name)
+            })
+        })
+        .map(|d| Orphan {
+            service: service.to_string(),
+            driver_id: d.id.clone(),
+            name: d.name.clone(),
+            size_bytes: d.size_bytes,
+        })
+        .collect()
 }
 
 impl Manager {

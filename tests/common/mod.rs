@@ -135,6 +135,11 @@ impl Polly {
         }
     }
 
+    /// The process id, to read its `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
