@@ -81,6 +81,30 @@ pub(super) struct Dirs {
     /// it runs (a second writer would also race for ids).
     names: std::sync::Mutex<HashMap<String, String>>,
     ids: std::sync::Mutex<IdLease>,
+    /// The size of every volume in `volumes/` and their sum, kept the same way, so a quota
+    /// check costs the same with 10 or 100,000 volumes (instead of reading every
+    /// `volume.json` under the quota lock).
+    sizes: std::sync::Mutex<Sizes>,
+}
+
+/// Volume id → size in bytes, and the sum of the sizes.
+#[derive(Default)]
+struct Sizes {
+    by_id: HashMap<String, u64>,
+    used: u64,
+}
+
+impl Sizes {
+    fn set(&mut self, id: &str, size: Option<u64>) {
+        let old = match size {
+            Some(size) => self.by_id.insert(id.to_string(), size),
+            None => self.by_id.remove(id),
+        };
+        self.used = self
+            .used
+            .saturating_sub(old.unwrap_or(0))
+            .saturating_add(size.unwrap_or(0));
+    }
 }
 
 impl Dirs {
@@ -91,6 +115,7 @@ impl Dirs {
             cfg,
             names: Default::default(),
             ids: Default::default(),
+            sizes: Default::default(),
         };
         for dir in [
             dirs.root().to_path_buf(),
@@ -132,12 +157,13 @@ impl Dirs {
             used: ids,
             leased: ids,
         };
-        let names = dirs
-            .list_volumes()?
-            .into_iter()
-            .map(|v| (v.name, v.id))
-            .collect();
-        *dirs.names() = names;
+        let volumes = dirs.list_volumes()?;
+        let mut sizes = Sizes::default();
+        for v in &volumes {
+            sizes.set(&v.id, Some(v.size_bytes));
+        }
+        *dirs.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
+        *dirs.names() = volumes.into_iter().map(|v| (v.name, v.id)).collect();
         fsync_dir(dirs.root())?;
         Ok(dirs)
     }
@@ -250,7 +276,17 @@ impl Dirs {
         let dir = self.volume_dir(&vol.id)?;
         let mut on_disk = vol.clone();
         on_disk.path = None;
-        write_json_atomic(&dir.join(VOLUME_META), &on_disk)
+        write_json_atomic(&dir.join(VOLUME_META), &on_disk)?;
+        self.set_size(&vol.id, Some(vol.size_bytes));
+        Ok(())
+    }
+
+    /// Record volume `id`'s size as on disk (`None`: it left `volumes/`).
+    fn set_size(&self, id: &str, size: Option<u64>) {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(id, size);
     }
 
     pub fn list_volumes(&self) -> Result<Vec<DriverVolume>> {
@@ -300,11 +336,7 @@ impl Dirs {
         let (fs_total, fs_free) = statvfs(self.root())?;
         let (total, free) = match self.cfg.quota_bytes {
             Some(quota) => {
-                let used: u64 = self
-                    .list_volumes()?
-                    .iter()
-                    .map(|v| v.size_bytes)
-                    .fold(0, u64::saturating_add);
+                let used = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).used;
                 (fs_total.min(quota), fs_free.min(quota.saturating_sub(used)))
             }
             None => (fs_total, fs_free),
@@ -472,6 +504,7 @@ impl Dirs {
         fsync_dir(&self.volumes_dir())?;
         fsync_dir(&self.tmp_dir())?;
         self.index_update(&vol.name, id, true);
+        self.set_size(id, Some(vol.size_bytes));
         vol.path = Some(dest.join(self.cfg.payload).to_string_lossy().into_owned());
         Ok(vol)
     }
@@ -489,6 +522,7 @@ impl Dirs {
         }
         self.discard(&self.volume_dir(id)?, &self.volumes_dir(), id)?;
         self.index_update(&vol.name, id, false);
+        self.set_size(id, None);
         Ok(())
     }
 

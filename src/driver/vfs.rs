@@ -495,6 +495,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn quota_accounting_survives_reopen_grow_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = VfsConfig::new(dir.path());
+        cfg.quota_bytes = Some(10);
+        let d = VfsDriver::open(cfg.clone()).unwrap();
+        let a = d.create(&req("a", 4)).await.unwrap();
+        d.create(&req("b", 3)).await.unwrap();
+        drop(d);
+        // The used bytes are counted again from disk at open.
+        let d = VfsDriver::open(cfg).unwrap();
+        assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 3);
+        assert!(matches!(
+            d.create(&req("c", 4)).await,
+            Err(Error::InsufficientCapacity { free_bytes: 3, .. })
+        ));
+        d.grow(&a.id, 6).await.unwrap();
+        assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 1);
+        d.remove(&a.id).await.unwrap();
+        assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 7);
+        d.create(&req("c", 7)).await.unwrap();
+        assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 0);
+    }
+
+    #[tokio::test]
     async fn open_clears_half_built_volumes() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = VfsConfig::new(dir.path());
