@@ -198,6 +198,42 @@ if rounds:
     lines.append("")
     for title, p, *_ in rounds:
         lines.append(f"- `{title}`: {p / small[1]:.1f}× the smallest round (`{small[0]}`).")
+    # How a round grows: empty rounds by agents (rows) and frameworks (columns).
+    grid = {}
+    for title, p, *_ in rounds:
+        parts = title.split("/")
+        if len(parts) == 3 and parts[1] == "empty":
+            f = parts[2].split("_")
+            grid[(int(f[0]), int(f[2]))] = p
+    agents = sorted({a for a, _ in grid})
+    fws = sorted({f for _, f in grid})
+    if grid:
+        lines.append("")
+        lines.append("Empty round by size (100 pools), and its growth: ×10 agents is the ratio to "
+                     "the row above, ×10 frameworks the ratio to the column on the left.")
+        lines.append("")
+        lines.append("| agents | " + " | ".join(f"{f:,} frameworks" for f in fws) + " | "
+                     + " | ".join(f"×10 agents ({f:,} fw)" for f in fws) + " | ×10 frameworks |")
+        lines.append("|---:|" + "---:|" * (2 * len(fws) + 1))
+        for i, a in enumerate(agents):
+            cells = [t(grid[(a, f)]) if (a, f) in grid else "" for f in fws]
+            up = []
+            for f in fws:
+                prev = agents[i - 1] if i else None
+                if prev and (a, f) in grid and (prev, f) in grid and a == 10 * prev:
+                    up.append(f"{grid[(a, f)] / grid[(prev, f)]:.1f}×")
+                else:
+                    up.append("")
+            side = ""
+            if len(fws) == 2 and all((a, f) in grid for f in fws) and fws[1] == 10 * fws[0]:
+                side = f"{grid[(a, fws[1])] / grid[(a, fws[0])]:.2f}×"
+            lines.append(f"| {a:,} | " + " | ".join(cells) + " | " + " | ".join(up) + f" | {side} |")
+    target = grid.get((10_000, 1_000))
+    if target:
+        verdict = "meets" if target <= 100e6 else "misses"
+        lines.append("")
+        lines.append(f"10,000 agents × 1,000 frameworks × 100 pools: **{t(target)}** median; it "
+                     f"{verdict} the ≤ 100 ms target ({target / 100e6:.2f}× the target).")
 print("\n".join(lines))
 PY
 write_block criterion "Mesos decoding and offer rounds" "$target_dir/polly-bench/criterion.md"
