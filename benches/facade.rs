@@ -58,7 +58,10 @@ struct Figure {
 
 impl Series {
     fn figure(mut self, measure: Duration) -> Figure {
-        assert!(!self.lat_us.is_empty(), "no request completed in the window");
+        assert!(
+            !self.lat_us.is_empty(),
+            "no request completed in the window"
+        );
         self.lat_us.sort_unstable();
         let all = &self.lat_us;
         let pct = |q: f64| all[((all.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
@@ -182,7 +185,11 @@ async fn load(t: &Target, op: Op, clients: usize, p: &Params, tag: &str) -> Vec<
                     }
                 };
                 if keep {
-                    let s = if op == Op::AttachDetach { &mut b } else { &mut a };
+                    let s = if op == Op::AttachDetach {
+                        &mut b
+                    } else {
+                        &mut a
+                    };
                     s.lat_us.push(d.as_micros() as u32);
                 }
             }
