@@ -7,12 +7,14 @@ set -euo pipefail
 # Then the Mesos decoding and offer round benchmarks (criterion markers) and the disk offer /
 # provisioning load benchmark `cargo bench --bench offer_ops` (offer-ops markers).
 # Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
+# Then `cargo bench --bench restart`: restart to serving with 100k volumes (restart markers) and
+# the memory of a server with 100k volumes and 10k agents (rss markers).
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs) and rewrites only their blocks.
+# offer_ops, ebs, restart, rss) and rewrites only their blocks.
 
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -256,4 +258,21 @@ if want ebs; then
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench ebs
 write_block ebs "EBS attach and detach (fake cloud)" "$target_dir/polly-bench/ebs.md"
 echo "wrote the ebs results into BENCHMARKS.md"
+fi
+
+if want restart || want rss; then
+# Restart to serving and RSS against the real `polly serve` binary (its own harness): one
+# populated data dir of 100,000 `vfs` volumes serves both parts.
+restart_parts=()
+want restart && restart_parts+=(restart)
+want rss && restart_parts+=(rss)
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench restart -- "${restart_parts[@]}"
+if want restart; then
+    write_block restart "Restart to serving" "$target_dir/polly-bench/restart.md"
+    echo "wrote the restart results into BENCHMARKS.md"
+fi
+if want rss; then
+    write_block rss "Memory" "$target_dir/polly-bench/rss.md"
+    echo "wrote the memory results into BENCHMARKS.md"
+fi
 fi

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -164,13 +165,18 @@ impl Manager {
                 }
             };
             let mine: Vec<_> = vols.iter().filter(|v| v.service == s.name).collect();
+            // Sets, not scans: with 100,000 volumes a scan per volume was 10^10 comparisons
+            // per pass (minutes at start-up, before readiness).
+            let known_ids: HashSet<&str> =
+                mine.iter().filter_map(|v| v.driver_id.as_deref()).collect();
+            // A create in flight has no driver id yet: its name claims the volume.
+            let creating: HashSet<&str> = mine
+                .iter()
+                .filter(|v| v.status == VolumeStatus::Creating)
+                .map(|v| v.name.as_str())
+                .collect();
             for d in &inventory {
-                let known = mine.iter().any(|v| {
-                    v.driver_id.as_deref() == Some(d.id.as_str())
-                        // A create in flight has no driver id yet: its name claims the volume.
-                        || (v.status == VolumeStatus::Creating && v.name == d.name)
-                });
-                if !known {
+                if !known_ids.contains(d.id.as_str()) && !creating.contains(d.name.as_str()) {
                     report.orphans.push(super::Orphan {
                         service: s.name.clone(),
                         driver_id: d.id.clone(),
@@ -179,11 +185,10 @@ impl Manager {
                     });
                 }
             }
+            let present: HashSet<&str> = inventory.iter().map(|d| d.id.as_str()).collect();
             for v in mine {
                 if let Some(did) = &v.driver_id {
-                    if v.status == VolumeStatus::Available
-                        && !inventory.iter().any(|d| &d.id == did)
-                    {
+                    if v.status == VolumeStatus::Available && !present.contains(did.as_str()) {
                         report.missing.push(Missing {
                             service: s.name.clone(),
                             volume_id: v.id.clone(),
