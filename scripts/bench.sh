@@ -12,6 +12,9 @@ set -euo pipefail
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
 # offer_ops, ebs, restart, rss) and rewrites only their blocks.
 
+# The whole script is one compound command, read in full before it runs: editing this file
+# during a run (a full run takes many minutes) cannot change what the run executes.
+{
 cd "$(dirname "$0")/.."
 
 only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss} "
@@ -276,3 +279,5 @@ if want rss; then
     echo "wrote the memory results into BENCHMARKS.md"
 fi
 fi
+exit
+}
