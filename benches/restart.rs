@@ -297,7 +297,7 @@ fn main() {
         .filter(|a| *a == "restart" || *a == "rss")
         .collect();
     let want = |p: &str| parts.is_empty() || parts.contains(&p);
-    let p = if full {
+    let mut p = if full {
         Params {
             volumes: 100_000,
             agents: 10_000,
@@ -310,6 +310,10 @@ fn main() {
             runs: 2,
         }
     };
+    // Other sizes, for profiling: POLLY_BENCH_VOLUMES, POLLY_BENCH_AGENTS.
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    p.volumes = env("POLLY_BENCH_VOLUMES").unwrap_or(p.volumes);
+    p.agents = env("POLLY_BENCH_AGENTS").unwrap_or(p.agents);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -425,9 +429,11 @@ async fn rss(
     std::fs::write(
         mesos_cfg,
         format!(
-            "{SERVICES}\n[mesos]\nmasters = [\"{m}\"]\noperator_agents = true\n\n\
+            "{SERVICES}\n[mesos]\nmasters = [\"{m}\"]\noperator_agents = true\n{extra}\n\n\
              [offers]\nallocation_interval_ms = 1000\n",
-            m = master.addr(0)
+            m = master.addr(0),
+            // More `[mesos]` settings, for profiling (e.g. `content_type = "protobuf"`).
+            extra = std::env::var("POLLY_BENCH_MESOS").unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -440,13 +446,29 @@ async fn rss(
         if n as usize >= p.agents {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "polly knows {n} of {} agents",
-            p.agents
-        );
+        if Instant::now() > deadline {
+            let listed: serde_json::Value = http
+                .get(format!("{}/admin/agents", s.admin))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let listed = listed.as_array().unwrap();
+            let lost = listed.iter().filter(|a| a["lost"] == true).count();
+            let mut ids: Vec<&str> = listed.iter().filter_map(|a| a["id"].as_str()).collect();
+            ids.sort();
+            panic!(
+                "polly knows {n} of {} agents ({} listed, {lost} lost, first {:?})",
+                p.agents,
+                listed.len(),
+                &ids[..ids.len().min(5)]
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (k_rss, k_hwm) = s.memory();
     // One framework on the storage-offer endpoint: its first OFFERS is one round.
     let offered = first_offers(&http, &s.offers).await;
     assert!(offered > 0, "the round offered nothing");
@@ -466,13 +488,16 @@ async fn rss(
          after ready.\n\n\
          | server | VmRSS | VmHWM (peak) |\n|---|---:|---:|\n\
          | baseline: empty, no master | {brss:.1} MiB | {bhwm:.1} MiB |\n\
-         | {v} volumes + {a} agents | {rss:.1} MiB | {hwm:.1} MiB |\n\n\
+         | {v} volumes + {a} agents, before the offer round | {krss:.1} MiB | {khwm:.1} MiB |\n\
+         | {v} volumes + {a} agents, after the offer round | {rss:.1} MiB | {hwm:.1} MiB |\n\n\
          Resident memory with {v} volumes and {a} agents: **{rss:.0} MiB** (peak {hwm:.0} MiB), \
          {ratio:.1}× the empty baseline; the peak {verdict} the ≤ 200 MB target \
          ({tr:.2}× the target, 200 MB = {tmib:.0} MiB).",
         v = p.volumes,
         a = p.agents,
         brss = mib(b_rss),
+        krss = mib(k_rss),
+        khwm = mib(k_hwm),
         bhwm = mib(b_hwm),
         rss = mib(rss),
         hwm = mib(hwm),
