@@ -7,12 +7,17 @@ set -euo pipefail
 # Then the Mesos decoding and offer round benchmarks (criterion markers) and the disk offer /
 # provisioning load benchmark `cargo bench --bench offer_ops` (offer-ops markers).
 # Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
+# Then `cargo bench --bench restart`: restart to serving with 100k volumes (restart markers) and
+# the memory of a server with 100k volumes and 10k agents (rss markers).
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs, soak) and rewrites only their blocks.
+# offer_ops, ebs, restart, rss, soak) and rewrites only their blocks.
 
+# The whole script is one compound command, read in full before it runs: editing this file
+# during a run (a full run takes many minutes) cannot change what the run executes.
+{
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs soak} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -224,6 +229,42 @@ if rounds:
     lines.append("")
     for title, p, *_ in rounds:
         lines.append(f"- `{title}`: {p / small[1]:.1f}× the smallest round (`{small[0]}`).")
+    # How a round grows: empty rounds by agents (rows) and frameworks (columns).
+    grid = {}
+    for title, p, *_ in rounds:
+        parts = title.split("/")
+        if len(parts) == 3 and parts[1] == "empty":
+            f = parts[2].split("_")
+            grid[(int(f[0]), int(f[2]))] = p
+    agents = sorted({a for a, _ in grid})
+    fws = sorted({f for _, f in grid})
+    if grid:
+        lines.append("")
+        lines.append("Empty round by size (100 pools), and its growth: ×10 agents is the ratio to "
+                     "the row above, ×10 frameworks the ratio to the column on the left.")
+        lines.append("")
+        lines.append("| agents | " + " | ".join(f"{f:,} frameworks" for f in fws) + " | "
+                     + " | ".join(f"×10 agents ({f:,} fw)" for f in fws) + " | ×10 frameworks |")
+        lines.append("|---:|" + "---:|" * (2 * len(fws) + 1))
+        for i, a in enumerate(agents):
+            cells = [t(grid[(a, f)]) if (a, f) in grid else "" for f in fws]
+            up = []
+            for f in fws:
+                prev = agents[i - 1] if i else None
+                if prev and (a, f) in grid and (prev, f) in grid and a == 10 * prev:
+                    up.append(f"{grid[(a, f)] / grid[(prev, f)]:.1f}×")
+                else:
+                    up.append("")
+            side = ""
+            if len(fws) == 2 and all((a, f) in grid for f in fws) and fws[1] == 10 * fws[0]:
+                side = f"{grid[(a, fws[1])] / grid[(a, fws[0])]:.2f}×"
+            lines.append(f"| {a:,} | " + " | ".join(cells) + " | " + " | ".join(up) + f" | {side} |")
+    target = grid.get((10_000, 1_000))
+    if target:
+        verdict = "meets" if target <= 100e6 else "misses"
+        lines.append("")
+        lines.append(f"10,000 agents × 1,000 frameworks × 100 pools: **{t(target)}** median; it "
+                     f"{verdict} the ≤ 100 ms target ({target / 100e6:.2f}× the target).")
 print("\n".join(lines))
 PY
 write_block criterion "Mesos decoding and offer rounds" "$target_dir/polly-bench/criterion.md"
@@ -248,6 +289,22 @@ write_block ebs "EBS attach and detach (fake cloud)" "$target_dir/polly-bench/eb
 echo "wrote the ebs results into BENCHMARKS.md"
 fi
 
+if want restart || want rss; then
+# Restart to serving and RSS against the real `polly serve` binary (its own harness): one
+# populated data dir of 100,000 `vfs` volumes serves both parts.
+restart_parts=()
+want restart && restart_parts+=(restart)
+want rss && restart_parts+=(rss)
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench restart -- "${restart_parts[@]}"
+if want restart; then
+    write_block restart "Restart to serving" "$target_dir/polly-bench/restart.md"
+    echo "wrote the restart results into BENCHMARKS.md"
+fi
+if want rss; then
+    write_block rss "Memory" "$target_dir/polly-bench/rss.md"
+    echo "wrote the memory results into BENCHMARKS.md"
+fi
+fi
 if want soak; then
 # Load and soak of one real `polly serve` (its own harness: 1,000 REX-Ray clients on the
 # façade and 100 frameworks on the offer endpoint for POLLY_SOAK_SECS, default 60 s; it fails
@@ -263,19 +320,9 @@ SOAK_HEADER="Run $(date -u +%Y-%m-%dT%H:%MZ) at commit \`$(git rev-parse --short
  $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), files on\
  $(df -T "${POLLY_BENCH_DIR:-$target_dir}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true),\
  load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
-export SOAK_HEADER
-python3 - BENCHMARKS.md "$target_dir/polly-bench/soak.md" <<'PY'
-import os, sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
-block = begin + "\n" + os.environ["SOAK_HEADER"] + "\n\n" + table.rstrip("\n") + "\n" + end
-doc = open(path).read()
-if begin in doc and end in doc:
-    head, rest = doc.split(begin, 1)
-    doc = head + block + rest.split(end, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## Load and soak\n\n" + block + "\n"
-open(path, "w").write(doc)
-PY
+{ echo "$SOAK_HEADER"; echo; cat "$target_dir/polly-bench/soak.md"; } >"$target_dir/polly-bench/soak-block.md"
+write_block soak "Load and soak" "$target_dir/polly-bench/soak-block.md"
 echo "wrote the soak results into BENCHMARKS.md"
 fi
+exit
+}

@@ -453,10 +453,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 libstorage_listen: a.libstorage_listen,
                 offers_listen: a.offers_listen,
             };
+            // Before anything slow (store open, start-up reconciliation), so SIGTERM is a
+            // graceful stop from the start.
+            let shutdown = shutdown_signal();
             let config = Config::load(a.config.as_deref(), &overrides)?;
             crate::failpoints::setup_from_env().map_err(anyhow::Error::msg)?;
             let prepared = crate::server::prepare(config)?;
-            crate::server::run(prepared, shutdown_signal()).await
+            crate::server::run(prepared, shutdown).await
         }
         Command::Version => {
             let server = client.version().await;
@@ -979,27 +982,35 @@ async fn volume(client: &AdminClient, json: bool, cmd: VolumeCmd) -> anyhow::Res
     show_volume(json, &v)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives while the server is still opening its
+/// store or reconciling at start-up (seconds with a large store) is kept for the future
+/// instead of killing the process with the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -74,6 +74,13 @@ pub async fn serve(
         tls,
     } = prepared;
     let token = CancellationToken::new();
+    // Watch for shutdown from the start: a stop during start-up reconciliation stops the
+    // listeners, and every task started after it sees the cancelled token and returns.
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        t.cancel();
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
     let offers = crate::mesos::endpoint::Endpoint::with_master(
@@ -195,11 +202,6 @@ pub async fn serve(
         None
     };
 
-    let t = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        t.cancel();
-    });
     admin_task.await?.context("admin server")?;
     ls_task.await?.context("libstorage server")?;
     token.cancel();

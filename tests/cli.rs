@@ -292,3 +292,64 @@ fn env_overrides_reach_the_server() {
             || String::from_utf8_lossy(&out.stderr).contains("admin-listen")
     );
 }
+
+/// SIGTERM while `polly serve` is still in start-up reconciliation (held there by a back-end
+/// whose every call takes 3 s) is a graceful stop with exit 0, not death by the signal's
+/// default action: the handlers are installed before the store is opened.
+#[test]
+fn sigterm_during_start_up_reconciliation_is_a_graceful_stop() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("polly.toml");
+    std::fs::write(
+        &config,
+        "[[services]]\nname = \"vfs\"\ndriver = \"vfs\"\n[services.fault]\nlatency_ms = 3000\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--libstorage-listen", "127.0.0.1:0"])
+        .args(["--offers-listen", "127.0.0.1:0"])
+        .env_remove("POLLY_CONFIG")
+        .env_remove("POLLY_ADMIN_TOKEN")
+        .env("POLLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Addresses are printed before start-up reconciliation, which the slow back-end holds.
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next().expect("polly printed its addresses").unwrap();
+        assert_ne!(
+            line, "polly: ready",
+            "start-up reconciliation was not held: {seen:?}"
+        );
+        let last = line.starts_with("polly: storage offers on ");
+        seen.push(line);
+        if last {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("polly did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

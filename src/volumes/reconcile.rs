@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -194,11 +195,14 @@ impl Manager {
                         && v.driver_id.as_deref() == Some(did)
                 })
             };
+            // Sets, not scans: with 100,000 volumes a scan per volume was 10^10 comparisons
+            // per pass (minutes at start-up, before readiness).
+            let present: HashSet<&str> = inventory.iter().map(|d| d.id.as_str()).collect();
             for v in before.iter().filter(|v| v.service == s.name) {
                 if let Some(did) = &v.driver_id {
-                    if available(&before, &v.id, did)
+                    if !present.contains(did.as_str())
+                        && available(&before, &v.id, did)
                         && available(&after, &v.id, did)
-                        && !inventory.iter().any(|d| &d.id == did)
                     {
                         report.missing.push(Missing {
                             service: s.name.clone(),
@@ -218,14 +222,15 @@ impl Manager {
 /// by driver id, or by name for a create in flight (no driver id yet).
 fn unclaimed(service: &str, inventory: &[DriverVolume], vols: &[Volume]) -> Vec<Orphan> {
     let mine: Vec<_> = vols.iter().filter(|v| v.service == service).collect();
+    let known_ids: HashSet<&str> = mine.iter().filter_map(|v| v.driver_id.as_deref()).collect();
+    let creating: HashSet<&str> = mine
+        .iter()
+        .filter(|v| v.status == VolumeStatus::Creating)
+        .map(|v| v.name.as_str())
+        .collect();
     inventory
         .iter()
-        .filter(|d| {
-            !mine.iter().any(|v| {
-                v.driver_id.as_deref() == Some(d.id.as_str())
-                    || (v.status == VolumeStatus::Creating && v.name == d.name)
-            })
-        })
+        .filter(|d| !known_ids.contains(d.id.as_str()) && !creating.contains(d.name.as_str()))
         .map(|d| Orphan {
             service: service.to_string(),
             driver_id: d.id.clone(),

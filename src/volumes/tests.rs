@@ -584,3 +584,59 @@ async fn a_reconciler_pass_does_not_wait_for_an_operation_in_flight() {
     assert!(f.manager.volume(&stuck.id).unwrap().attachments.is_empty());
     hung.abort();
 }
+
+/// The reconciler's report with many volumes: every record matched to its back-end volume by
+/// driver id (sets, not a scan per volume), a back-end volume claimed by the name of a create
+/// in flight is not an orphan, a back-end volume nobody claims is one, and a record whose
+/// back-end volume is gone is missing.
+#[tokio::test]
+async fn reconcile_report_matches_many_volumes_by_id_and_creates_in_flight_by_name() {
+    let f = fixture(Duration::from_secs(10));
+    let mut vols = Vec::new();
+    for i in 0..300 {
+        vols.push(f.manager.create(req(&format!("v{i:03}"))).await.unwrap());
+    }
+    let report = f.manager.reconcile_report().await.unwrap();
+    assert!(report.orphans.is_empty(), "{report:?}");
+    assert!(report.missing.is_empty(), "{report:?}");
+
+    let back_end = |name: &str| crate::driver::CreateRequest {
+        name: name.into(),
+        size_bytes: 4096,
+        pool: None,
+        zone: None,
+        access_mode: Default::default(),
+        fields: BTreeMap::new(),
+    };
+    let orphan = f.vfs.create(&back_end("nobody")).await.unwrap();
+    let claimed = f.vfs.create(&back_end("in-flight")).await.unwrap();
+    let mut creating = vols[0].clone();
+    creating.id = "pv-in-flight".into();
+    creating.name = "in-flight".into();
+    creating.driver_id = None;
+    creating.status = crate::store::VolumeStatus::Creating;
+    f.manager
+        .store()
+        .apply(&[crate::store::Op::PutVolume(creating)])
+        .unwrap();
+    let gone = &vols[150];
+    f.vfs
+        .remove(gone.driver_id.as_deref().unwrap())
+        .await
+        .unwrap();
+
+    let report = f.manager.reconcile_report().await.unwrap();
+    let orphans: Vec<_> = report
+        .orphans
+        .iter()
+        .map(|o| o.driver_id.as_str())
+        .collect();
+    assert_eq!(orphans, [orphan.id.as_str()], "{report:?}");
+    assert_ne!(claimed.id, orphan.id);
+    let missing: Vec<_> = report
+        .missing
+        .iter()
+        .map(|m| m.volume_id.as_str())
+        .collect();
+    assert_eq!(missing, [gone.id.as_str()], "{report:?}");
+}

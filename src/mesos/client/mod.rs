@@ -1065,4 +1065,37 @@ mod tests {
             "MULTI_ROLE"
         );
     }
+
+    /// Agents learned from several tasks at once (offers and the operator API's poll): the
+    /// `mesos_agents` gauge and the status end at the number of agents known, never at a
+    /// count one of the learns took before another's.
+    #[test]
+    fn concurrently_learned_agents_are_all_counted() {
+        let metrics = crate::metrics::MesosMetrics::default();
+        let h = Handle::new(&crate::config::MesosConfig::default(), metrics.clone());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let h = &h;
+                s.spawn(move || {
+                    for i in 0..2_500 {
+                        h.learn(Agent {
+                            id: format!("agent-{t}-{i}"),
+                            hostname: format!("node-{t}-{i}"),
+                            region: None,
+                            zone: None,
+                            attributes: std::collections::BTreeMap::new(),
+                            source: state::AgentSource::Offer,
+                            lost: false,
+                            lost_at: None,
+                            last_seen: state::now_rfc3339(),
+                            fence: None,
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(h.agents().len(), 10_000);
+        assert_eq!(metrics.agents.get(), 10_000);
+        assert_eq!(h.status().agents_known, 10_000);
+    }
 }

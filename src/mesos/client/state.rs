@@ -350,15 +350,17 @@ impl Handle {
     }
 
     fn recount(&self) {
-        let (known, lost) = {
-            let agents = lock(&self.inner.agents);
-            (agents.len(), agents.values().filter(|a| a.lost).count())
-        };
+        // Counted and published under the agents lock: published after releasing it, two
+        // concurrent learns (offers and the operator API's poll) could publish in the
+        // opposite order and leave a stale count until the next change.
+        let agents = lock(&self.inner.agents);
+        let (known, lost) = (agents.len(), agents.values().filter(|a| a.lost).count());
         self.inner.metrics.agents.set(known as i64);
         self.inner.metrics.agents_lost.set(lost as i64);
         self.update(|s| {
             s.agents_known = known;
             s.agents_lost = lost;
         });
+        drop(agents);
     }
 }

@@ -13,7 +13,7 @@
 
 mod ops;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -679,15 +679,18 @@ impl Endpoint {
             self.send_locked(&st, &fw, self.rescind_event(id));
         }
         let agents = self.inner.agents.agents();
+        // Looked up once per round, not once per offer (a round can offer every agent).
+        let agents_by_id: HashMap<&str, &crate::mesos::client::Agent> =
+            agents.iter().map(|a| (a.id.as_str(), a)).collect();
+        let profiles: BTreeMap<&str, &str> = snap
+            .pools
+            .iter()
+            .map(|p| (p.id.as_str(), p.profile.as_str()))
+            .collect();
         let mut by_fw: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
         for o in &alloc.new_offers {
             if let Some(f) = st.frameworks.get(&o.framework_id) {
-                let agent = agents.iter().find(|a| a.id == o.agent_id);
-                let profiles: BTreeMap<&str, &str> = snap
-                    .pools
-                    .iter()
-                    .map(|p| (p.id.as_str(), p.profile.as_str()))
-                    .collect();
+                let agent = agents_by_id.get(o.agent_id.as_str()).copied();
                 by_fw
                     .entry(o.framework_id.clone())
                     .or_default()
