@@ -182,10 +182,10 @@ fn config(p: &Params) -> String {
         instances.push_str(&format!("agent-{i} = \"i-{i}\"\n"));
     }
     // The REX-Ray clients' service is in a zone without agents, so disk offers come from the
-    // pool service only. The pool has no quota: with one, every `vfs` create and delete reads
-    // every volume's metadata under one lock (see BENCHMARKS.md), which is the driver's cost,
-    // not Polly's. Its capacity then follows the disk's free space, so offers shrunk by other
-    // writers to the disk are rescinded and an ACCEPT of one is DROPPED: counted, not an error.
+    // pool service only. The pool has no quota (a quota'd `vfs` pool serializes its creates
+    // and deletes on one lock, which is the driver's cost, not Polly's), so its capacity
+    // follows the disk's free space: offers shrunk by other writers to the disk are
+    // rescinded and an ACCEPT of one is DROPPED: counted, not an error.
     format!(
         r#"
 [[services]]
