@@ -33,11 +33,18 @@ pub(super) struct SledBackend {
     trees: [sled::Tree; 8],
 }
 
+/// The bound on sled's page cache (see [`SledBackend::open`]).
+const SLED_CACHE_BYTES: u64 = 32 << 20;
+
 impl SledBackend {
     /// Open (or create) the database in `dir`, checking the schema version.
     pub(super) fn open(dir: &Path) -> Result<SledBackend> {
         let db = sled::Config::new()
             .path(dir)
+            // sled's page cache defaults to 1 GiB and, under steady writes, grows towards it:
+            // Polly's resident memory would creep up for as long as it runs. Every record
+            // Polly keeps fits in far less, and reads that miss it go to the OS page cache.
+            .cache_capacity(SLED_CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match &e {
