@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod fencing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod libstorage;
 pub mod marathon;
 pub mod mesos;
