@@ -111,8 +111,9 @@ pub fn recordio(data: &[u8]) {
 
     let mut chunks = Vec::new();
     let mut at = 0;
+    // Sizes cycle (0 pushes an empty chunk); the count is bounded, so all-zero sizes end.
     for size in cuts.iter().map(|c| usize::from(c % 17)).cycle() {
-        if at >= wire.len() || cuts.is_empty() {
+        if at >= wire.len() || cuts.is_empty() || chunks.len() > 2 * wire.len() + 16 {
             break;
         }
         let end = (at + size).min(wire.len());
