@@ -21,9 +21,12 @@ use crate::mesos::recordio::{self, Decoder};
 use crate::mesos::v1::scheduler::{Call, Event};
 use crate::mesos::Error as MesosError;
 
+/// A target's entry point.
+pub type Entry = fn(&[u8]);
+
 /// Every target: its name (the directory under `fuzz/corpus/` and `fuzz/regressions/`) and
 /// its entry point.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("recordio", recordio),
     ("mesos_call_json", mesos_call_json),
     ("mesos_call_protobuf", mesos_call_protobuf),
@@ -35,7 +38,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The entry point of target `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Entry> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
