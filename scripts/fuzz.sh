@@ -3,7 +3,7 @@
 # toolchain (see scripts/README.md for why that works).
 #
 #   scripts/fuzz.sh smoke              every target for a few seconds (CI): POLLY_FUZZ_SMOKE_RUNS
-#                                      (default 20000) inputs from a fixed seed, at most 30 s
+#                                      (default 200000) inputs from a fixed seed, at most 30 s
 #   scripts/fuzz.sh run SECS [TARGET…] every (or the named) target for SECS seconds
 #   scripts/fuzz.sh build              build the targets only
 #   scripts/fuzz.sh list               print the target names
@@ -100,7 +100,7 @@ run_all() {
 case "${1:-}" in
   smoke)
     # A fixed seed and input count: the same inputs on every CI run, so it is not flaky.
-    limits=(-seed=1 -runs="${POLLY_FUZZ_SMOKE_RUNS:-20000}" -max_total_time=30)
+    limits=(-seed=1 -runs="${POLLY_FUZZ_SMOKE_RUNS:-200000}" -max_total_time=30)
     run_all
     ;;
   run)
