@@ -9,6 +9,8 @@ pub mod config;
 pub mod driver;
 pub mod failpoints;
 pub mod fencing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod libstorage;
 pub mod marathon;
 pub mod mesos;

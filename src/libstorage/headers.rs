@@ -29,7 +29,7 @@ impl InstanceId {
             return Err("empty driver name".into());
         }
         let (driver, service) = match head.split_once(':') {
-            Some((d, s)) if !d.is_empty() && !s.is_empty() => (d, Some(s.to_string())),
+            Some((d, s)) if !d.trim().is_empty() && !s.is_empty() => (d, Some(s.to_string())),
             Some(_) => return Err("empty driver or service name".into()),
             None => (head, None),
         };
@@ -231,6 +231,7 @@ mod tests {
             "=id",
             ":svc=id",
             "vfs:=id",
+            "  :svc=id", // a blank driver is refused with a service too (found by fuzzing)
             "vfs=,,!!notbase64",
             "vfs=,,bm90IGpzb24=", // base64("not json")
         ] {

@@ -273,10 +273,15 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
             LsError::plain(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
         }
     })?;
+    parse_body_bytes(&bytes)
+}
+
+/// The body rule of [`parse_body`] on bytes already read: blank is `{}`, else JSON of `T`.
+pub(crate) fn parse_body_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LsError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
     serde_json::from_slice(bytes).map_err(LsError::bad_body)
 }
@@ -757,9 +762,12 @@ fn labels_of(opts: &Option<BTreeMap<String, serde_json::Value>>) -> BTreeMap<Str
         .collect()
 }
 
-/// Create through the manager (idempotent by service and name). Size: GiB, default 1;
-/// `opts` become labels (`fields` on the wire); type/iops/encryption become driver fields.
-async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Volume, LsError> {
+/// What a façade create asks the manager for (pure): size in GiB (default 1, > 0), `opts`
+/// as labels (`fields` on the wire), type/iops/encryption as driver fields.
+pub(crate) fn create_request(
+    service: &str,
+    req: &VolumeCreateRequest,
+) -> Result<CreateVolume, LsError> {
     let size_gib = match req.size {
         None | Some(0) => 1,
         Some(n) if n > 0 => n as u64,
@@ -776,10 +784,9 @@ async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Vol
             format!("size {size_gib} GiB is too large"),
         )
     })?;
-    let labels = labels_of(&req.opts);
     let mut fields = BTreeMap::new();
-    if let Some(t) = req.kind.filter(|t| !t.is_empty()) {
-        fields.insert("type".to_string(), t);
+    if let Some(t) = req.kind.as_ref().filter(|t| !t.is_empty()) {
+        fields.insert("type".to_string(), t.clone());
     }
     if let Some(i) = req.iops.filter(|i| *i > 0) {
         fields.insert("iops".to_string(), i.to_string());
@@ -787,18 +794,20 @@ async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Vol
     if req.encrypted == Some(true) {
         fields.insert("encrypted".to_string(), "true".to_string());
     }
-    let v = st
-        .manager
-        .create(CreateVolume {
-            service: svc.name.clone(),
-            name: req.name.clone(),
-            size_bytes,
-            zone: req.availability_zone.filter(|z| !z.is_empty()),
-            labels,
-            fields,
-            ..CreateVolume::default()
-        })
-        .await?;
+    Ok(CreateVolume {
+        service: service.to_string(),
+        name: req.name.clone(),
+        size_bytes,
+        zone: req.availability_zone.clone().filter(|z| !z.is_empty()),
+        labels: labels_of(&req.opts),
+        fields,
+        ..CreateVolume::default()
+    })
+}
+
+/// Create through the manager (idempotent by service and name), as [`create_request`] says.
+async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Volume, LsError> {
+    let v = st.manager.create(create_request(&svc.name, &req)?).await?;
     if !visible(&v, &svc.name) {
         return Err(LsError::plain(
             StatusCode::INTERNAL_SERVER_ERROR,

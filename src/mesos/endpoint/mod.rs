@@ -48,7 +48,7 @@ const CT_PROTO: &str = "application/x-protobuf";
 
 /// Wire encoding of a subscription or call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ct {
+pub(crate) enum Ct {
     Json,
     Proto,
 }
@@ -909,7 +909,7 @@ async fn version() -> Json<serde_json::Value> {
 
 /// Decode a call; JSON acknowledgements are accepted in pymesos' shape too (the whole
 /// status object, with `uuid` as `{"value": …}`).
-fn decode_call(ct: Ct, body: &[u8]) -> Result<Call, String> {
+pub(crate) fn decode_call(ct: Ct, body: &[u8]) -> Result<Call, String> {
     match ct {
         Ct::Proto => json::from_protobuf::<Call>(body).map_err(|e| e.to_string()),
         Ct::Json => {

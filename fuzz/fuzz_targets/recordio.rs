@@ -1,0 +1,3 @@
+//! Fuzz target `recordio`: the properties are in `polly::fuzzing::recordio`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| polly::fuzzing::recordio(data));
