@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod fencing;
+pub mod ha;
 pub mod libstorage;
 pub mod marathon;
 pub mod mesos;

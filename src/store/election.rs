@@ -1,0 +1,298 @@
+//! Leader election on etcd (cargo feature `etcd`, `[ha]`): the instances of one Polly cluster
+//! race to create one key, `<prefix>leader`, tied to a lease of `ha.lease_ttl_secs`. Whoever
+//! creates it leads until its lease ends (it stops keeping it alive, or etcd revokes it); the
+//! key then disappears with the lease and the others race again.
+//!
+//! The key's create revision identifies one term of leadership: a key created anew always has
+//! a higher one. The leader hands it to the store as its [`Fence`], so every store write it
+//! makes is a Txn that also compares that create revision, and etcd itself refuses the write
+//! once the term is over, however late the old leader notices.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Error, Fence, Result};
+use crate::config::EtcdConfig;
+
+/// The election key's name under the store's key prefix.
+pub const LEADER_KEY: &str = "leader";
+
+fn etcd_err(what: &str, e: etcd_client::Error) -> Error {
+    Error::Etcd(format!("leader election: {what}: {e}"))
+}
+
+/// One instance's handle on the election.
+pub struct Election {
+    client: Client,
+    key: Vec<u8>,
+    ttl: Duration,
+}
+
+/// The outcome of one [`Election::campaign`].
+pub enum Campaign {
+    /// This instance leads.
+    Won(Leadership),
+    /// Another instance leads: the value it wrote, and the revision it was read at (watch
+    /// from the next one for its end).
+    Lost { leader: Vec<u8>, revision: i64 },
+}
+
+/// A term of leadership: the fence to set on the store, and a token cancelled as soon as
+/// this instance can no longer be sure it leads.
+pub struct Leadership {
+    pub fence: Fence,
+    pub lease_id: i64,
+    lost: CancellationToken,
+}
+
+impl Leadership {
+    /// Cancelled when the lease could not be kept alive for most of its TTL, etcd reports it
+    /// expired, or the election key was deleted or replaced.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+}
+
+impl Election {
+    /// Connect to the cluster `config` names; the election key is `<prefix>leader`.
+    pub async fn connect(config: &EtcdConfig, ttl: Duration) -> Result<Election> {
+        let opts = super::etcd_backend::connect_options(config)?;
+        let client = tokio::time::timeout(
+            Duration::from_secs_f64(config.connect_timeout_secs + config.request_timeout_secs),
+            Client::connect(config.endpoints.clone(), Some(opts)),
+        )
+        .await
+        .map_err(|_| {
+            Error::Etcd(format!(
+                "leader election: no connection to {} in time",
+                config.endpoints.join(",")
+            ))
+        })?
+        .map_err(|e| etcd_err("connect", e))?;
+        Ok(Election {
+            client,
+            key: format!("{}{LEADER_KEY}", config.key_prefix()).into_bytes(),
+            ttl,
+        })
+    }
+
+    /// The whole election key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+    }
+
+    /// One attempt to lead, announcing `value`: a Txn creating the key (with a new lease) only
+    /// if it does not exist. Winning starts the lease's keep-alive.
+    pub async fn campaign(&self, value: Vec<u8>) -> Result<Campaign> {
+        let mut c = self.client.clone();
+        let lease = c
+            .lease_grant(self.ttl_secs(), None)
+            .await
+            .map_err(|e| etcd_err("grant a lease", e))?
+            .id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(
+                    self.key.clone(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::get(self.key.clone(), None),
+            ])
+            .or_else([TxnOp::get(self.key.clone(), None)]);
+        let r = match c.txn(txn).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = c.lease_revoke(lease).await;
+                return Err(etcd_err("campaign", e));
+            }
+        };
+        let revision = r.header().map_or(0, |h| h.revision());
+        let won = r.succeeded();
+        let found = r.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| (kv.create_revision(), kv.value().to_vec())),
+            _ => None,
+        });
+        if !won {
+            let _ = c.lease_revoke(lease).await;
+            return Ok(Campaign::Lost {
+                // Deleted between the compare and the read cannot happen within one Txn.
+                leader: found.map(|f| f.1).unwrap_or_default(),
+                revision,
+            });
+        }
+        let create_revision = found.map_or(revision, |f| f.0);
+        let lost = CancellationToken::new();
+        let fence = Fence {
+            key: self.key.clone(),
+            create_revision,
+        };
+        tokio::spawn(keep_leading(
+            self.client.clone(),
+            lease,
+            fence.clone(),
+            self.ttl,
+            lost.clone(),
+        ));
+        Ok(Campaign::Won(Leadership {
+            fence,
+            lease_id: lease,
+            lost,
+        }))
+    }
+
+    /// Wait until the election key is gone (its lease expired or it was deleted) at some
+    /// revision after `revision`. Returns early (`Ok`) when the watch breaks off, so the
+    /// caller simply campaigns again.
+    pub async fn wait_vacant(&self, revision: i64) -> Result<()> {
+        let mut c = self.client.clone();
+        let mut stream = c
+            .watch(
+                self.key.clone(),
+                Some(WatchOptions::new().with_start_revision(revision + 1)),
+            )
+            .await
+            .map_err(|e| etcd_err("watch the leader key", e))?;
+        loop {
+            // A periodic re-check covers a watch that silently stalls.
+            match tokio::time::timeout(self.ttl * 2, stream.message()).await {
+                Err(_) => {
+                    let r = c
+                        .get(self.key.clone(), Some(GetOptions::new().with_count_only()))
+                        .await
+                        .map_err(|e| etcd_err("read the leader key", e))?;
+                    if r.count() == 0 {
+                        return Ok(());
+                    }
+                }
+                Ok(Ok(Some(m))) => {
+                    if m.canceled()
+                        || m.events()
+                            .iter()
+                            .any(|e| e.event_type() == EventType::Delete)
+                    {
+                        return Ok(());
+                    }
+                }
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(etcd_err("watch the leader key", e)),
+            }
+        }
+    }
+
+    /// The current leader's announced value, if any.
+    pub async fn leader(&self) -> Result<Option<Vec<u8>>> {
+        let mut c = self.client.clone();
+        let r = c
+            .get(self.key.clone(), None)
+            .await
+            .map_err(|e| etcd_err("read the leader key", e))?;
+        Ok(r.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+}
+
+/// Keep `lease` alive (every third of the TTL) and watch the election key; cancel `lost` the
+/// moment leadership is in doubt: etcd says the lease is gone, no keep-alive was acknowledged
+/// for three quarters of the TTL (measured from when the last acknowledged one was sent, so
+/// before etcd can expire the lease), or the key was deleted or re-created.
+async fn keep_leading(
+    mut client: Client,
+    lease: i64,
+    fence: Fence,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
+    tokio::select! {
+        why = term(&mut client, lease, &fence, ttl) => {
+            tracing::error!(lease, reason = %why, "lost leadership");
+        }
+        _ = lost.cancelled() => {}
+    }
+    lost.cancel();
+}
+
+/// Keep the term going; returns why it ended.
+async fn term(client: &mut Client, lease: i64, fence: &Fence, ttl: Duration) -> String {
+    match term_inner(client, lease, fence, ttl).await {
+        Err(why) => why,
+    }
+}
+
+async fn term_inner(
+    client: &mut Client,
+    lease: i64,
+    fence: &Fence,
+    ttl: Duration,
+) -> Result<std::convert::Infallible, String> {
+    let (mut keeper, mut acks) = client
+        .lease_keep_alive(lease)
+        .await
+        .map_err(|e| format!("cannot start keep-alives: {e}"))?;
+    let mut watch = client
+        .watch(
+            fence.key.clone(),
+            Some(WatchOptions::new().with_start_revision(fence.create_revision + 1)),
+        )
+        .await
+        .map_err(|e| format!("cannot watch the leader key: {e}"))?;
+    let mut acked_at = Instant::now();
+    let every = ttl / 3;
+    let grace = ttl * 3 / 4;
+    loop {
+        let sent = Instant::now();
+        let ack = async {
+            keeper.keep_alive().await?;
+            acks.message().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(every, ack) => match r {
+                Ok(Ok(Some(a))) if a.ttl() > 0 => acked_at = sent,
+                Ok(Ok(Some(_))) => return Err("etcd says the lease expired".to_string()),
+                Ok(Ok(None)) => return Err("the keep-alive stream ended".to_string()),
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease keep-alive failed"),
+                Err(_) => tracing::warn!("lease keep-alive not acknowledged in time"),
+            },
+            m = watch.message() => match m {
+                Ok(Some(m)) if m.events().iter().any(|e| e.event_type() == EventType::Delete
+                    || e.kv().is_some_and(|kv| kv.create_revision() != fence.create_revision)) =>
+                    return Err("the leader key was deleted".to_string()),
+                Ok(Some(m)) if m.canceled() => return Err("the leader key's watch was cancelled".to_string()),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Err("the leader key's watch broke off".to_string()),
+            },
+        }
+        if acked_at.elapsed() >= grace {
+            return Err(format!(
+                "no keep-alive acknowledged for {:?} of a {ttl:?} lease",
+                acked_at.elapsed()
+            ));
+        }
+        let next = sent + every;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            m = watch.message() => match m {
+                Ok(Some(m)) if m.events().iter().any(|e| e.event_type() == EventType::Delete) =>
+                    return Err("the leader key was deleted".to_string()),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Err("the leader key's watch broke off".to_string()),
+            },
+        }
+    }
+}

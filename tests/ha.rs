@@ -1,0 +1,379 @@
+//! High availability on etcd (cargo feature `etcd`, `[ha]`): a real etcd on loopback and the
+//! real `polly` binary. Three instances elect exactly one leader; followers forward admin and
+//! libStorage calls to it and answer the storage-offer endpoint with 307; after the leader is
+//! SIGKILLed another takes over with the state intact. At the election level, a leader whose
+//! lease is revoked behind its back has its next store write refused by the fence.
+#![cfg(feature = "etcd")]
+
+mod common;
+mod etcd;
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use polly::client::AdminClient;
+use polly::config::EtcdConfig;
+use polly::store::election::{Campaign, Election};
+use polly::store::{Error, Op, Store};
+use polly::volumes::CreateVolume;
+use serde_json::Value;
+use support::{iid, tx, Polly, LD};
+
+fn etcd_config(url: &str, prefix: &str) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: vec![url.to_string()],
+        prefix: prefix.to_string(),
+        ..Default::default()
+    }
+}
+
+/// (b) A leader cut off from etcd (its lease revoked behind its back, as when its session
+/// expires during a partition) learns it lost, and its next write is refused by etcd itself;
+/// the new leader writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_cannot_write() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let cfg = etcd_config(&server.url(), &etcd::unique_prefix("fence"));
+    let ttl = Duration::from_secs(3);
+
+    let a = Election::connect(&cfg, ttl).await.unwrap();
+    let Campaign::Won(term_a) = a.campaign(b"a".to_vec()).await.unwrap() else {
+        panic!("the first candidate lost an empty election");
+    };
+    let c = cfg.clone();
+    let fence_a = term_a.fence.clone();
+    let store_a = tokio::task::spawn_blocking(move || Store::open_etcd(&c, Some(fence_a)))
+        .await
+        .unwrap()
+        .unwrap();
+    let fenced = Arc::new(AtomicUsize::new(0));
+    let f = fenced.clone();
+    store_a.on_fenced(Arc::new(move |_| {
+        f.fetch_add(1, Ordering::SeqCst);
+    }));
+    let put = |k: &str| vec![Op::PutMeta(k.into(), "v".into())];
+    store_a.apply(&put("while-leading")).unwrap();
+
+    // A second candidate loses and sees the leader's announcement.
+    let b = Election::connect(&cfg, ttl).await.unwrap();
+    let revision = match b.campaign(b"b".to_vec()).await.unwrap() {
+        Campaign::Lost { leader, revision } => {
+            assert_eq!(leader, b"a");
+            revision
+        }
+        Campaign::Won(_) => panic!("two leaders at once"),
+    };
+
+    // The partition: the lease ends without the leader doing anything.
+    server.ctl(&["lease", "revoke", &format!("{:x}", term_a.lease_id)]);
+    tokio::time::timeout(Duration::from_secs(10), term_a.lost().cancelled())
+        .await
+        .expect("the deposed leader never noticed");
+    tokio::time::timeout(Duration::from_secs(10), b.wait_vacant(revision))
+        .await
+        .expect("the follower never saw the key go")
+        .unwrap();
+    let Campaign::Won(term_b) = b.campaign(b"b".to_vec()).await.unwrap() else {
+        panic!("the follower lost a vacant election");
+    };
+    assert!(term_b.fence.create_revision > term_a.fence.create_revision);
+
+    // The old leader's write is refused in etcd's Txn; nothing of it lands.
+    match store_a.apply(&put("after-deposed")) {
+        Err(Error::Fenced {
+            expected, found, ..
+        }) => {
+            assert_eq!(expected, term_a.fence.create_revision);
+            assert_eq!(found, term_b.fence.create_revision);
+        }
+        other => panic!("a deposed leader's write was not fenced: {other:?}"),
+    }
+    assert_eq!(
+        fenced.load(Ordering::SeqCst),
+        1,
+        "the fenced hook did not run"
+    );
+    let c = cfg.clone();
+    let fence_b = term_b.fence.clone();
+    let store_b = tokio::task::spawn_blocking(move || Store::open_etcd(&c, Some(fence_b)))
+        .await
+        .unwrap()
+        .unwrap();
+    let meta = store_b.dump().unwrap().meta;
+    assert!(meta.contains_key("while-leading"), "{meta:?}");
+    assert!(!meta.contains_key("after-deposed"), "{meta:?}");
+    store_b.apply(&put("new-leader")).unwrap();
+    // The old leader stays fenced for good.
+    assert!(matches!(
+        store_a.apply(&put("again")),
+        Err(Error::Fenced { .. })
+    ));
+}
+
+fn ha_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
+    format!(
+        r#"
+[[services]]
+name = "vfs"
+driver = "vfs"
+root = "{}"
+
+[store]
+backend = "etcd"
+
+[store.etcd]
+endpoints = ["{url}"]
+prefix = "{prefix}"
+
+[ha]
+enabled = true
+lease_ttl_secs = 2
+"#,
+        root.display()
+    )
+}
+
+fn ls_headers(instance: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Libstorage-Instanceid", iid("vfs", instance)),
+        ("Libstorage-Localdevices", LD.to_string()),
+        ("Libstorage-Tx", tx()),
+    ]
+}
+
+fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn health(p: &Polly) -> Value {
+    reqwest::get(format!("{}/admin/health", p.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn hostport(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// (a) Three instances, one leader; follower calls reach it; kill -9 the leader and another
+/// serves within 5 s (a liveness bound with a 2 s lease, not a speed claim) with nothing lost,
+/// duplicated or double-attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_fail_over_without_losing_state() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let prefix = etcd::unique_prefix("ha");
+    let root = tempfile::tempdir().unwrap();
+    let cfg = ha_config(&server.url(), &prefix, root.path());
+    let mut ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+
+    // Exactly one leader; the others name it.
+    let mut roles = Vec::new();
+    for p in &ps {
+        roles.push(health(p).await);
+    }
+    let leaders: Vec<usize> = (0..3).filter(|i| roles[*i]["role"] == "leader").collect();
+    assert_eq!(leaders.len(), 1, "{roles:?}");
+    let li = leaders[0];
+    for (i, r) in roles.iter().enumerate().filter(|(i, _)| *i != li) {
+        assert_eq!(r["role"], "follower", "{r}");
+        assert_eq!(
+            r["leader"]["admin"],
+            hostport(&ps[li].admin),
+            "instance {i}: {r}"
+        );
+    }
+    let ready: Value = reqwest::get(format!("{}/admin/ready", ps[(li + 1) % 3].admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["role"], "follower", "{ready}");
+    let (f1, f2) = ((li + 1) % 3, (li + 2) % 3);
+
+    // Admin calls through a follower: create and attach.
+    let c1 = AdminClient::new(&ps[f1].admin, None);
+    let a1 = c1
+        .create(&CreateVolume {
+            service: "vfs".into(),
+            name: "a1".into(),
+            size_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c1.attach(&a1.id, None, "i-1", None).await.unwrap();
+    // The same name with another size, through the other follower, is refused by the leader.
+    let c2 = AdminClient::new(&ps[f2].admin, None);
+    let dup = c2
+        .create(&CreateVolume {
+            service: "vfs".into(),
+            name: "a1".into(),
+            size_bytes: 2 << 20,
+            ..Default::default()
+        })
+        .await;
+    assert!(dup.is_err(), "{dup:?}");
+
+    // libStorage through the other follower, as REX-Ray: create, attach.
+    let h = ls_headers("vm");
+    let r = ps[f2]
+        .req(
+            "POST",
+            "/volumes/vfs",
+            &refs(&h),
+            Some(r#"{"name":"demo1","availabilityZone":"","encrypted":false,"iops":0,"size":1,"type":""}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.raw);
+    let ls_id = r.json["id"].as_str().unwrap().to_string();
+    let h = ls_headers("vm");
+    let r = ps[f2]
+        .req(
+            "POST",
+            &format!("/volumes/vfs/{ls_id}?attach"),
+            &refs(&h),
+            Some(r#"{"nextDeviceName":"/dev/xvda"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+
+    // The storage-offer endpoint on a follower: 307 to the leader's, protocol-relative.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .post(format!("{}/api/v1/scheduler", ps[f1].offers))
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("//{}/api/v1/scheduler", hostport(&ps[li].offers)).as_str()
+    );
+
+    let before = AdminClient::new(&ps[li].admin, None).dump().await.unwrap();
+    assert_eq!(before.volumes.len(), 2);
+
+    // kill -9 the leader; a survivor serves a write within the liveness bound.
+    let leader = ps.remove(li);
+    let killed = Instant::now();
+    leader.kill9();
+    let survivors = ps;
+    let bound = Duration::from_secs(5);
+    let new_leader = loop {
+        let mut found = None;
+        for (i, p) in survivors.iter().enumerate() {
+            if health(p).await["role"] == "leader" {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(
+            killed.elapsed() < bound,
+            "no new leader within {bound:?} of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let nl = &survivors[new_leader];
+    let other = &survivors[1 - new_leader];
+    let cn = AdminClient::new(&nl.admin, None);
+    // The state is what it was: nothing lost, no intent left, no orphan or missing volume.
+    assert_eq!(
+        cn.dump().await.unwrap(),
+        before,
+        "state changed across the failover"
+    );
+    // The new leader serves a write at once (its driver reloaded what the old leader did to
+    // the shared vfs root: no id reused).
+    let after = cn
+        .create(&CreateVolume {
+            service: "vfs".into(),
+            name: "after".into(),
+            size_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let served = killed.elapsed();
+    eprintln!("failover: first write served {served:?} after the kill");
+    assert!(
+        served < bound,
+        "the new leader served its first write {served:?} after the kill"
+    );
+    // The other survivor follows the new leader.
+    let h = loop {
+        let h = health(other).await;
+        if h["leader"]["admin"] == hostport(&nl.admin) || killed.elapsed() > bound * 2 {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(h["role"], "follower", "{h}");
+    assert_eq!(h["leader"]["admin"], hostport(&nl.admin), "{h}");
+
+    let vols = cn.volumes(false).await.unwrap().volumes;
+    assert_eq!(vols.len(), 3, "{vols:?}");
+    let a1v = vols.iter().find(|v| v.name == "a1").unwrap();
+    assert_eq!(a1v.attachments.len(), 1, "{a1v:?}");
+    assert!(vols.iter().any(|v| v.id == after.id));
+    let r = cn.orphans().await.unwrap();
+    assert!(r.orphans.is_empty() && r.missing.is_empty(), "{r:?}");
+    assert!(
+        cn.operations().await.unwrap().is_empty(),
+        "intent left over"
+    );
+    // Exactly the volumes' directories on the shared vfs root: nothing created twice.
+    let dirs = std::fs::read_dir(root.path().join("volumes"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 3, "vfs root holds {dirs} entries for 3 volumes");
+
+    // libStorage through the remaining follower: the attachment made before the kill.
+    let h = ls_headers("vm");
+    let r = other
+        .req(
+            "GET",
+            &format!("/volumes/vfs/{ls_id}?attachments=31"),
+            &refs(&h),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(
+        r.json["attachments"][0]["instanceID"]["id"], "vm",
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.json["attachments"].as_array().map(Vec::len), Some(1));
+    // And a detach through it lands on the new leader.
+    let h = ls_headers("vm");
+    let r = other
+        .req(
+            "POST",
+            &format!("/volumes/vfs/{ls_id}?detach"),
+            &refs(&h),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(r.status, 205, "{}", r.raw);
+    let demo = cn.inspect(&ls_id, None).await.unwrap();
+    assert!(demo.attachments.is_empty(), "{demo:?}");
+}
