@@ -377,3 +377,62 @@ async fn three_instances_fail_over_without_losing_state() {
     let demo = cn.inspect(&ls_id, None).await.unwrap();
     assert!(demo.attachments.is_empty(), "{demo:?}");
 }
+
+/// (b) end to end: the serving leader's lease is revoked behind its back (as if its etcd
+/// session were cut); it stops at once with exit code 3 and the other instance takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let prefix = etcd::unique_prefix("ha-lease");
+    let root = tempfile::tempdir().unwrap();
+    let cfg = ha_config(&server.url(), &prefix, root.path());
+    let mut ps: Vec<Polly> = (0..2).map(|_| Polly::start_config(&cfg)).collect();
+    let mut li = None;
+    for (i, p) in ps.iter().enumerate() {
+        if health(p).await["role"] == "leader" {
+            li = Some(i);
+        }
+    }
+    let li = li.expect("no leader");
+    let got: Value =
+        serde_json::from_str(&server.ctl(&["get", &format!("{prefix}leader"), "-w", "json"]))
+            .unwrap();
+    let lease = got["kvs"][0]["lease"].as_i64().expect("leader key has a lease");
+    server.ctl(&["lease", "revoke", &format!("{lease:x}")]);
+
+    let start = Instant::now();
+    let code = loop {
+        if let Some(c) = ps[li].exit_code() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the deposed leader kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 3, "exit code of a deposed leader");
+    let other = &ps[1 - li];
+    loop {
+        if health(other).await["role"] == "leader" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no instance took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    AdminClient::new(&other.admin, None)
+        .create(&CreateVolume {
+            service: "vfs".into(),
+            name: "after".into(),
+            size_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

@@ -99,6 +99,14 @@ impl Polly {
         self.child.wait().unwrap();
     }
 
+    /// The exit code once the process has exited (`Some(-1)`: killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .unwrap()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

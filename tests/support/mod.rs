@@ -61,6 +61,11 @@ impl Polly {
         Self::start_in(_dir, config)
     }
 
+    /// The server's exit code once it has exited.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self._server.exit_code()
+    }
+
     /// SIGKILL the server (its temp dir goes with it).
     pub fn kill9(self) {
         self._server.kill9();
