@@ -7,6 +7,7 @@
 
 mod common;
 mod etcd;
+mod framework;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -400,7 +401,9 @@ async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
     let got: Value =
         serde_json::from_str(&server.ctl(&["get", &format!("{prefix}leader"), "-w", "json"]))
             .unwrap();
-    let lease = got["kvs"][0]["lease"].as_i64().expect("leader key has a lease");
+    let lease = got["kvs"][0]["lease"]
+        .as_i64()
+        .expect("leader key has a lease");
     server.ctl(&["lease", "revoke", &format!("{lease:x}")]);
 
     let start = Instant::now();
@@ -435,4 +438,164 @@ async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
         })
         .await
         .unwrap();
+}
+
+fn offers_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
+    ha_config(url, prefix, root).replace(
+        "driver = \"vfs\"\n",
+        "driver = \"vfs\"\nzone = \"zone-a\"\nquota_bytes = 10737418240\n",
+    ) + r#"
+[mesos]
+agents = [{ id = "agent-a", hostname = "host-a", region = "eu", zone = "zone-a" }]
+
+[offers]
+poll_interval_secs = 0.2
+allocation_interval_ms = 100
+offer_timeout_secs = 600
+[offers.instances]
+agent-a = "i-a"
+"#
+}
+
+async fn leader_among(ps: &[Polly], since: Instant, bound: Duration) -> usize {
+    loop {
+        for (i, p) in ps.iter().enumerate() {
+            if health(p).await["role"] == "leader" {
+                return i;
+            }
+        }
+        assert!(since.elapsed() < bound, "no leader within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (c) A framework that only knows a follower's address: its SUBSCRIBE and calls follow the
+/// 307 to the leader; the leader is SIGKILLed with a CREATE_DISK just accepted; the
+/// framework re-subscribes with its id through the same address, gets that operation's
+/// terminal status (not the one it acknowledged before), new offers, and a new CREATE_DISK
+/// works; every volume it holds has exactly one back-end directory and attachment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_follows_the_307_across_a_failover() {
+    use framework::{create_disk, offer_on, subscribe};
+    use polly::config::MesosContentType;
+    use serde_json::json;
+
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let prefix = etcd::unique_prefix("ha-fw");
+    let root = tempfile::tempdir().unwrap();
+    let cfg = offers_config(&server.url(), &prefix, root.path());
+    let mut ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+    let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
+    let fi = (li + 1) % 3;
+    let base = ps[fi].offers.clone();
+
+    let mut fw = subscribe(&base, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    fw.call(create_disk(
+        &fw.id,
+        offer_on(&offers, "agent-a"),
+        "op-1",
+        64.0,
+    ))
+    .await;
+    let done = loop {
+        let st = fw.status("op-1", 30).await;
+        if st["state"] != "OPERATION_PENDING" {
+            break st;
+        }
+    };
+    assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
+    fw.call(
+        json!({"type": "ACKNOWLEDGE_OPERATION_STATUS", "framework_id": {"value": fw.id},
+        "acknowledge_operation_status": done.clone()}),
+    )
+    .await;
+    let admin = AdminClient::new(&ps[fi].admin, None);
+    let start = Instant::now();
+    while !admin.dump().await.unwrap().operations[0].acknowledged {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ack not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A second CREATE_DISK, then kill -9 the leader as soon as it is accepted.
+    let offers = fw.offers_for(&["agent-a"]).await;
+    fw.call(create_disk(
+        &fw.id,
+        offer_on(&offers, "agent-a"),
+        "op-2",
+        32.0,
+    ))
+    .await;
+    let leader = ps.remove(li);
+    let killed = Instant::now();
+    leader.kill9();
+    let fi = ps.iter().position(|p| p.offers == base).unwrap();
+    let nl = leader_among(&ps, killed, Duration::from_secs(10)).await;
+
+    // Re-subscribe with the same id through the same (follower's) address.
+    let id = fw.id.clone();
+    let mut fw = subscribe(&ps[fi].offers, MesosContentType::Json, Some(&id)).await;
+    assert_eq!(fw.id, id);
+    let st2 = loop {
+        let ev = fw
+            .next_where("a status", 30, |e| e["type"] == "UPDATE_OPERATION_STATUS")
+            .await;
+        let st = ev["update_operation_status"]["status"].clone();
+        assert_ne!(
+            st["operation_id"]["value"], "op-1",
+            "an acknowledged status came again"
+        );
+        if st["state"] != "OPERATION_PENDING" {
+            break st;
+        }
+    };
+    assert_eq!(st2["operation_id"]["value"], "op-2");
+    assert!(
+        st2["state"] == "OPERATION_FINISHED" || st2["state"] == "OPERATION_FAILED",
+        "{st2}"
+    );
+    fw.call(
+        json!({"type": "ACKNOWLEDGE_OPERATION_STATUS", "framework_id": {"value": id},
+        "acknowledge_operation_status": st2.clone()}),
+    )
+    .await;
+
+    // New offers from the new leader, and a new operation through the 307.
+    let offers = fw.offers_for(&["agent-a"]).await;
+    fw.call(create_disk(&id, offer_on(&offers, "agent-a"), "op-3", 16.0))
+        .await;
+    let st3 = loop {
+        let st = fw.status("op-3", 30).await;
+        if st["state"] != "OPERATION_PENDING" {
+            break st;
+        }
+    };
+    assert_eq!(st3["state"], "OPERATION_FINISHED", "{st3}");
+
+    let c = AdminClient::new(&ps[nl].admin, None);
+    let vols = c.volumes(false).await.unwrap().volumes;
+    let expected = if st2["state"] == "OPERATION_FINISHED" {
+        3
+    } else {
+        2
+    };
+    assert_eq!(vols.len(), expected, "{vols:?}");
+    for v in &vols {
+        assert!(v.restrict_frameworks.contains(&id), "{v:?}");
+        assert_eq!(v.attachments.len(), 1, "{v:?}");
+        assert_eq!(v.attachments[0].instance_id, "i-a");
+    }
+    let dirs = std::fs::read_dir(root.path().join("volumes"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, expected, "back-end volumes vs records");
+    let r = c.orphans().await.unwrap();
+    assert!(r.orphans.is_empty() && r.missing.is_empty(), "{r:?}");
+    assert!(c.operations().await.unwrap().is_empty(), "intent left over");
 }
