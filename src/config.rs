@@ -1137,6 +1137,34 @@ mod tests {
     }
 
     #[test]
+    fn ha_section() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.ha.enabled);
+        assert_eq!(c.ha.lease_ttl_secs, 5);
+        let c = Config::from_toml("[ha]\nenabled = true").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("store.backend = \"etcd\""), "{e}");
+        let on = |extra: &str| {
+            Config::from_toml(&format!(
+                "[store]\nbackend = \"etcd\"\n[ha]\nenabled = true\n{extra}"
+            ))
+            .unwrap()
+        };
+        on("advertise_host = \"polly-1\"")
+            .ha
+            .validate(StoreBackend::Etcd)
+            .unwrap();
+        for (extra, why) in [
+            ("lease_ttl_secs = 1", "between 2 and 3600"),
+            ("advertise_host = \"http://x\"", "bare host"),
+        ] {
+            let e = on(extra).ha.validate(StoreBackend::Etcd).unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+        assert!(Config::from_toml("[ha]\nttl = 3").is_err());
+    }
+
+    #[test]
     fn store_section() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.store.backend, StoreBackend::Sled);

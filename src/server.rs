@@ -201,7 +201,10 @@ pub async fn serve(
     }
 
     // With `[ha]`: follow until elected; then every store write is fenced by this term.
-    let mut lost = None;
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let mut lost: Option<CancellationToken> = None;
+    #[cfg(feature = "etcd")]
+    let mut term = None;
     #[cfg(feature = "etcd")]
     if let (Some(role), Some(info)) = (&role, &announce) {
         let ttl = Duration::from_secs(config.ha.lease_ttl_secs);
@@ -225,6 +228,7 @@ pub async fn serve(
                 );
                 println!("polly: leader");
                 lost = Some(leadership.lost());
+                term = Some(leadership);
             }
             None => {
                 return finish_follower(admin_task, ls_task, offers_task).await;
@@ -237,6 +241,8 @@ pub async fn serve(
     }
     let lost_leadership = lost.clone();
     let work = async move {
+        #[cfg(feature = "etcd")]
+        let term = term;
         if role.is_some() {
             manager.take_over().await?;
         }
@@ -306,6 +312,13 @@ pub async fn serve(
             let _ = m.await;
         }
         manager.store().apply(&[])?;
+        // A clean stop hands leadership over at once (the lease is revoked).
+        #[cfg(feature = "etcd")]
+        if let Some(t) = term {
+            if let Err(e) = t.resign().await {
+                tracing::warn!(error = %e, "could not resign; a follower takes over when the lease expires");
+            }
+        }
         anyhow::Ok(())
     };
     match lost_leadership {
@@ -323,6 +336,7 @@ pub async fn serve(
     }
 }
 
+#[cfg(feature = "etcd")]
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
 /// Serve `app` on `listener` until `token` is cancelled.
@@ -337,6 +351,7 @@ async fn serve_router(
 }
 
 /// Shut down an instance that never led.
+#[cfg(feature = "etcd")]
 async fn finish_follower(
     admin_task: ServerTask,
     ls_task: ServerTask,
@@ -371,7 +386,7 @@ async fn follow_until_elected(
     let value = serde_json::to_vec(info)?;
     loop {
         match election.campaign(value.clone()).await {
-            Ok(Campaign::Won(l)) => return Ok(l),
+            Ok(Campaign::Won(l)) => return Ok(*l),
             Ok(Campaign::Lost { leader, revision }) => {
                 let leader: Option<crate::ha::LeaderInfo> = serde_json::from_slice(&leader).ok();
                 match &leader {

@@ -440,6 +440,35 @@ async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
         .unwrap();
 }
 
+/// A leader stopped cleanly (SIGTERM) resigns: another instance leads long before its
+/// 30 s lease could have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_cleanly_hands_over_at_once() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let prefix = etcd::unique_prefix("ha-resign");
+    let root = tempfile::tempdir().unwrap();
+    let cfg = ha_config(&server.url(), &prefix, root.path())
+        .replace("lease_ttl_secs = 2", "lease_ttl_secs = 30");
+    let mut ps: Vec<Polly> = (0..2).map(|_| Polly::start_config(&cfg)).collect();
+    let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
+    let stopped = Instant::now();
+    ps[li].sigterm();
+    let code = loop {
+        if let Some(c) = ps[li].exit_code() {
+            break c;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(15), "no clean stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 0, "a clean stop of the leader");
+    let leader = ps.remove(li);
+    drop(leader);
+    leader_among(&ps, stopped, Duration::from_secs(15)).await;
+}
+
 fn offers_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
     ha_config(url, prefix, root).replace(
         "driver = \"vfs\"\n",

@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseClient, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ pub struct Election {
 /// The outcome of one [`Election::campaign`].
 pub enum Campaign {
     /// This instance leads.
-    Won(Leadership),
+    Won(Box<Leadership>),
     /// Another instance leads: the value it wrote, and the revision it was read at (watch
     /// from the next one for its end).
     Lost { leader: Vec<u8>, revision: i64 },
@@ -48,9 +48,23 @@ pub struct Leadership {
     pub fence: Fence,
     pub lease_id: i64,
     lost: CancellationToken,
+    /// Ends the keep-alive task without reporting a loss (resigning).
+    stop: CancellationToken,
+    leases: LeaseClient,
 }
 
 impl Leadership {
+    /// Give leadership up (a clean shutdown): stop the keep-alives and revoke the lease, which
+    /// deletes the key, so a follower takes over at once instead of after the TTL.
+    pub async fn resign(&self) -> Result<()> {
+        self.stop.cancel();
+        let mut c = self.leases.clone();
+        c.revoke(self.lease_id)
+            .await
+            .map_err(|e| etcd_err("revoke the leader's lease", e))?;
+        Ok(())
+    }
+
     /// Cancelled when the lease could not be kept alive for most of its TTL, etcd reports it
     /// expired, or the election key was deleted or replaced.
     pub fn lost(&self) -> CancellationToken {
@@ -140,6 +154,7 @@ impl Election {
         }
         let create_revision = found.map_or(revision, |f| f.0);
         let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
         let fence = Fence {
             key: self.key.clone(),
             create_revision,
@@ -150,12 +165,15 @@ impl Election {
             fence.clone(),
             self.ttl,
             lost.clone(),
+            stop.clone(),
         ));
-        Ok(Campaign::Won(Leadership {
+        Ok(Campaign::Won(Box::new(Leadership {
             fence,
             lease_id: lease,
             lost,
-        }))
+            stop,
+            leases: self.client.lease_client(),
+        })))
     }
 
     /// Wait until the election key is gone (its lease expired or it was deleted) at some
@@ -218,12 +236,18 @@ async fn keep_leading(
     fence: Fence,
     ttl: Duration,
     lost: CancellationToken,
+    stop: CancellationToken,
 ) {
     tokio::select! {
         why = term(&mut client, lease, &fence, ttl) => {
+            // After a resignation the key's deletion is expected, not a loss.
+            if stop.is_cancelled() {
+                return;
+            }
             tracing::error!(lease, reason = %why, "lost leadership");
         }
         _ = lost.cancelled() => {}
+        _ = stop.cancelled() => return,
     }
     lost.cancel();
 }

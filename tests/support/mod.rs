@@ -61,6 +61,11 @@ impl Polly {
         Self::start_in(_dir, config)
     }
 
+    /// SIGTERM the server (a graceful stop).
+    pub fn sigterm(&self) {
+        self._server.sigterm();
+    }
+
     /// The server's exit code once it has exited.
     pub fn exit_code(&mut self) -> Option<i32> {
         self._server.exit_code()
