@@ -116,6 +116,32 @@ async fn a_deposed_leader_cannot_write() {
     ));
 }
 
+/// A leader that cannot reach etcd any more (etcd SIGKILLed) gives up leadership on its own
+/// once keep-alives go unacknowledged, without any answer from etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_gives_up() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let mut own = etcd::Etcd::start();
+    let cfg = etcd_config(&own.url(), &etcd::unique_prefix("cutoff"));
+    let a = Election::connect(&cfg, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let Campaign::Won(term) = a.campaign(b"a".to_vec()).await.unwrap() else {
+        panic!("lost an empty election");
+    };
+    // Still leading after a few keep-alive rounds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!term.lost().is_cancelled(), "gave up while etcd was there");
+    own.kill9();
+    let cut = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), term.lost().cancelled())
+        .await
+        .expect("a leader cut off from etcd kept leading");
+    eprintln!("cut off: gave up {:?} after etcd died", cut.elapsed());
+}
+
 fn ha_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
     format!(
         r#"

@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LeaseClient, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseClient, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,7 @@ impl Election {
     /// if it does not exist. Winning starts the lease's keep-alive.
     pub async fn campaign(&self, value: Vec<u8>) -> Result<Campaign> {
         let mut c = self.client.clone();
+        let granted = Instant::now();
         let lease = c
             .lease_grant(self.ttl_secs(), None)
             .await
@@ -164,6 +165,7 @@ impl Election {
             lease,
             fence.clone(),
             self.ttl,
+            granted,
             lost.clone(),
             stop.clone(),
         ));
@@ -235,11 +237,12 @@ async fn keep_leading(
     lease: i64,
     fence: Fence,
     ttl: Duration,
+    granted: Instant,
     lost: CancellationToken,
     stop: CancellationToken,
 ) {
     tokio::select! {
-        why = term(&mut client, lease, &fence, ttl) => {
+        why = term(&mut client, lease, &fence, ttl, granted) => {
             // After a resignation the key's deletion is expected, not a loss.
             if stop.is_cancelled() {
                 return;
@@ -253,8 +256,14 @@ async fn keep_leading(
 }
 
 /// Keep the term going; returns why it ended.
-async fn term(client: &mut Client, lease: i64, fence: &Fence, ttl: Duration) -> String {
-    match term_inner(client, lease, fence, ttl).await {
+async fn term(
+    client: &mut Client,
+    lease: i64,
+    fence: &Fence,
+    ttl: Duration,
+    granted: Instant,
+) -> String {
+    match term_inner(client, lease, fence, ttl, granted).await {
         Err(why) => why,
     }
 }
@@ -264,59 +273,147 @@ async fn term_inner(
     lease: i64,
     fence: &Fence,
     ttl: Duration,
+    granted: Instant,
 ) -> Result<std::convert::Infallible, String> {
-    let (mut keeper, mut acks) = client
-        .lease_keep_alive(lease)
-        .await
-        .map_err(|e| format!("cannot start keep-alives: {e}"))?;
-    let mut watch = client
-        .watch(
-            fence.key.clone(),
-            Some(WatchOptions::new().with_start_revision(fence.create_revision + 1)),
-        )
-        .await
-        .map_err(|e| format!("cannot watch the leader key: {e}"))?;
-    let mut acked_at = Instant::now();
+    // The keep-alive and watch streams are reopened when they break (an etcd member
+    // restarting, a connection reset): only the lease's end, the key's end or the grace
+    // running out end the term.
+    let mut keep: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut watch: Option<WatchStream> = None;
+    // Counted from before the lease was granted: etcd's clock for it starts later.
+    let mut acked_at = granted;
     let every = ttl / 3;
     let grace = ttl * 3 / 4;
     loop {
-        let sent = Instant::now();
-        let ack = async {
-            keeper.keep_alive().await?;
-            acks.message().await
-        };
-        tokio::select! {
-            r = tokio::time::timeout(every, ack) => match r {
-                Ok(Ok(Some(a))) if a.ttl() > 0 => acked_at = sent,
-                Ok(Ok(Some(_))) => return Err("etcd says the lease expired".to_string()),
-                Ok(Ok(None)) => return Err("the keep-alive stream ended".to_string()),
-                Ok(Err(e)) => tracing::warn!(error = %e, "lease keep-alive failed"),
-                Err(_) => tracing::warn!("lease keep-alive not acknowledged in time"),
-            },
-            m = watch.message() => match m {
-                Ok(Some(m)) if m.events().iter().any(|e| e.event_type() == EventType::Delete
-                    || e.kv().is_some_and(|kv| kv.create_revision() != fence.create_revision)) =>
-                    return Err("the leader key was deleted".to_string()),
-                Ok(Some(m)) if m.canceled() => return Err("the leader key's watch was cancelled".to_string()),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return Err("the leader key's watch broke off".to_string()),
-            },
-        }
-        if acked_at.elapsed() >= grace {
+        let deadline = acked_at + grace;
+        if Instant::now() >= deadline {
             return Err(format!(
                 "no keep-alive acknowledged for {:?} of a {ttl:?} lease",
                 acked_at.elapsed()
             ));
         }
-        let next = sent + every;
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => {}
-            m = watch.message() => match m {
-                Ok(Some(m)) if m.events().iter().any(|e| e.event_type() == EventType::Delete) =>
-                    return Err("the leader key was deleted".to_string()),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return Err("the leader key's watch broke off".to_string()),
+        let until = tokio::time::Instant::from(deadline);
+        if keep.is_none() {
+            match tokio::time::timeout_at(until, client.lease_keep_alive(lease)).await {
+                Ok(Ok(k)) => keep = Some(k),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot open lease keep-alives"),
+                Err(_) => continue,
+            }
+        }
+        if watch.is_none() {
+            match tokio::time::timeout_at(until, rewatch(client, fence)).await {
+                Ok(Ok(w)) => watch = Some(w),
+                Ok(Err(Gone(why))) => return Err(why),
+                Ok(Err(Retry(e))) => tracing::warn!(error = %e, "cannot watch the leader key"),
+                Err(_) => continue,
+            }
+        }
+        let sent = Instant::now();
+        let ack = async {
+            match &mut keep {
+                Some((keeper, acks)) => {
+                    keeper.keep_alive().await?;
+                    acks.message().await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let seen = async {
+            match &mut watch {
+                Some(w) => w.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ev = tokio::select! {
+            r = tokio::time::timeout_at(deadline.min(sent + every).into(), ack) => Ev::Ack(r.ok()),
+            m = seen => Ev::Watch(m),
+        };
+        match ev {
+            Ev::Ack(Some(Ok(Some(a)))) if a.ttl() > 0 => acked_at = sent,
+            Ev::Ack(Some(Ok(Some(_)))) => return Err("etcd says the lease expired".into()),
+            Ev::Ack(Some(Ok(None) | Err(_))) => {
+                tracing::warn!("lease keep-alive stream broke; reopening");
+                keep = None;
+            }
+            Ev::Ack(None) => tracing::warn!("lease keep-alive not acknowledged in time"),
+            Ev::Watch(m) => match still_ours(m, fence) {
+                Ok(true) => {}
+                Ok(false) => watch = None,
+                Err(why) => return Err(why),
             },
         }
+        let next = (sent + every).min(acked_at + grace);
+        let seen = async {
+            match &mut watch {
+                Some(w) => w.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ev = tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => None,
+            m = seen => Some(m),
+        };
+        if let Some(m) = ev {
+            match still_ours(m, fence) {
+                Ok(true) => {}
+                Ok(false) => watch = None,
+                Err(why) => return Err(why),
+            }
+        }
+    }
+}
+
+type KeepAliveAck = Result<Option<etcd_client::LeaseKeepAliveResponse>, etcd_client::Error>;
+type WatchMessage = Result<Option<etcd_client::WatchResponse>, etcd_client::Error>;
+
+/// What one round of [`term_inner`] saw first.
+enum Ev {
+    /// The keep-alive's answer (`None`: none in time).
+    Ack(Option<KeepAliveAck>),
+    Watch(WatchMessage),
+}
+
+/// Why a watch could not be (re)opened.
+enum Rewatch {
+    /// The key is gone or was re-created: the term is over.
+    Gone(String),
+    /// etcd did not answer; try again.
+    Retry(etcd_client::Error),
+}
+use Rewatch::{Gone, Retry};
+
+/// Check the key is still this term's, then watch it from the revision of that read.
+async fn rewatch(client: &mut Client, fence: &Fence) -> Result<WatchStream, Rewatch> {
+    let r = client.get(fence.key.clone(), None).await.map_err(Retry)?;
+    let current = r.kvs().first().map_or(0, |kv| kv.create_revision());
+    if current != fence.create_revision {
+        return Err(Gone("the leader key was deleted".into()));
+    }
+    let from = r.header().map_or(fence.create_revision, |h| h.revision()) + 1;
+    client
+        .watch(
+            fence.key.clone(),
+            Some(WatchOptions::new().with_start_revision(from)),
+        )
+        .await
+        .map_err(Retry)
+}
+
+/// A watch message on the leader key: `Err` when the key is gone or was re-created (the term
+/// is over), `Ok(false)` when the watch ended or was cancelled (reopen it), else `Ok(true)`.
+fn still_ours(m: WatchMessage, fence: &Fence) -> Result<bool, String> {
+    match m {
+        Ok(Some(m)) => {
+            let gone = m.events().iter().any(|e| {
+                e.event_type() == EventType::Delete
+                    || e.kv()
+                        .is_some_and(|kv| kv.create_revision() != fence.create_revision)
+            });
+            if gone {
+                return Err("the leader key was deleted".into());
+            }
+            Ok(!m.canceled())
+        }
+        Ok(None) | Err(_) => Ok(false),
     }
 }
