@@ -128,6 +128,7 @@ done
 step "the volume is still there, and the new leader serves writes"
 "$polly" --admin-url "http://${admins[$new]}" volume ls
 "$polly" --admin-url "http://${admins[$new]}" volume create --service vfs --size 1MiB after
-"$polly" --admin-url "http://${admins[$new]}" volume ls | grep -q before || { echo "ha-demo: volume lost" >&2; exit 1; }
+listing="$("$polly" --admin-url "http://${admins[$new]}" volume ls)"
+grep -q before <<<"$listing" || { echo "ha-demo: volume lost" >&2; exit 1; }
 
 step "done"
