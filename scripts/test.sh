@@ -13,7 +13,8 @@
 # `failpoints` feature is SIGKILLed at every step of every operation and restarted.
 #
 # Last, the etcd store backend (cargo feature `etcd`, whose build needs `protoc`): the store
-# suite and `polly serve` on etcd, against a real etcd the tests start on loopback. It runs
+# suite, `polly serve` on etcd and high availability (`tests/ha.rs`: three instances, leader
+# election, failover, fencing), against a real etcd the tests start on loopback. It runs
 # when protoc and etcd are installed (`apt-get install protobuf-compiler etcd-server
 # etcd-client`, which `.ci/run` does), and always in CI, where a missing one fails the run.
 # Elsewhere a missing one is reported loudly at the end. `POLLY_SKIP_ETCD=1` skips it outside CI.
@@ -31,7 +32,7 @@ fi
 
 if [ -n "${CI:-}" ] || { [ -z "${POLLY_SKIP_ETCD:-}" ] &&
     command -v protoc >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; }; then
-    cargo test --locked --features etcd --test store_backends --test etcd_serve
+    cargo test --locked --features etcd --test store_backends --test etcd_serve --test ha
 else
     echo "*** skipped: the etcd store backend tests did NOT run (they need protoc and etcd:" \
         "apt-get install protobuf-compiler etcd-server etcd-client; POLLY_SKIP_ETCD=${POLLY_SKIP_ETCD:-}) ***" >&2

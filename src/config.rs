@@ -38,6 +38,60 @@ pub struct Config {
     /// Where Polly's state lives (`[store]`): sled under the data dir, or etcd.
     #[serde(default)]
     pub store: StoreConfig,
+    /// High availability (`[ha]`): several instances on one etcd store, one leader.
+    #[serde(default)]
+    pub ha: HaConfig,
+}
+
+/// `[ha]`: leader election among Polly instances sharing one etcd store (needs
+/// `store.backend = "etcd"`). Only the leader acts; followers forward to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Take part in leader election. Default false (the instance acts alone).
+    pub enabled: bool,
+    /// Seconds the leader's etcd lease lives without a keep-alive: a dead leader is replaced
+    /// about this long after it stopped. Default 5.
+    pub lease_ttl_secs: u64,
+    /// Host name or IP other instances and clients use to reach this one (written, with the
+    /// bound ports, into the election key). Default: the IP each listener is bound to, which
+    /// must then not be a wildcard (0.0.0.0 / ::).
+    pub advertise_host: Option<String>,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            enabled: false,
+            lease_ttl_secs: 5,
+            advertise_host: None,
+        }
+    }
+}
+
+impl HaConfig {
+    pub fn validate(&self, backend: StoreBackend) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if backend != StoreBackend::Etcd {
+            return Err("ha.enabled needs store.backend = \"etcd\": the instances elect their leader in the shared etcd store".into());
+        }
+        if !(2..=3600).contains(&self.lease_ttl_secs) {
+            return Err(format!(
+                "ha.lease_ttl_secs must be between 2 and 3600, not {}",
+                self.lease_ttl_secs
+            ));
+        }
+        if self
+            .advertise_host
+            .as_deref()
+            .is_some_and(|h| h.is_empty() || h.contains(['/', ' ']))
+        {
+            return Err("ha.advertise_host must be a bare host name or IP".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[store]`: the storage backend of Polly's own state.
@@ -532,6 +586,7 @@ impl Default for Config {
                 ebs: None,
             }],
             store: StoreConfig::default(),
+            ha: HaConfig::default(),
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
             offers: OffersConfig::default(),
@@ -865,6 +920,9 @@ impl Config {
             }
             self.store.etcd.validate().map_err(Error::Invalid)?;
         }
+        self.ha
+            .validate(self.store.backend)
+            .map_err(Error::Invalid)?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::Invalid(format!(
                 "admin and libstorage both listen on {}",
@@ -1076,6 +1134,34 @@ mod tests {
             panic!("built an ebs driver with neither the SDK nor a fake cloud");
         };
         assert!(e.to_string().contains("--features ebs"), "{e}");
+    }
+
+    #[test]
+    fn ha_section() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.ha.enabled);
+        assert_eq!(c.ha.lease_ttl_secs, 5);
+        let c = Config::from_toml("[ha]\nenabled = true").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("store.backend = \"etcd\""), "{e}");
+        let on = |extra: &str| {
+            Config::from_toml(&format!(
+                "[store]\nbackend = \"etcd\"\n[ha]\nenabled = true\n{extra}"
+            ))
+            .unwrap()
+        };
+        on("advertise_host = \"polly-1\"")
+            .ha
+            .validate(StoreBackend::Etcd)
+            .unwrap();
+        for (extra, why) in [
+            ("lease_ttl_secs = 1", "between 2 and 3600"),
+            ("advertise_host = \"http://x\"", "bare host"),
+        ] {
+            let e = on(extra).ha.validate(StoreBackend::Etcd).unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+        assert!(Config::from_toml("[ha]\nttl = 3").is_err());
     }
 
     #[test]

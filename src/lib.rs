@@ -11,6 +11,7 @@ pub mod failpoints;
 pub mod fencing;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ha;
 pub mod libstorage;
 pub mod marathon;
 pub mod mesos;

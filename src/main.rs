@@ -19,7 +19,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(polly::cli::run(cli)) {
+    let res = rt.block_on(polly::cli::run(cli));
+    // Do not wait for tasks still running (a deposed leader stops at once).
+    rt.shutdown_background();
+    match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.

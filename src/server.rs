@@ -82,6 +82,21 @@ pub async fn serve(
         t.cancel();
     });
     let ready = Arc::new(AtomicBool::new(false));
+    // With `[ha]`: leader or follower; every API checks it per request.
+    let role = config.ha.enabled.then(crate::ha::Role::new);
+    let announce = match &role {
+        Some(_) => Some(
+            crate::ha::LeaderInfo::new(
+                config.ha.advertise_host.as_deref(),
+                admin_listener.local_addr()?,
+                libstorage_listener.local_addr()?,
+                tls.is_some(),
+                offers_listener.local_addr()?,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
     let offers = crate::mesos::endpoint::Endpoint::with_master(
         manager.clone(),
@@ -121,7 +136,15 @@ pub async fn serve(
         mesos: mesos.clone(),
         offers: Some(offers.clone()),
         fencing: Some(fencing.clone()),
+        role: role.clone(),
     });
+    let admin_app = match &role {
+        Some(r) => admin_app.layer(axum::middleware::from_fn_with_state(
+            r.clone(),
+            crate::ha::proxy_admin,
+        )),
+        None => admin_app,
+    };
     if auth.is_on() {
         tracing::info!("libstorage: JWT authentication on");
     }
@@ -129,6 +152,13 @@ pub async fn serve(
     ls_state.auth = Arc::new(auth);
     ls_state.exe_timeout = Duration::from_millis(config.libstorage.exe_timeout_ms);
     let ls_app = libstorage::router(ls_state);
+    let ls_app = match &role {
+        Some(r) => ls_app.layer(axum::middleware::from_fn_with_state(
+            r.clone(),
+            crate::ha::proxy_libstorage,
+        )),
+        None => ls_app,
+    };
 
     let t = token.clone();
     let admin_task = tokio::spawn(async move {
@@ -158,63 +188,228 @@ pub async fn serve(
         }
     };
 
-    // Start-up reconciliation: finish or roll back what a previous run left half done,
-    // then compare store and back-ends (orphans, missing). Readiness turns on only after
-    // this; the same pass then runs every `reconciler.interval_secs`.
-    let interval = config.reconciler.interval();
-    let st = manager.reconcile_pass(interval).await?;
-    if st.unresolved_intents > 0 {
-        tracing::warn!(
-            left = st.unresolved_intents,
-            "unresolved operation intents; retrying in the background"
-        );
+    // With `[ha]`, the storage-offer endpoint serves from the start: a follower answers 307.
+    let mut offers_listener = Some(offers_listener);
+    let mut offers_task = None;
+    if let Some(r) = &role {
+        let app = offers.router().layer(axum::middleware::from_fn_with_state(
+            r.clone(),
+            crate::ha::offers_redirect,
+        ));
+        offers_task = offers_listener
+            .take()
+            .map(|l| tokio::spawn(serve_router(l, app, token.clone())));
     }
-    ready.store(true, Ordering::Release);
-    println!("polly: ready");
 
-    let resolver = tokio::spawn(manager.clone().run_reconciler(interval, token.clone()));
-    // Lost nodes, auto-release and interrupted fences, after start-up reconciliation.
-    let fencer = tokio::spawn(fencing.run(token.clone()));
+    // With `[ha]`: follow until elected; then every store write is fenced by this term.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let mut lost: Option<CancellationToken> = None;
+    #[cfg(feature = "etcd")]
+    let mut term = None;
+    #[cfg(feature = "etcd")]
+    if let (Some(role), Some(info)) = (&role, &announce) {
+        let ttl = Duration::from_secs(config.ha.lease_ttl_secs);
+        let store = manager.store().clone();
+        let elected = tokio::select! {
+            l = follow_until_elected(&config, ttl, info, role, &store, &ready) => Some(l?),
+            _ = token.cancelled() => None,
+        };
+        match elected {
+            Some(leadership) => {
+                store.set_fence(Some(leadership.fence.clone()))?;
+                let on_lost = leadership.lost();
+                store.on_fenced(Arc::new(move |e| {
+                    tracing::error!(error = %e, "a store write was fenced: this polly no longer leads");
+                    on_lost.cancel();
+                }));
+                tracing::info!(
+                    create_revision = leadership.fence.create_revision,
+                    lease = leadership.lease_id,
+                    "elected leader"
+                );
+                println!("polly: leader");
+                lost = Some(leadership.lost());
+                term = Some(leadership);
+            }
+            None => {
+                return finish_follower(admin_task, ls_task, offers_task).await;
+            }
+        }
+    }
+    #[cfg(not(feature = "etcd"))]
+    if role.is_some() || announce.is_some() {
+        anyhow::bail!(crate::config::ETCD_FEATURE_MISSING);
+    }
+    let lost_leadership = lost.clone();
+    let work = async move {
+        #[cfg(feature = "etcd")]
+        let term = term;
+        if role.is_some() {
+            manager.take_over().await?;
+        }
+        // Start-up reconciliation: finish or roll back what a previous run (or a previous
+        // leader) left half done, then compare store and back-ends (orphans, missing).
+        // Readiness turns on only after this; the same pass then runs every
+        // `reconciler.interval_secs`.
+        let interval = config.reconciler.interval();
+        let st = manager.reconcile_pass(interval).await?;
+        if st.unresolved_intents > 0 {
+            tracing::warn!(
+                left = st.unresolved_intents,
+                "unresolved operation intents; retrying in the background"
+            );
+        }
+        if let Some(r) = &role {
+            r.set(crate::ha::RoleState::Leader);
+        }
+        if !ready.swap(true, Ordering::AcqRel) {
+            println!("polly: ready");
+        }
 
-    // The storage-offer endpoint; its rounds start after start-up reconciliation, so
-    // operations a previous run left pending resume on settled volume records.
-    let offers_task = tokio::spawn(crate::mesos::endpoint::serve(
-        offers.clone(),
-        offers_listener,
-        token.clone(),
-    ));
-    let offers_rounds = tokio::spawn(offers.run(token.clone()));
-    let poller = tokio::spawn(
-        manager
-            .clone()
-            .run_capacity_poller(config.offers.poll_interval(), token.clone()),
-    );
+        let resolver = tokio::spawn(manager.clone().run_reconciler(interval, token.clone()));
+        // Lost nodes, auto-release and interrupted fences, after start-up reconciliation.
+        let fencer = tokio::spawn(fencing.run(token.clone()));
 
-    // The Mesos subscription, only when a master is configured (else embedded mode).
-    let mesos_task = if config.mesos.enabled() {
-        let client = crate::mesos::client::Client::new(
-            config.mesos.clone(),
-            manager.store().clone(),
-            mesos.clone(),
-        )?;
-        Some(tokio::spawn(client.run(token.clone())))
-    } else {
-        None
+        // The storage-offer endpoint; its rounds start after start-up reconciliation, so
+        // operations a previous run left pending resume on settled volume records.
+        if let Some(l) = offers_listener.take() {
+            offers_task = Some(tokio::spawn(serve_router(
+                l,
+                offers.router(),
+                token.clone(),
+            )));
+        }
+        let offers_rounds = tokio::spawn(offers.run(token.clone()));
+        let poller = tokio::spawn(
+            manager
+                .clone()
+                .run_capacity_poller(config.offers.poll_interval(), token.clone()),
+        );
+
+        // The Mesos subscription, only when a master is configured (else embedded mode).
+        // After a failover it re-subscribes with the framework id kept in the store.
+        let mesos_task = if config.mesos.enabled() {
+            let client = crate::mesos::client::Client::new(
+                config.mesos.clone(),
+                manager.store().clone(),
+                mesos.clone(),
+            )?;
+            Some(tokio::spawn(client.run(token.clone())))
+        } else {
+            None
+        };
+
+        admin_task.await?.context("admin server")?;
+        ls_task.await?.context("libstorage server")?;
+        token.cancel();
+        let _ = resolver.await;
+        let _ = fencer.await;
+        let _ = poller.await;
+        let _ = offers_rounds.await;
+        if let Some(t) = offers_task {
+            t.await?.context("storage-offer endpoint")?;
+        }
+        if let Some(m) = mesos_task {
+            let _ = m.await;
+        }
+        manager.store().apply(&[])?;
+        // A clean stop hands leadership over at once (the lease is revoked).
+        #[cfg(feature = "etcd")]
+        if let Some(t) = term {
+            if let Err(e) = t.resign().await {
+                tracing::warn!(error = %e, "could not resign; a follower takes over when the lease expires");
+            }
+        }
+        anyhow::Ok(())
     };
+    match lost_leadership {
+        // A deposed leader stops at once: nothing waits for its tasks, whose store writes
+        // etcd refuses anyway (the fence); a supervisor restarts it as a follower.
+        Some(lost) => tokio::select! {
+            r = work => r,
+            _ = lost.cancelled() => Err(crate::cli::Exit {
+                code: crate::ha::EXIT_LOST_LEADERSHIP,
+                message: "lost leadership (lease expired or fenced): stopping; restart to rejoin as a follower".into(),
+            }
+            .into()),
+        },
+        None => work.await,
+    }
+}
 
+#[cfg(feature = "etcd")]
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serve `app` on `listener` until `token` is cancelled.
+async fn serve_router(
+    listener: TcpListener,
+    app: axum::Router,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+}
+
+/// Shut down an instance that never led.
+#[cfg(feature = "etcd")]
+async fn finish_follower(
+    admin_task: ServerTask,
+    ls_task: ServerTask,
+    offers_task: Option<ServerTask>,
+) -> anyhow::Result<()> {
     admin_task.await?.context("admin server")?;
     ls_task.await?.context("libstorage server")?;
-    token.cancel();
-    let _ = resolver.await;
-    let _ = fencer.await;
-    let _ = poller.await;
-    let _ = offers_rounds.await;
-    offers_task.await?.context("storage-offer endpoint")?;
-    if let Some(m) = mesos_task {
-        let _ = m.await;
+    if let Some(t) = offers_task {
+        t.await?.context("storage-offer endpoint")?;
     }
-    manager.store().apply(&[])?;
     Ok(())
+}
+
+/// Campaign; while another instance leads, follow it (forward to it, say where it is) and
+/// wait for its key to go, then campaign again. Returns once elected.
+#[cfg(feature = "etcd")]
+async fn follow_until_elected(
+    config: &Config,
+    ttl: Duration,
+    info: &crate::ha::LeaderInfo,
+    role: &crate::ha::Role,
+    store: &Store,
+    ready: &AtomicBool,
+) -> anyhow::Result<crate::store::election::Leadership> {
+    use crate::store::election::{Campaign, Election};
+    let election = Election::connect(&config.store.etcd, ttl).await?;
+    // Until elected, no write of this instance may land.
+    store.set_fence(Some(crate::store::Fence {
+        key: election.key().to_vec(),
+        create_revision: -1,
+    }))?;
+    let value = serde_json::to_vec(info)?;
+    loop {
+        match election.campaign(value.clone()).await {
+            Ok(Campaign::Won(l)) => return Ok(*l),
+            Ok(Campaign::Lost { leader, revision }) => {
+                let leader: Option<crate::ha::LeaderInfo> = serde_json::from_slice(&leader).ok();
+                match &leader {
+                    Some(l) => println!("polly: follower of {}", l.admin),
+                    None => tracing::warn!("the leader key holds no readable address"),
+                }
+                role.set(crate::ha::RoleState::Follower(leader));
+                if !ready.swap(true, Ordering::AcqRel) {
+                    println!("polly: ready");
+                }
+                if let Err(e) = election.wait_vacant(revision).await {
+                    tracing::warn!(error = %e, "watching the leader key failed; campaigning again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "campaign failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        role.set(crate::ha::RoleState::Candidate);
+    }
 }
 
 /// Bind the configured addresses and serve; prints the bound addresses on stdout.

@@ -41,6 +41,8 @@ pub struct AdminState {
     pub offers: Option<crate::mesos::endpoint::Endpoint>,
     /// Lost and fenced nodes.
     pub fencing: Option<crate::fencing::Fencing>,
+    /// Leader or follower, with `[ha]` on.
+    pub role: Option<crate::ha::Role>,
 }
 
 /// The admin router.
@@ -165,13 +167,23 @@ async fn version(State(st): State<AdminState>) -> Json<VersionInfo> {
     })
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// `{"status": "ok"}`, plus `role` (and the `leader`'s addresses on a follower) with `[ha]`.
+fn with_role(st: &AdminState, mut v: serde_json::Value) -> serde_json::Value {
+    if let (Some(role), Some(obj)) = (&st.role, v.as_object_mut()) {
+        if let Some(r) = role.describe().as_object() {
+            obj.extend(r.clone());
+        }
+    }
+    v
+}
+
+async fn health(State(st): State<AdminState>) -> Json<serde_json::Value> {
+    Json(with_role(&st, serde_json::json!({"status": "ok"})))
 }
 
 async fn ready(State(st): State<AdminState>) -> Response {
     if st.ready.load(Ordering::Acquire) {
-        Json(serde_json::json!({"status": "ready"})).into_response()
+        Json(with_role(&st, serde_json::json!({"status": "ready"}))).into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

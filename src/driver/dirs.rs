@@ -143,29 +143,38 @@ impl Dirs {
             };
             res.map_err(|e| Error::io(format!("clear leftover {}", path.display()), e))?;
         }
+        dirs.reload()?;
+        fsync_dir(dirs.root())?;
+        Ok(dirs)
+    }
+
+    /// Re-read what this process keeps in memory about the root (the id counters, the name
+    /// index and the sizes) from disk. [`Dirs::open`] does it once; a Polly that takes over as leader
+    /// does it again, since the previous leader may have created volumes in a shared root
+    /// meanwhile.
+    pub fn reload(&self) -> Result<()> {
         // The counter must never fall behind an id already on disk (e.g. if ids.json was lost),
         // or a new volume could take an old one's id.
-        let mut ids = dirs.load_ids()?;
-        let max_vol = max_id(&dirs.volumes_dir(), dirs.cfg.volume_prefix)?;
-        let max_snap = max_id(&dirs.snapshots_dir(), SNAPSHOT_PREFIX)?;
-        if max_vol > ids.volume || max_snap > ids.snapshot || !dirs.ids_path().exists() {
+        let mut ids = self.load_ids()?;
+        let max_vol = max_id(&self.volumes_dir(), self.cfg.volume_prefix)?;
+        let max_snap = max_id(&self.snapshots_dir(), SNAPSHOT_PREFIX)?;
+        if max_vol > ids.volume || max_snap > ids.snapshot || !self.ids_path().exists() {
             ids.volume = ids.volume.max(max_vol);
             ids.snapshot = ids.snapshot.max(max_snap);
-            dirs.store_ids(&ids)?;
+            self.store_ids(&ids)?;
         }
-        *dirs.ids.lock().unwrap_or_else(|p| p.into_inner()) = IdLease {
+        *self.ids.lock().unwrap_or_else(|p| p.into_inner()) = IdLease {
             used: ids,
             leased: ids,
         };
-        let volumes = dirs.list_volumes()?;
+        let volumes = self.list_volumes()?;
         let mut sizes = Sizes::default();
         for v in &volumes {
             sizes.set(&v.id, Some(v.size_bytes));
         }
-        *dirs.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
-        *dirs.names() = volumes.into_iter().map(|v| (v.name, v.id)).collect();
-        fsync_dir(dirs.root())?;
-        Ok(dirs)
+        *self.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
+        *self.names() = volumes.into_iter().map(|v| (v.name, v.id)).collect();
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

@@ -234,6 +234,10 @@ impl Driver for FaultDriver {
         self.inner.can_copy_snapshots()
     }
 
+    async fn take_over(&self) -> Result<()> {
+        self.inner.take_over().await
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.before("capacity", None).await?;
         let out = self.inner.capacity().await;

@@ -329,6 +329,10 @@ impl Driver for LoopDriver {
         true
     }
 
+    async fn take_over(&self) -> Result<()> {
+        self.read(|i| i.reload()).await
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.read(|i| i.capacity().map(|c| vec![c])).await
     }

@@ -211,6 +211,12 @@ pub trait Driver: Send + Sync + 'static {
         let _ = host;
         Ok(None)
     }
+    /// This Polly just became the leader (`[ha]`): another process may have driven the
+    /// back-end since the driver was opened, so drop or reload any in-memory view of it.
+    /// Back-ends that keep none keep the default.
+    async fn take_over(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub type DynDriver = Arc<dyn Driver>;

@@ -256,6 +256,10 @@ impl Driver for VfsDriver {
         true
     }
 
+    async fn take_over(&self) -> Result<()> {
+        self.read(|i| i.reload()).await
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.read(|i| i.capacity().map(|c| vec![c])).await
     }

@@ -103,26 +103,7 @@ impl EtcdBackend {
             .build()
             .map_err(|e| Error::Etcd(format!("cannot start the etcd client runtime: {e}")))?;
         let request = Duration::from_secs_f64(config.request_timeout_secs);
-        let mut opts = ConnectOptions::new()
-            .with_timeout(request)
-            .with_connect_timeout(Duration::from_secs_f64(config.connect_timeout_secs))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            opts = opts.with_user(user, password);
-        }
-        if config.tls() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &config.ca_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read_file("ca_file", ca)?));
-            }
-            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
-                tls = tls.identity(Identity::from_pem(
-                    read_file("cert_file", cert)?,
-                    read_file("key_file", key)?,
-                ));
-            }
-            opts = opts.with_tls(tls);
-        }
+        let opts = connect_options(config)?;
         let endpoints = config.endpoints.join(",");
         let timeout = request + Duration::from_secs(1);
         let eps = config.endpoints.clone();
@@ -325,6 +306,32 @@ impl EtcdBackend {
         }
         Ok(())
     }
+}
+
+/// The client options `config` asks for: timeouts, credentials, TLS files.
+pub(super) fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
+    let request = Duration::from_secs_f64(config.request_timeout_secs);
+    let mut opts = ConnectOptions::new()
+        .with_timeout(request)
+        .with_connect_timeout(Duration::from_secs_f64(config.connect_timeout_secs))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        opts = opts.with_user(user, password);
+    }
+    if config.tls() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &config.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read_file("ca_file", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+            tls = tls.identity(Identity::from_pem(
+                read_file("cert_file", cert)?,
+                read_file("key_file", key)?,
+            ));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Ok(opts)
 }
 
 /// Run `fut` on `rt`, waiting on this thread (which may belong to another runtime).

@@ -10,6 +10,8 @@
 
 mod backend;
 #[cfg(feature = "etcd")]
+pub mod election;
+#[cfg(feature = "etcd")]
 mod etcd_backend;
 mod sled_backend;
 mod types;
@@ -147,7 +149,12 @@ pub struct Store {
     /// The decoded volumes tree as of some generation, shared by readers (list calls decode
     /// every record otherwise, once per request).
     volume_cache: Arc<std::sync::Mutex<Option<CachedVolumes>>>,
+    /// Called whenever a write is refused by the fence (the leader stops acting on it).
+    on_fenced: Arc<std::sync::Mutex<Option<FencedHook>>>,
 }
+
+/// What [`Store::on_fenced`] registers.
+pub type FencedHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 fn name_key(service: &str, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(service.len() + name.len() + 1);
@@ -208,7 +215,14 @@ impl Store {
             engine,
             generation: Default::default(),
             volume_cache: Default::default(),
+            on_fenced: Default::default(),
         }
+    }
+
+    /// Call `hook` with the error each time a write is refused by the fence
+    /// ([`Error::Fenced`]): a leader learns it was deposed on its first refused write.
+    pub fn on_fenced(&self, hook: FencedHook) {
+        *self.on_fenced.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     fn backend(&self) -> &dyn Backend {
@@ -253,6 +267,16 @@ impl Store {
     /// queueing for one each.
     pub fn apply(&self, ops: &[Op]) -> Result<()> {
         let res = self.backend().apply(ops);
+        if let Err(e @ Error::Fenced { .. }) = &res {
+            let hook = self
+                .on_fenced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook(e);
+            }
+        }
         // Also after a failed sled flush: the batch is committed and visible.
         if !matches!(
             res,
@@ -337,6 +361,11 @@ impl Store {
     /// the counter sees every change.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Forget cached reads: another process (a previous leader) may have written since.
+    pub fn forget_cache(&self) {
+        self.bump();
     }
 
     fn bump(&self) {

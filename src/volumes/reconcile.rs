@@ -241,6 +241,20 @@ fn unclaimed(service: &str, inventory: &[DriverVolume], vols: &[Volume]) -> Vec<
 }
 
 impl Manager {
+    /// This Polly just became the leader (`[ha]`): forget cached store reads and let every
+    /// driver reload its in-memory view of its back-end, which the previous leader may have
+    /// changed. Run before [`Manager::reconcile_pass`].
+    pub async fn take_over(&self) -> Result<()> {
+        self.inner.store.forget_cache();
+        for s in self.inner.services.values() {
+            s.driver.take_over().await.map_err(|e| Error::Driver {
+                service: s.name.clone(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
     /// One pass of the periodic reconciler: resolve every intent, then compare the store
     /// with every back-end's inventory. Nothing is deleted or adopted: orphans and missing
     /// volumes are recorded (status, metrics, log) for an operator.

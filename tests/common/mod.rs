@@ -140,6 +140,20 @@ impl Polly {
         self.child.id()
     }
 
+    /// SIGTERM: a graceful stop.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// The exit code once the process has exited (`Some(-1)`: killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .unwrap()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

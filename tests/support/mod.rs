@@ -25,6 +25,8 @@ pub struct Polly {
     _server: crate::common::Polly,
     pub ls: String,
     pub admin: String,
+    /// The storage-offer endpoint, `http://ADDR`.
+    pub offers: String,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
@@ -59,6 +61,21 @@ impl Polly {
         Self::start_in(_dir, config)
     }
 
+    /// SIGTERM the server (a graceful stop).
+    pub fn sigterm(&self) {
+        self._server.sigterm();
+    }
+
+    /// The server's exit code once it has exited.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self._server.exit_code()
+    }
+
+    /// SIGKILL the server (its temp dir goes with it).
+    pub fn kill9(self) {
+        self._server.kill9();
+    }
+
     /// The server's data dir (store, default vfs roots).
     pub fn data_dir(&self) -> &std::path::Path {
         &self._server.data_dir
@@ -69,6 +86,7 @@ impl Polly {
         Polly {
             ls: server.libstorage.clone(),
             admin: server.admin.clone(),
+            offers: server.offers.clone(),
             _server: server,
             _dir: dir,
             // A fresh connection per request: after a refused oversize body the server closes
