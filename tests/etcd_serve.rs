@@ -12,7 +12,7 @@ mod support;
 use polly::client::AdminClient;
 use polly::volumes::CreateVolume;
 use serde_json::json;
-use support::{iid, tx, Polly, LD};
+use support::{refs, Polly};
 
 fn config(url: &str, prefix: &str) -> String {
     format!(
@@ -32,15 +32,7 @@ prefix = "{prefix}"
 }
 
 fn ls_headers(instance: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Libstorage-Instanceid", iid("vfs", instance)),
-        ("Libstorage-Localdevices", LD.to_string()),
-        ("Libstorage-Tx", tx()),
-    ]
-}
-
-fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    support::ls_headers("vfs", instance)
 }
 
 /// The volumes as the admin API and the façade show them after a restart.

@@ -20,7 +20,7 @@ use polly::store::election::{Campaign, Election};
 use polly::store::{Error, Op, Store};
 use polly::volumes::CreateVolume;
 use serde_json::Value;
-use support::{iid, tx, Polly, LD};
+use support::{refs, Polly};
 
 fn etcd_config(url: &str, prefix: &str) -> EtcdConfig {
     EtcdConfig {
@@ -166,15 +166,7 @@ lease_ttl_secs = 2
 }
 
 fn ls_headers(instance: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Libstorage-Instanceid", iid("vfs", instance)),
-        ("Libstorage-Localdevices", LD.to_string()),
-        ("Libstorage-Tx", tx()),
-    ]
-}
-
-fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    support::ls_headers("vfs", instance)
 }
 
 async fn health(p: &Polly) -> Value {

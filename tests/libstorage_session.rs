@@ -6,7 +6,7 @@ mod common;
 mod support;
 
 use serde_json::{json, Value};
-use support::{iid, tx, Polly, IID_META, LD};
+use support::{iid, ls_headers as h, refs, tx, Polly, IID_META};
 
 const GIB: u64 = 1 << 30;
 
@@ -24,19 +24,6 @@ type BadCase<'a> = (
 
 fn driver_info() -> Value {
     json!({"name": "vfs", "type": "object", "nextDevice": {"ignore": true, "prefix": "", "pattern": ""}})
-}
-
-/// Headers of a per-service call after start-up (IID resolved, local devices, tx).
-fn h(svc: &str, id: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Libstorage-Instanceid", iid(svc, id)),
-        ("Libstorage-Localdevices", LD.to_string()),
-        ("Libstorage-Tx", tx()),
-    ]
-}
-
-fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Start-up of every REX-Ray CLI invocation: `GET /services`, then

@@ -13,6 +13,20 @@ pub fn iid(svc: &str, id: &str) -> String {
     format!("vfs:{svc}={id}")
 }
 
+/// Headers of a per-service call after start-up (IID resolved, local devices, tx).
+pub fn ls_headers(svc: &str, instance: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Libstorage-Instanceid", iid(svc, instance)),
+        ("Libstorage-Localdevices", LD.to_string()),
+        ("Libstorage-Tx", tx()),
+    ]
+}
+
+/// Borrowed header pairs, as the request helpers take them.
+pub fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 pub fn tx() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
