@@ -737,18 +737,28 @@ async fn role_and_framework_quotas_from_config_limit_offers() {
     assert!(got.iter().all(|&mb| mb <= 50), "{got:?}");
 }
 
-/// Two frameworks `(id, role)` on a Polly with two agents in zone-a and `extra` config: the
-/// first subscribes alone and is offered all of pool vfs-a, then declines it once the second
-/// is there; the next round shares the pool. Returns the MB each is offered.
+/// Two frameworks `(id, role)` on a Polly with one pool, vfs-a, seen by two agents in zone-a,
+/// and `extra` config: the first subscribes alone and is offered all of it, then gives back
+/// what it holds until the second is offered too; the rounds then share the pool. Returns the
+/// MB each is offered.
 async fn share_of_vfs_a(extra: &str, first: (&str, &str), second: (&str, &str)) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
+    // Only pool vfs-a (no zone-b service or agent): with a second pool the weighted split
+    // holds over both pools together, not necessarily within each one.
     let cfg = format!(
         "{}\n{extra}",
-        config("").replace(
-            "agents = [\n",
-            "agents = [\n  { id = \"agent-a2\", hostname = \"host-a2\", region = \"eu\", zone = \"zone-a\" },\n",
-        )
+        config("")
+            .replace(
+                "[[services]]\nname = \"vfs-b\"\ndriver = \"vfs\"\nzone = \"zone-b\"\nquota_bytes = 10737418240\n",
+                "",
+            )
+            .replace(
+                "  { id = \"agent-b\", hostname = \"host-b\", region = \"eu\", zone = \"zone-b\" },\n",
+                "  { id = \"agent-a2\", hostname = \"host-a2\", region = \"eu\", zone = \"zone-a\" },\n",
+            )
+            .replace("agent-b = \"i-b\"\n", "")
     );
+    assert!(!cfg.contains("vfs-b") && !cfg.contains("agent-b"), "{cfg}");
     let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
     let client = polly.client();
     let mut one = subscribe_as(
