@@ -69,7 +69,21 @@ impl Backend {
 
     fn open(&self) -> Store {
         match self {
-            Backend::Sled(dir) => Store::open(dir.path()).unwrap(),
+            // A handle dropped just before may still hold sled's file lock for a moment (its
+            // flusher thread ends after the drop); a reopen in the same process waits for it.
+            Backend::Sled(dir) => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    match Store::open(dir.path()) {
+                        Err(polly::store::Error::Locked { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(10))
+                        }
+                        res => break res.unwrap(),
+                    }
+                }
+            }
             #[cfg(feature = "etcd")]
             Backend::Etcd { .. } => Store::open_etcd(&self.etcd_config(), None).unwrap(),
         }
