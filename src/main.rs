@@ -5,6 +5,16 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = polly::cli::Cli::parse();
+    if !matches!(cli.command, polly::cli::Command::Serve(_)) {
+        // Client commands print to stdout; piped into `head` or `grep -q`, they end quietly
+        // when the reader goes away, as other command-line tools do, instead of panicking on
+        // EPIPE (Rust ignores SIGPIPE by default). The server keeps ignoring it: a peer that
+        // closes its connection must never end the process.
+        // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POLLY_LOG")

@@ -353,3 +353,36 @@ fn sigterm_during_start_up_reconciliation_is_a_graceful_stop() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A client command whose reader has gone (`polly volume ls | head -1`, `| grep -q`) ends
+/// as other command-line tools do, by SIGPIPE, without a panic message; the server it talked
+/// to is untouched.
+#[test]
+fn a_client_command_piped_into_a_closed_reader_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut polly = Polly::start_with(dir.path(), None, None);
+    polly.cli_json(&["volume", "create", "piped", "--size", "1MiB"]);
+    let mut child = Command::new(BIN)
+        .args(["--admin-url", &polly.admin, "volume", "ls"])
+        .env_remove("POLLY_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the command writes its table.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(polly.alive());
+    assert_eq!(polly.cli(&["volume", "inspect", "piped"]).0, 0);
+}
