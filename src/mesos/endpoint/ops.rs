@@ -541,19 +541,15 @@ impl Endpoint {
                     .map(|(res, creating)| self.hold_locked(&mut st, res, creating));
                 claims.push(held);
             }
-            let refuse = a
-                .filters
-                .as_ref()
-                .and_then(|f| f.refuse_seconds)
-                .unwrap_or(5.0);
+            let refuse_ms = super::refuse_ms(a.filters.as_ref());
             let f = st.frameworks.get_mut(fw);
             let who = f.as_ref().map(|f| (f.role.clone(), f.principal.clone()));
             if let Some(f) = f {
-                if refuse > 0.0 {
+                if refuse_ms > 0 {
                     f.filters.push(offers::Filter {
                         agent_id: agent_id.clone(),
                         pool_id: None,
-                        until_ms: now + (refuse.min(365.0 * 86400.0) * 1000.0) as u64,
+                        until_ms: now + refuse_ms,
                     });
                 }
             }
