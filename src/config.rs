@@ -57,6 +57,10 @@ pub struct HaConfig {
     /// bound ports, into the election key). Default: the IP each listener is bound to, which
     /// must then not be a wildcard (0.0.0.0 / ::).
     pub advertise_host: Option<String>,
+    /// PEM certificates a follower trusts when it forwards libStorage calls to a leader whose
+    /// façade serves TLS. Default: this instance's own `libstorage.tls.cert_file` (one
+    /// certificate shared by the instances, or a chain that includes its CA).
+    pub leader_ca_file: Option<PathBuf>,
 }
 
 impl Default for HaConfig {
@@ -65,6 +69,7 @@ impl Default for HaConfig {
             enabled: false,
             lease_ttl_secs: 5,
             advertise_host: None,
+            leader_ca_file: None,
         }
     }
 }

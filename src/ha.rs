@@ -89,20 +89,126 @@ impl RoleState {
 pub struct Role {
     state: Arc<RwLock<RoleState>>,
     http: reqwest::Client,
+    /// For a leader whose façade serves TLS: trusts what `[ha] leader_ca_file` (or the
+    /// instance's own certificate) names. None: such a leader cannot be forwarded to.
+    leader_tls: Option<tokio_rustls::TlsConnector>,
 }
 
+/// Why a forwarded request got no answer.
+enum Hop {
+    /// No connection, TLS handshake or request: nothing reached the leader's handler, or
+    /// it is unknown whether it did (a request cut off mid-way).
+    Unreachable(String),
+    /// The leader answered, but its body was cut off.
+    BrokeOff(String),
+}
+
+/// A forwarded request's answer: status, headers, body.
+type Answer = (StatusCode, HeaderMap, axum::body::Bytes);
+
+/// How long a follower waits to connect to the leader.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Role {
-    pub fn new() -> Role {
-        Role {
+    /// `leader_tls`: what a follower trusts when the leader's façade serves TLS (see
+    /// `libstorage::tls::leader_client_config`); without it, only plain HTTP is forwarded.
+    pub fn new(leader_tls: Option<rustls::ClientConfig>) -> Result<Role, String> {
+        // No redirects: a follower relays the leader's answer as it is.
+        let b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30));
+        let http = b
+            .build()
+            .map_err(|e| format!("cannot build the client that forwards to the leader: {e}"))?;
+        Ok(Role {
             state: Arc::new(RwLock::new(RoleState::Candidate)),
-            // No redirects: a follower relays the leader's answer as it is.
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(5))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            http,
+            leader_tls: leader_tls.map(|cc| tokio_rustls::TlsConnector::from(Arc::new(cc))),
+        })
+    }
+
+    /// Forward over plain HTTP (pooled connections).
+    async fn forward_http(
+        &self,
+        method: axum::http::Method,
+        url: &str,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Result<Answer, Hop> {
+        let resp = self
+            .http
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Hop::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Hop::BrokeOff(e.to_string()))?;
+        Ok((status, headers, bytes))
+    }
+
+    /// Forward to a leader's façade served over TLS (`hostport` as it announces it): one
+    /// HTTP/1.1 connection per request; the leader's certificate must chain to what this
+    /// instance trusts and name the host the leader advertises.
+    async fn forward_tls(
+        &self,
+        method: axum::http::Method,
+        hostport: &str,
+        path_and_query: String,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Result<Answer, Hop> {
+        let Some(tls) = &self.leader_tls else {
+            return Err(Hop::Unreachable(
+                "the leader's façade serves TLS and this instance trusts no certificate for \
+                 it: set [libstorage.tls] or [ha] leader_ca_file"
+                    .into(),
+            ));
+        };
+        let host = host_of(hostport);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| Hop::Unreachable(format!("leader host {host:?}: {e}")))?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(hostport))
+            .await
+            .map_err(|_| Hop::Unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| Hop::Unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
+            .await
+            .map_err(|_| Hop::Unreachable(format!("no TLS handshake within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| Hop::Unreachable(format!("TLS: {e}")))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| Hop::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection to the leader ended");
+            }
+        });
+        let mut req = axum::http::Request::new(Body::from(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = path_and_query
+            .parse()
+            .map_err(|e| Hop::Unreachable(format!("path {path_and_query:?}: {e}")))?;
+        *req.headers_mut() = headers;
+        if let Ok(h) = HeaderValue::from_str(hostport) {
+            req.headers_mut().insert(header::HOST, h);
         }
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Hop::Unreachable(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(Body::new(body), PROXY_BODY_LIMIT)
+            .await
+            .map_err(|e| Hop::BrokeOff(e.to_string()))?;
+        Ok((parts.status, parts.headers, bytes))
     }
 
     pub fn get(&self) -> RoleState {
@@ -119,12 +225,6 @@ impl Role {
             RoleState::Follower(Some(l)) => serde_json::json!({"role": "follower", "leader": l}),
             s => serde_json::json!({"role": s.name()}),
         }
-    }
-}
-
-impl Default for Role {
-    fn default() -> Self {
-        Role::new()
     }
 }
 
@@ -226,7 +326,11 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
         Surface::LibStorage => format!("{}://{}", leader.libstorage_scheme, leader.libstorage),
         Surface::Admin => format!("http://{}", leader.admin),
     };
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let url = format!("{base}{pq}");
     let body = match axum::body::to_bytes(body, PROXY_BODY_LIMIT).await {
         Ok(b) => b,
@@ -242,16 +346,16 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
     for (k, v) in parts.headers.iter().filter(|(k, _)| forwardable(k)) {
         headers.append(k.clone(), v.clone());
     }
-    let sent = role
-        .http
-        .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
+    let answer = match (&surface, leader.libstorage_scheme.as_str()) {
+        (Surface::LibStorage, "https") => {
+            role.forward_tls(parts.method, &leader.libstorage, pq, headers, body)
+                .await
+        }
+        _ => role.forward_http(parts.method, &url, headers, body).await,
+    };
+    let (status, resp_headers, bytes) = match answer {
+        Ok(a) => a,
+        Err(Hop::Unreachable(e)) => {
             tracing::warn!(%url, error = %e, "cannot forward to the leader");
             return surface_error(
                 surface,
@@ -259,15 +363,7 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
                 format!("cannot reach the polly leader at {base}: {e}"),
             );
         }
-    };
-    let status = resp.status();
-    let mut out_headers = HeaderMap::new();
-    for (k, v) in resp.headers().iter().filter(|(k, _)| forwardable(k)) {
-        out_headers.append(k.clone(), v.clone());
-    }
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
+        Err(Hop::BrokeOff(e)) => {
             return surface_error(
                 surface,
                 StatusCode::BAD_GATEWAY,
@@ -275,10 +371,20 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
             )
         }
     };
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in resp_headers.iter().filter(|(k, _)| forwardable(k)) {
+        out_headers.append(k.clone(), v.clone());
+    }
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     out
+}
+
+/// The host of `host:port` or `[v6]:port`, without brackets.
+fn host_of(hostport: &str) -> &str {
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[cfg(test)]

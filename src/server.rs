@@ -26,6 +26,9 @@ pub struct Prepared {
     pub auth: Auth,
     /// The façade's TLS config, when `[libstorage.tls]` is set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `[ha]`: the instance's role, whose client forwards to the leader (trusting the
+    /// leader's TLS certificate as configured).
+    pub role: Option<crate::ha::Role>,
 }
 
 /// Load the façade's auth keys and TLS files, open the store and the drivers.
@@ -38,6 +41,16 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?,
         ),
         None => None,
+    };
+    let role = if config.ha.enabled {
+        let leader_tls = libstorage::tls::leader_client_config(
+            config.libstorage.tls.as_ref(),
+            config.ha.leader_ca_file.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
+        Some(crate::ha::Role::new(leader_tls).map_err(anyhow::Error::msg)?)
+    } else {
+        None
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -56,6 +69,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         manager,
         auth,
         tls,
+        role,
     })
 }
 
@@ -72,6 +86,7 @@ pub async fn serve(
         manager,
         auth,
         tls,
+        role,
     } = prepared;
     let token = CancellationToken::new();
     // Watch for shutdown from the start: a stop during start-up reconciliation stops the
@@ -83,7 +98,6 @@ pub async fn serve(
     });
     let ready = Arc::new(AtomicBool::new(false));
     // With `[ha]`: leader or follower; every API checks it per request.
-    let role = config.ha.enabled.then(crate::ha::Role::new);
     let announce = match &role {
         Some(_) => Some(
             crate::ha::LeaderInfo::new(

@@ -646,3 +646,154 @@ async fn a_framework_follows_the_307_across_a_failover() {
     assert!(r.orphans.is_empty() && r.missing.is_empty(), "{r:?}");
     assert!(c.operations().await.unwrap().is_empty(), "intent left over");
 }
+
+/// A self-signed certificate for 127.0.0.1 (the address the leader advertises here) written
+/// as PEM files in `dir`; returns the certificate's PEM and the two paths.
+fn loopback_cert(
+    dir: &std::path::Path,
+    tag: &str,
+) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (c, k) = (
+        dir.join(format!("{tag}-cert.pem")),
+        dir.join(format!("{tag}-key.pem")),
+    );
+    std::fs::write(&c, ck.cert.pem()).unwrap();
+    std::fs::write(&k, ck.signing_key.serialize_pem()).unwrap();
+    (ck.cert.pem(), c, k)
+}
+
+/// (e) The façade serves TLS on every instance (one certificate, as REX-Ray agents speak
+/// TLS by default): a follower forwards libStorage calls to the leader over TLS, trusting
+/// that certificate, and checks it: an instance told to trust another certificate
+/// (`ha.leader_ca_file`) refuses to forward (502 in libStorage's error format) and keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_to_a_leader_serving_tls() {
+    if etcd::skip().is_some() {
+        return;
+    }
+    let server = etcd::Etcd::shared();
+    let prefix = etcd::unique_prefix("ha-tls");
+    let root = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (pem, cert, key) = loopback_cert(certs.path(), "polly");
+    let tls = format!("\n[libstorage.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n");
+    let cfg = ha_config(&server.url(), &prefix, root.path()) + &tls;
+    let ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+    let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
+    let fi = (li + 1) % 3;
+    // Followers know the leader (and that its façade is https) once they have read the key.
+    let start = Instant::now();
+    while health(&ps[fi]).await["leader"]["libstorage_scheme"] != "https" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "follower never saw the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let https = Https::trusting(&pem);
+    let h = ls_headers("vm-tls");
+    let body =
+        r#"{"name":"tls1","availabilityZone":"","encrypted":false,"iops":0,"size":1,"type":""}"#;
+    let (status, created) = https
+        .call(&ps[fi].ls, "POST", "/volumes/vfs", &h, body)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    // The leader has it; the follower's list (forwarded again) shows it.
+    let (status, on_leader) = https
+        .call(&ps[li].ls, "GET", &format!("/volumes/vfs/{id}"), &h, "")
+        .await;
+    assert_eq!(
+        (status, &on_leader["name"]),
+        (200, &Value::from("tls1")),
+        "{on_leader}"
+    );
+    let (status, listed) = https.call(&ps[fi].ls, "GET", "/volumes/vfs", &h, "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.get(&id).is_some(), "{listed}");
+
+    // A fourth instance that trusts only another certificate: its forward is refused.
+    let (_, other, _) = loopback_cert(certs.path(), "other");
+    let wrong = cfg.replace(
+        "lease_ttl_secs = 2\n",
+        &format!("lease_ttl_secs = 2\nleader_ca_file = {other:?}\n"),
+    );
+    let p4 = Polly::start_config(&wrong);
+    let start = Instant::now();
+    while health(&p4).await["role"] != "follower" {
+        assert!(start.elapsed() < Duration::from_secs(10), "no follower");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = https.call(&p4.ls, "GET", "/volumes/vfs", &h, "").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["status"], 502, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("leader") && msg.contains("TLS"), "{body}");
+    assert_eq!(health(&p4).await["role"], "follower");
+}
+
+/// HTTPS to a façade on loopback, trusting only one certificate: one HTTP/1.1 request per
+/// connection (as a REX-Ray agent with TLS on speaks to it).
+struct Https {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Https {
+    fn trusting(pem: &str) -> Https {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+            .unwrap();
+        let cc = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Https {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cc)),
+        }
+    }
+
+    /// `base` is the façade's address as the harness has it (`SCHEME://127.0.0.1:PORT`);
+    /// returns the status and JSON body.
+    async fn call(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: &str,
+    ) -> (u16, Value) {
+        let hostport = base.split_once("://").map_or(base, |(_, a)| a);
+        let tcp = tokio::net::TcpStream::connect(hostport).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = self.tls.connect(name, tcp).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", hostport);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let req = req.body(axum::body::Body::from(body.to_string())).unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 1 << 20)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+        (status, v)
+    }
+}
