@@ -949,7 +949,9 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     // two that two instances race for.
     let admin = AdminClient::new(&ps[f1].admin, None);
     let mut ls_vols = BTreeMap::new();
-    for name in ["ls-0", "ls-1", "ls-2", "ls-3", "ls-4", "ls-5", "race-0", "race-1"] {
+    for name in [
+        "ls-0", "ls-1", "ls-2", "ls-3", "ls-4", "ls-5", "race-0", "race-1",
+    ] {
         let v = admin
             .create(&CreateVolume {
                 service: "vfs-a".into(),
@@ -1003,7 +1005,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
         .iter()
         .any(|o| o.acknowledged)
     {
-        assert!(start.elapsed() < Duration::from_secs(20), "no acknowledgement recorded");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no acknowledgement recorded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Round 2 on the next offers, five CREATE_DISKs per ACCEPT, with the attaches; the
@@ -1093,7 +1098,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     .unwrap();
     let served = killed.elapsed();
     eprintln!("burst: the new leader served a write {served:?} after the kill");
-    assert!(served < bound, "first write served {served:?} after the kill");
+    assert!(
+        served < bound,
+        "first write served {served:?} after the kill"
+    );
 
     // The framework re-subscribes with its id through the same follower address, retrying
     // while that address still points at the dead leader.
@@ -1150,7 +1158,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
         .map(|o| (o.operation_id.clone(), o.state.clone()))
         .collect();
     for op in recorded.keys() {
-        assert!(all_ops.contains(op), "a record of an operation never sent: {op}");
+        assert!(
+            all_ops.contains(op),
+            "a record of an operation never sent: {op}"
+        );
     }
 
     // Quiet: everything is acknowledged, so nothing is redelivered.
@@ -1174,24 +1185,33 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
             // offer (rescinded as the pool's free capacity was read again) and was answered
             // OPERATION_DROPPED. Nothing was done, and no status to acknowledge came.
             assert!(
-                mine.iter().all(|x| x.uuid.is_none()
-                    && x.sub == 1
-                    && x.state == "OPERATION_DROPPED"),
+                mine.iter()
+                    .all(|x| x.uuid.is_none() && x.sub == 1 && x.state == "OPERATION_DROPPED"),
                 "unrecorded {op} got statuses {mine:?}"
             );
             if accepted.contains(op) {
-                assert!(!mine.is_empty(), "{op} was taken (202) but is neither recorded nor dropped");
+                assert!(
+                    !mine.is_empty(),
+                    "{op} was taken (202) but is neither recorded nor dropped"
+                );
                 dropped += 1;
             }
             continue;
         };
         for x in &mine {
             assert!(
-                ["OPERATION_PENDING", "OPERATION_FINISHED", "OPERATION_FAILED"]
-                    .contains(&x.state.as_str()),
+                [
+                    "OPERATION_PENDING",
+                    "OPERATION_FINISHED",
+                    "OPERATION_FAILED"
+                ]
+                .contains(&x.state.as_str()),
                 "{op}: unexpected status {x:?}"
             );
-            assert!(x.uuid.is_some(), "{op}: a delivered status without uuid {x:?}");
+            assert!(
+                x.uuid.is_some(),
+                "{op}: a delivered status without uuid {x:?}"
+            );
         }
         let terminal: Vec<&&Seen> = mine
             .iter()
@@ -1204,11 +1224,17 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
         for x in &terminal {
             assert_eq!((&x.state, &x.uuid), (state, uuid), "{op}: {terminal:?}");
         }
-        assert_eq!(state, final_state, "{op}: delivered {state}, stored {final_state}");
+        assert_eq!(
+            state, final_state,
+            "{op}: delivered {state}, stored {final_state}"
+        );
         // Redelivered only across the failover, never within one stream.
         for sub in [1, 2] {
             let n = terminal.iter().filter(|x| x.sub == sub).count();
-            assert!(n <= 1, "{op}: terminal status {n} times on stream {sub}: {terminal:?}");
+            assert!(
+                n <= 1,
+                "{op}: terminal status {n} times on stream {sub}: {terminal:?}"
+            );
         }
         if acked_before.contains(op) {
             assert!(
@@ -1232,7 +1258,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     assert_eq!(r, Ok(202));
     let start = Instant::now();
     while seen.lock().unwrap().len() < quiet + all_ops.len() {
-        assert!(start.elapsed() < Duration::from_secs(10), "reconciliation unanswered");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "reconciliation unanswered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1241,7 +1270,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     for op in &all_ops {
         let a: Vec<&Seen> = answers.iter().filter(|x| &x.op == op).collect();
         assert_eq!(a.len(), 1, "{op}: {a:?}");
-        assert!(a[0].uuid.is_none(), "{op}: a reconciliation answer to acknowledge: {a:?}");
+        assert!(
+            a[0].uuid.is_none(),
+            "{op}: a reconciliation answer to acknowledge: {a:?}"
+        );
         let want = terminal_of
             .get(op)
             .map_or("OPERATION_UNKNOWN", String::as_str);
@@ -1329,7 +1361,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
             .map(|v| {
                 (
                     v.driver_id.clone().unwrap(),
-                    v.attachments.iter().map(|x| x.instance_id.clone()).collect(),
+                    v.attachments
+                        .iter()
+                        .map(|x| x.instance_id.clone())
+                        .collect(),
                 )
             })
             .collect();
@@ -1351,5 +1386,8 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     }
     let r = cn.orphans().await.unwrap();
     assert!(r.orphans.is_empty() && r.missing.is_empty(), "{r:?}");
-    assert!(cn.operations().await.unwrap().is_empty(), "intent left over");
+    assert!(
+        cn.operations().await.unwrap().is_empty(),
+        "intent left over"
+    );
 }
