@@ -187,14 +187,10 @@ fn hostport(url: &str) -> &str {
 /// duplicated or double-attached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_fail_over_without_losing_state() {
-    if etcd::skip().is_some() {
+    let Some(mut cluster) = etcd::cluster(3, "ha", ha_config, Polly::start_config) else {
         return;
-    }
-    let server = etcd::Etcd::shared();
-    let prefix = etcd::unique_prefix("ha");
-    let root = tempfile::tempdir().unwrap();
-    let cfg = ha_config(&server.url(), &prefix, root.path());
-    let mut ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+    };
+    let mut ps = std::mem::take(&mut cluster.nodes);
 
     // Exactly one leader; the others name it.
     let mut roles = Vec::new();
@@ -360,7 +356,7 @@ async fn three_instances_fail_over_without_losing_state() {
         "intent left over"
     );
     // Exactly the volumes' directories on the shared vfs root: nothing created twice.
-    let dirs = std::fs::read_dir(root.path().join("volumes"))
+    let dirs = std::fs::read_dir(cluster.root.path().join("volumes"))
         .unwrap()
         .count();
     assert_eq!(dirs, 3, "vfs root holds {dirs} entries for 3 volumes");
@@ -401,14 +397,10 @@ async fn three_instances_fail_over_without_losing_state() {
 /// session were cut); it stops at once with exit code 3 and the other instance takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
-    if etcd::skip().is_some() {
+    let Some(mut cluster) = etcd::cluster(2, "ha-lease", ha_config, Polly::start_config) else {
         return;
-    }
-    let server = etcd::Etcd::shared();
-    let prefix = etcd::unique_prefix("ha-lease");
-    let root = tempfile::tempdir().unwrap();
-    let cfg = ha_config(&server.url(), &prefix, root.path());
-    let mut ps: Vec<Polly> = (0..2).map(|_| Polly::start_config(&cfg)).collect();
+    };
+    let mut ps = std::mem::take(&mut cluster.nodes);
     let mut li = None;
     for (i, p) in ps.iter().enumerate() {
         if health(p).await["role"] == "leader" {
@@ -416,13 +408,19 @@ async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
         }
     }
     let li = li.expect("no leader");
-    let got: Value =
-        serde_json::from_str(&server.ctl(&["get", &format!("{prefix}leader"), "-w", "json"]))
-            .unwrap();
+    let got: Value = serde_json::from_str(&cluster.etcd.ctl(&[
+        "get",
+        &format!("{}leader", cluster.prefix),
+        "-w",
+        "json",
+    ]))
+    .unwrap();
     let lease = got["kvs"][0]["lease"]
         .as_i64()
         .expect("leader key has a lease");
-    server.ctl(&["lease", "revoke", &format!("{lease:x}")]);
+    cluster
+        .etcd
+        .ctl(&["lease", "revoke", &format!("{lease:x}")]);
 
     let start = Instant::now();
     let code = loop {
@@ -462,15 +460,13 @@ async fn a_leader_whose_lease_ends_exits_and_is_replaced() {
 /// 30 s lease could have expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_stopped_cleanly_hands_over_at_once() {
-    if etcd::skip().is_some() {
+    let long_lease = |url: &str, prefix: &str, root: &std::path::Path| {
+        ha_config(url, prefix, root).replace("lease_ttl_secs = 2", "lease_ttl_secs = 30")
+    };
+    let Some(mut cluster) = etcd::cluster(2, "ha-resign", long_lease, Polly::start_config) else {
         return;
-    }
-    let server = etcd::Etcd::shared();
-    let prefix = etcd::unique_prefix("ha-resign");
-    let root = tempfile::tempdir().unwrap();
-    let cfg = ha_config(&server.url(), &prefix, root.path())
-        .replace("lease_ttl_secs = 2", "lease_ttl_secs = 30");
-    let mut ps: Vec<Polly> = (0..2).map(|_| Polly::start_config(&cfg)).collect();
+    };
+    let mut ps = std::mem::take(&mut cluster.nodes);
     let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
     let stopped = Instant::now();
     ps[li].sigterm();
@@ -527,14 +523,10 @@ async fn a_framework_follows_the_307_across_a_failover() {
     use polly::config::MesosContentType;
     use serde_json::json;
 
-    if etcd::skip().is_some() {
+    let Some(mut cluster) = etcd::cluster(3, "ha-fw", offers_config, Polly::start_config) else {
         return;
-    }
-    let server = etcd::Etcd::shared();
-    let prefix = etcd::unique_prefix("ha-fw");
-    let root = tempfile::tempdir().unwrap();
-    let cfg = offers_config(&server.url(), &prefix, root.path());
-    let mut ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+    };
+    let mut ps = std::mem::take(&mut cluster.nodes);
     let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
     let fi = (li + 1) % 3;
     let base = ps[fi].offers.clone();
@@ -638,7 +630,7 @@ async fn a_framework_follows_the_307_across_a_failover() {
         assert_eq!(v.attachments.len(), 1, "{v:?}");
         assert_eq!(v.attachments[0].instance_id, "i-a");
     }
-    let dirs = std::fs::read_dir(root.path().join("volumes"))
+    let dirs = std::fs::read_dir(cluster.root.path().join("volumes"))
         .unwrap()
         .count();
     assert_eq!(dirs, expected, "back-end volumes vs records");
@@ -933,14 +925,10 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     use polly::config::MesosContentType;
     use std::collections::{BTreeMap, BTreeSet};
 
-    if etcd::skip().is_some() {
+    let Some(mut cluster) = etcd::cluster(3, "ha-burst", burst_config, Polly::start_config) else {
         return;
-    }
-    let server = etcd::Etcd::shared();
-    let prefix = etcd::unique_prefix("ha-burst");
-    let root = tempfile::tempdir().unwrap();
-    let cfg = burst_config(&server.url(), &prefix, root.path());
-    let mut ps: Vec<Polly> = (0..3).map(|_| Polly::start_config(&cfg)).collect();
+    };
+    let mut ps = std::mem::take(&mut cluster.nodes);
     let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
     let (f1, f2) = ((li + 1) % 3, (li + 2) % 3);
     let agents: Vec<String> = BURST_AGENTS.iter().map(|a| format!("agent-{a}")).collect();
@@ -1369,7 +1357,7 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
             })
             .collect();
         let mut backend = BTreeMap::new();
-        for e in std::fs::read_dir(root.path().join(&service).join("volumes")).unwrap() {
+        for e in std::fs::read_dir(cluster.root.path().join(&service).join("volumes")).unwrap() {
             let e = e.unwrap();
             let meta: Value =
                 serde_json::from_slice(&std::fs::read(e.path().join("volume.json")).unwrap())
