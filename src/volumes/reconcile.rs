@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::{now_secs, valid_name, Error, Manager, ReconcilerStatus, Result};
 use crate::driver::DriverVolume;
 use crate::store::{Attachment, Intent, IntentOp, Op, Volume, VolumeStatus};
+
+/// How many intents [`Manager::resolve_pending`] resolves at once.
+const RESOLVE_CONCURRENCY: usize = 16;
 
 /// A back-end volume with no record in the store. Reported, never deleted by Polly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,21 +138,48 @@ impl Manager {
     /// operation in flight, which concludes it itself (or its driver call times out and it
     /// is resolved then): it is skipped, not waited for, so a back-end call that hangs on one
     /// volume never stalls the pass for every other intent.
+    ///
+    /// Intents on different keys (volumes, or names for creates) are resolved concurrently,
+    /// up to [`RESOLVE_CONCURRENCY`] at once; those on one key in log order under its lock.
+    /// After a leader dies in a burst, every operation it had in flight left an intent, and
+    /// the new leader serves only once they are resolved: one back-end round trip after
+    /// another, its failover time would grow with the size of the burst.
     pub async fn resolve_pending(&self) -> Result<usize> {
+        use futures::StreamExt;
         let intents = self.inner.store.intents()?;
-        let mut left = 0;
+        let mut keys: Vec<String> = Vec::new();
+        let mut groups: HashMap<String, Vec<&Intent>> = HashMap::new();
         for i in &intents {
-            let Some(_g) = self.try_lock(lock_key(i)) else {
-                tracing::debug!(intent = i.id, volume = %i.volume_id,
-                    "operation in flight; its intent is left to it");
-                continue;
-            };
-            if let Err(e) = self.resolve_locked(i).await {
-                tracing::warn!(intent = i.id, volume = %i.volume_id, error = %e,
-                    "could not resolve operation intent; will retry");
-                left += 1;
+            let key = lock_key(i);
+            if !groups.contains_key(&key) {
+                keys.push(key.clone());
             }
+            groups.entry(key).or_default().push(i);
         }
+        let left = futures::stream::iter(keys.into_iter().map(|key| {
+            let group = groups.remove(&key).unwrap_or_default();
+            async move {
+                let Some(_g) = self.try_lock(key) else {
+                    for i in &group {
+                        tracing::debug!(intent = i.id, volume = %i.volume_id,
+                            "operation in flight; its intent is left to it");
+                    }
+                    return 0;
+                };
+                let mut left = 0;
+                for i in group {
+                    if let Err(e) = self.resolve_locked(i).await {
+                        tracing::warn!(intent = i.id, volume = %i.volume_id, error = %e,
+                            "could not resolve operation intent; will retry");
+                        left += 1;
+                    }
+                }
+                left
+            }
+        }))
+        .buffer_unordered(RESOLVE_CONCURRENCY)
+        .fold(0, |sum, n| async move { sum + n })
+        .await;
         Ok(left)
     }
 
@@ -162,15 +192,33 @@ impl Manager {
     /// second listing still has it and still no record claims it. A record is missing its
     /// back-end volume only if it was available both before and after a listing that lacks
     /// it (one created or deleted meanwhile is not).
+    ///
+    /// Services are listed concurrently (the report is merged in service order), so a pass
+    /// (and with it a new leader's readiness) takes the slowest back-end's listing, not the
+    /// sum of them.
     pub async fn reconcile_report(&self) -> Result<ReconcileReport> {
+        let parts =
+            futures::future::join_all(self.services().map(|s| self.service_report(s))).await;
         let mut report = ReconcileReport::default();
-        for s in self.services() {
+        for part in parts {
+            let part = part?;
+            report.orphans.extend(part.orphans);
+            report.missing.extend(part.missing);
+            report.unreachable.extend(part.unreachable);
+        }
+        Ok(report)
+    }
+
+    /// [`Manager::reconcile_report`] for one service.
+    async fn service_report(&self, s: &super::Service) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        {
             let before = self.inner.store.volumes()?;
             let inventory = match self.call(&s.name, "list", s.driver.list()).await {
                 Ok(l) => l,
                 Err(e) => {
                     report.unreachable.push((s.name.clone(), e.to_string()));
-                    continue;
+                    return Ok(report);
                 }
             };
             let after = self.inner.store.volumes()?;
@@ -180,7 +228,7 @@ impl Manager {
                     Ok(l) => l,
                     Err(e) => {
                         report.unreachable.push((s.name.clone(), e.to_string()));
-                        continue;
+                        return Ok(report);
                     }
                 };
                 let latest = self.inner.store.volumes()?;

@@ -259,3 +259,41 @@ pub fn unique_prefix(test: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A test's part of the shared etcd: its own key prefix and temp root, and the servers it
+/// started on them.
+pub struct Cluster<P> {
+    pub etcd: &'static Etcd,
+    pub prefix: String,
+    /// Holds what the servers share on disk (e.g. the `vfs` roots).
+    pub root: tempfile::TempDir,
+    /// The config every server was started with.
+    pub config: String,
+    pub nodes: Vec<P>,
+}
+
+/// `n` servers on the shared etcd under a new prefix (named after `tag`), each started by
+/// `start` with the config `config(etcd url, prefix, temp root)` returns. `None` when etcd
+/// cannot run here (the skip is printed loudly; under `CI` it panics instead).
+pub fn cluster<P>(
+    n: usize,
+    tag: &str,
+    config: impl FnOnce(&str, &str, &Path) -> String,
+    start: impl Fn(&str) -> P,
+) -> Option<Cluster<P>> {
+    if skip().is_some() {
+        return None;
+    }
+    let etcd = Etcd::shared();
+    let prefix = unique_prefix(tag);
+    let root = tempfile::tempdir().unwrap();
+    let config = config(&etcd.url(), &prefix, root.path());
+    let nodes = (0..n).map(|_| start(&config)).collect();
+    Some(Cluster {
+        etcd,
+        prefix,
+        root,
+        config,
+        nodes,
+    })
+}

@@ -33,13 +33,35 @@ pub async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Fr
 }
 
 /// `subscribe` with a role (the single-role `FrameworkInfo.role`) when given.
-#[allow(deprecated)]
 pub async fn subscribe_as(
     base: &str,
     ct: MesosContentType,
     id: Option<&str>,
     role: Option<&str>,
 ) -> Framework {
+    try_subscribe_as(base, ct, id, role)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `subscribe`, but a request that fails to connect or an answer other than 200 is an
+/// `Err` (as while a new leader is being elected), so a test can retry as a scheduler
+/// library does.
+pub async fn try_subscribe(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+) -> Result<Framework, String> {
+    try_subscribe_as(base, ct, id, None).await
+}
+
+#[allow(deprecated)]
+async fn try_subscribe_as(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+    role: Option<&str>,
+) -> Result<Framework, String> {
     let http = reqwest::Client::new();
     let mime = polly::mesos::client::content_type(ct);
     let info = FrameworkInfo {
@@ -65,8 +87,12 @@ pub async fn subscribe_as(
         .body(encode_call(ct, &c).unwrap())
         .send()
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .map_err(|e| format!("SUBSCRIBE to {base}: {e}"))?;
+    if resp.status() != 200 {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("SUBSCRIBE to {base}: {status}: {body}"));
+    }
     assert_eq!(resp.headers()["content-type"], mime);
     assert!(
         resp.headers().get("content-length").is_none(),
@@ -108,7 +134,7 @@ pub async fn subscribe_as(
         second["type"], "HEARTBEAT",
         "a heartbeat follows SUBSCRIBED at once"
     );
-    Framework {
+    Ok(Framework {
         base: base.to_string(),
         id,
         stream_id,
@@ -116,7 +142,7 @@ pub async fn subscribe_as(
         events: rx,
         skipped: Default::default(),
         http,
-    }
+    })
 }
 
 impl Framework {

@@ -13,7 +13,7 @@
 
 mod ops;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -73,6 +73,8 @@ struct Fw {
     suppressed: bool,
     filters: Vec<offers::Filter>,
     subscribed_at: String,
+    /// Uuids of the operation statuses sent on the current stream (`send_status`).
+    statuses_sent: HashSet<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -732,6 +734,33 @@ impl Endpoint {
         self.send_locked(&st, fw, ev);
     }
 
+    /// Deliver an operation status on the framework's current stream at most once: a status
+    /// (by its uuid) that a subscription resent from the store is not sent again by its
+    /// operation finishing at the same moment, nor the other way round. Answers to explicit
+    /// requests (reconciliation, a repeated operation id) go through [`Endpoint::send`].
+    fn send_status(&self, fw: &str, ev: Event) {
+        let mut st = lock(&self.inner.state);
+        let Some(f) = st.frameworks.get_mut(fw) else {
+            return;
+        };
+        if f.tx.is_none() {
+            return;
+        }
+        let uuid = ev
+            .update_operation_status
+            .as_ref()
+            .and_then(|u| u.status.uuid.as_ref())
+            .map(|u| u.value.clone());
+        if let Some(u) = uuid {
+            if !f.statuses_sent.insert(u) {
+                return;
+            }
+        }
+        if let Some(tx) = &f.tx {
+            let _ = tx.send(ev);
+        }
+    }
+
     fn offer_to_v1(
         &self,
         o: &offers::Offer,
@@ -1146,6 +1175,7 @@ impl Endpoint {
                     suppressed: !sub.suppressed_roles.is_empty(),
                     filters: Vec::new(),
                     subscribed_at: rfc3339_ms(crate::volumes::now_ms()),
+                    statuses_sent: HashSet::new(),
                 },
             );
         }
@@ -1163,7 +1193,7 @@ impl Endpoint {
         }
         tracing::info!(framework = %id, name = %info.name, "framework subscribed to the storage-offer endpoint");
         // Statuses not yet acknowledged are sent again on every subscription.
-        self.resend_unacknowledged(&id, &tx);
+        self.resend_unacknowledged(&id);
         let guard = StreamGuard {
             ep: self.clone(),
             framework_id: id,

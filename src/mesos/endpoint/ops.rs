@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio::sync::mpsc;
-
 use super::{event, lock, pool_id, v1, Endpoint, Event, State_};
 use crate::failpoints::crash_point;
 use crate::mesos::json;
@@ -374,14 +372,15 @@ impl Endpoint {
             .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
     }
 
-    pub(super) fn resend_unacknowledged(&self, fw: &str, tx: &mpsc::UnboundedSender<Event>) {
+    /// Statuses not yet acknowledged, sent again on a new subscription's stream.
+    pub(super) fn resend_unacknowledged(&self, fw: &str) {
         match self.inner.manager.store().operations() {
             Ok(all) => {
                 for r in all
                     .iter()
                     .filter(|r| r.framework_id == fw && !r.acknowledged)
                 {
-                    let _ = tx.send(status_event(r));
+                    self.send_status(fw, status_event(r));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read operation records"),
@@ -626,7 +625,7 @@ impl Endpoint {
                         continue;
                     }
                     crash_point!(&format!("mesos.{}.after_pending", r.kind.to_lowercase()));
-                    self.send(fw, status_event(&r));
+                    self.send_status(fw, status_event(&r));
                     Some(r)
                 }
             };
@@ -751,7 +750,7 @@ impl Endpoint {
             "mesos.{}.after_status_stored",
             r.kind.to_lowercase()
         ));
-        self.send(&r.framework_id.clone(), status_event(&r));
+        self.send_status(&r.framework_id.clone(), status_event(&r));
         crash_point!(&format!(
             "mesos.{}.after_status_sent",
             r.kind.to_lowercase()
