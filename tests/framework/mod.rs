@@ -33,13 +33,27 @@ pub async fn subscribe(base: &str, ct: MesosContentType, id: Option<&str>) -> Fr
 }
 
 /// `subscribe` with a role (the single-role `FrameworkInfo.role`) when given.
-#[allow(deprecated)]
 pub async fn subscribe_as(
     base: &str,
     ct: MesosContentType,
     id: Option<&str>,
     role: Option<&str>,
 ) -> Framework {
+    try_subscribe_as(base, ct, id, role)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `subscribe_as`, with a refused or failed SUBSCRIBE (no endpoint listening, 503 while the
+/// instances elect a leader, a 307 to a leader that is gone) as an error instead of a panic,
+/// for callers that retry (the failover benchmark). What breaks the protocol still panics.
+#[allow(deprecated)]
+pub async fn try_subscribe_as(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+    role: Option<&str>,
+) -> Result<Framework, String> {
     let http = reqwest::Client::new();
     let mime = polly::mesos::client::content_type(ct);
     let info = FrameworkInfo {
@@ -65,8 +79,10 @@ pub async fn subscribe_as(
         .body(encode_call(ct, &c).unwrap())
         .send()
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .map_err(|e| format!("SUBSCRIBE through {base}: {e}"))?;
+    if resp.status() != 200 {
+        return Err(format!("SUBSCRIBE through {base}: {}", resp.status()));
+    }
     assert_eq!(resp.headers()["content-type"], mime);
     assert!(
         resp.headers().get("content-length").is_none(),
@@ -108,7 +124,7 @@ pub async fn subscribe_as(
         second["type"], "HEARTBEAT",
         "a heartbeat follows SUBSCRIBED at once"
     );
-    Framework {
+    Ok(Framework {
         base: base.to_string(),
         id,
         stream_id,
@@ -116,7 +132,7 @@ pub async fn subscribe_as(
         events: rx,
         skipped: Default::default(),
         http,
-    }
+    })
 }
 
 impl Framework {
