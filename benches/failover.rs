@@ -10,9 +10,11 @@
 //! - its first ACCEPT (CREATE_DISK of an offer from the new leader) is answered 202;
 //! - that operation's OPERATION_FINISHED arrives on its stream.
 //!
-//! Between runs the killed instance is started again (a fresh data dir) and the next run
-//! begins once the three agree on one leader. Baseline: the configured lease TTL (a leader
-//! that dies without resigning holds its key until its lease runs out).
+//! Between runs the killed instance is started again (a fresh data dir); the next kill comes
+//! once the three agree on one leader, after a random pause within one keep-alive period
+//! (TTL/3), so the lease time left at the kill varies as after a real crash. Baseline: the
+//! configured lease TTL (a leader that dies without resigning holds its key until its lease
+//! runs out: between 2/3 of the TTL and the whole TTL after the kill).
 //!
 //! `cargo bench --features etcd --bench failover` runs 20 failovers with the default lease
 //! (`POLLY_FAILOVER_TTL_SECS` to change it) and writes `<target>/polly-bench/failover.md` for
@@ -206,6 +208,11 @@ async fn bench(p: &Params) -> String {
             .filter(|(i, _)| *i != leader)
             .map(|(_, a)| a)
             .collect();
+        // The kill comes at a random point of the leader's keep-alive period (TTL/3), so the
+        // lease time left at the kill is spread as after a real crash instead of being set by
+        // this loop's own rhythm (which would kill at the same phase every run).
+        let keep_alive = Duration::from_secs(p.ttl_secs) / 3;
+        tokio::time::sleep(keep_alive.mul_f64(rand::random::<f64>())).await;
         let victim = inst[leader].take().unwrap();
         let killed = Instant::now();
         victim.kill9();
@@ -295,10 +302,11 @@ fn table(p: &Params, runs: &[Run]) -> String {
          (CREATE_DISK of 16 MB, an offer from the new leader) is answered 202, and until that \
          operation's OPERATION_FINISHED (volume created, reserved, attached, each step \
          durable in etcd) is on its stream. Between runs the killed instance is started again \
-         and the next run begins once all three agree on the leader. Baseline: the configured \
-         lease TTL ({} s): a leader that dies without resigning keeps its key until its lease \
-         runs out, and the lease is renewed every TTL/3, so at the kill it has between 2/3 of \
-         the TTL and the whole TTL left. Spread: p10 – p90 and min – max over the runs.",
+         and the next run begins once all three agree on the leader, after a random pause \
+         (uniform over one keep-alive period, TTL/3). Baseline: the configured lease TTL \
+         ({} s): a leader that dies without resigning keeps its key until its lease runs out; \
+         the lease is renewed every TTL/3, so at a kill at a random moment it has between 2/3 \
+         of the TTL and the whole TTL left. Spread: p10 – p90 and min – max over the runs.",
         p.ttl_secs,
         runs.len(),
         p.ttl_secs
@@ -343,7 +351,7 @@ fn table(p: &Params, runs: &[Run]) -> String {
          {} s lease TTL), kill → its OPERATION_FINISHED **{:.2} s** ({:.2}×); kill → new \
          leader {:.2} s ({:.2}×). After the election, the new leader's own share (leader → \
          202, per run) is {:.2} s median (p10 – p90 {:.2} – {:.2} s): the framework's \
-         re-subscription and the first allocation round that offers it the disk again. \
+         re-subscription, the new leader's first offer to it and the ACCEPT. \
          ACCEPTs refused before the first 202: {refused} in {} runs.",
         acc.ms(0.5) / 1e3,
         acc.ms(0.5) / 1e3 / ttl.as_secs_f64(),
