@@ -9,15 +9,22 @@ set -euo pipefail
 # Extra arguments go to criterion for `ops`, e.g. `scripts/bench.sh cycle/`.
 # Then `cargo bench --bench restart`: restart to serving with 100k volumes (restart markers) and
 # the memory of a server with 100k volumes and 10k agents (rss markers).
+# Then the soak: 1,000 REX-Ray clients and 100 frameworks on one server (soak markers).
+# Then the etcd parts (cargo feature `etcd`; they need `protoc` to build and an etcd binary to
+# run, and are skipped with a message, their blocks left as they are, when either is
+# missing): `cargo bench --features etcd --bench failover`, kill -9 of the leader of three
+# HA instances → new leader, first ACCEPT answered 202 and its OPERATION_FINISHED, 20 runs
+# (failover markers); and `--bench etcd_ops` + `--bench store_backends`, libStorage and
+# store operations on the etcd store beside sled in the same run (etcd markers).
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs, restart, rss, soak) and rewrites only their blocks.
+# offer_ops, ebs, restart, rss, soak, failover, etcd) and rewrites only their blocks.
 
 # The whole script is one compound command, read in full before it runs: editing this file
 # during a run (a full run takes many minutes) cannot change what the run executes.
 {
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak failover etcd} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -28,6 +35,28 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 # BENCHMARKS.md (appended under `## HEADING` when the markers are missing).
 write_block() {
     python3 scripts/bench_block.py BENCHMARKS.md "$1" "$2" "$3"
+}
+
+# part_header PART COMMAND [NOTE]: the first line of a block: when, at which commit, how to
+# reproduce it, the machine, and how busy it was when the part ended.
+part_header() {
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) at commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`\
+ with \`POLLY_BENCH_ONLY=$1 scripts/bench.sh\` (\`$2\`${3:-}):\
+ $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)),\
+ $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), files on\
+ $(df -T "${POLLY_BENCH_DIR:-$target_dir}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true),\
+ load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+}
+
+# etcd_missing: why the etcd parts cannot run here (nothing when they can). The etcd-client
+# crate needs protoc to build; the benchmarks start etcd (`POLLY_TEST_ETCD`, else `etcd`).
+etcd_missing() {
+    if [[ -z "${PROTOC:-}" ]] && ! command -v protoc >/dev/null 2>&1; then
+        echo "protoc not installed (apt-get install protobuf-compiler, or set PROTOC)"
+    elif [[ -z "${POLLY_TEST_ETCD:-}" ]] && ! command -v etcd >/dev/null 2>&1 &&
+        [[ ! -x /usr/bin/etcd ]]; then
+        echo "etcd not installed (apt-get install etcd-server, or set POLLY_TEST_ETCD)"
+    fi
 }
 
 mkdir -p "$target_dir/polly-bench"
@@ -314,15 +343,97 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CARGO_TARGET_DIR="$target_dir" cargo bench --bench soak
 soak_secs=""
 if [[ -n "${POLLY_SOAK_SECS:-}" ]]; then soak_secs=", POLLY_SOAK_SECS=$POLLY_SOAK_SECS"; fi
-SOAK_HEADER="Run $(date -u +%Y-%m-%dT%H:%MZ) at commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`\
- with \`POLLY_BENCH_ONLY=soak scripts/bench.sh\` (\`cargo bench --bench soak\`$soak_secs):\
- $(nproc) cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)),\
- $(free -g | awk '/^Mem:/ { print $2 }') GiB memory, Linux $(uname -r), files on\
- $(df -T "${POLLY_BENCH_DIR:-$target_dir}" 2>/dev/null | awk 'NR == 2 { print $2 }' || true),\
- load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+SOAK_HEADER=$(part_header soak "cargo bench --bench soak" "$soak_secs")
 { echo "$SOAK_HEADER"; echo; cat "$target_dir/polly-bench/soak.md"; } >"$target_dir/polly-bench/soak-block.md"
 write_block soak "Load and soak" "$target_dir/polly-bench/soak-block.md"
 echo "wrote the soak results into BENCHMARKS.md"
+fi
+
+if want failover; then
+why=$(etcd_missing)
+if [[ -n "$why" ]]; then
+    echo "*** skipped the failover part: $why; its block of BENCHMARKS.md is unchanged ***" >&2
+else
+# Failover of three real `polly serve` instances on a real etcd (its own harness): kill -9
+# the leader 20 times; new leader, first ACCEPT answered 202, its OPERATION_FINISHED, beside
+# the lease TTL.
+CARGO_TARGET_DIR="$target_dir" cargo bench --features etcd --bench failover
+{ part_header failover "cargo bench --features etcd --bench failover"; echo
+  cat "$target_dir/polly-bench/failover.md"; } >"$target_dir/polly-bench/failover-block.md"
+write_block failover "Failover" "$target_dir/polly-bench/failover-block.md"
+echo "wrote the failover results into BENCHMARKS.md"
+fi
+fi
+
+if want etcd; then
+why=$(etcd_missing)
+if [[ -n "$why" ]]; then
+    echo "*** skipped the etcd part: $why; its block of BENCHMARKS.md is unchanged ***" >&2
+else
+# The etcd store beside sled in the same run: libStorage operations through two real
+# servers (its own harness, raw etcd put and fdatasync as baselines), then the store API
+# itself (criterion): both into the etcd block.
+CARGO_TARGET_DIR="$target_dir" cargo bench --features etcd --bench etcd_ops
+CARGO_TARGET_DIR="$target_dir" cargo bench --features etcd --bench store_backends
+python3 - "$target_dir/criterion" "$target_dir/polly-bench/etcd_ops.json" \
+    >"$target_dir/polly-bench/store_backends.md" <<'PY'
+import json, os, sys
+root, raw_file = sys.argv[1], sys.argv[2]
+raw = json.load(open(raw_file)) if os.path.exists(raw_file) else {}
+
+est = {}
+for dirpath, _, files in os.walk(os.path.join(root, "store_backend")):
+    if os.path.basename(dirpath) == "new" and "estimates.json" in files:
+        m = json.load(open(os.path.join(dirpath, "estimates.json")))["median"]
+        title = json.load(open(os.path.join(dirpath, "benchmark.json")))["title"]
+        ci = m["confidence_interval"]
+        est[title] = (m["point_estimate"], ci["lower_bound"], ci["upper_bound"])
+
+def t(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+names = {
+    "apply_put_volume": "one durable `apply` (one `PutVolume`)",
+    "apply_put_volume_16_writers": "the same, 16 writers at once (time per apply, amortised)",
+    "apply_create_with_intent": "a create's batch: volume + intent (name check's reads, then the write)",
+    "get_volume": "read one volume",
+    "list_volumes": "list 200 volumes",
+}
+lines = ["The store API itself (`Store`, `benches/store_backends.rs`, criterion: 30 samples, "
+         "medians with their 95% confidence interval), sled on the bench disk beside etcd "
+         "(its own member on loopback, data on the same disk), in the same run.", "",
+         "| store operation | sled: median | sled: 95% CI | etcd: median | etcd: 95% CI | etcd / sled |",
+         "|---|---:|---|---:|---|---:|"]
+for k, what in names.items():
+    s, e = est.get(f"store_backend/sled/{k}"), est.get(f"store_backend/etcd/{k}")
+    if not s:
+        continue
+    if e:
+        lines.append(f"| {what} | {t(s[0])} | {t(s[1])} – {t(s[2])} | {t(e[0])} | "
+                     f"{t(e[1])} – {t(e[2])} | {e[0] / s[0]:.2f}× |")
+    else:
+        lines.append(f"| {what} | {t(s[0])} | {t(s[1])} – {t(s[2])} | n/a | | |")
+s, e = est.get("store_backend/sled/apply_put_volume"), est.get("store_backend/etcd/apply_put_volume")
+if s and e and raw.get("put_ms") and raw.get("fdatasync_ms"):
+    put, fsync = raw["put_ms"] * 1e6, raw["fdatasync_ms"] * 1e6
+    lines.append("")
+    lines.append(f"One durable `apply` on etcd: **{t(e[0])}**, {e[0] / s[0]:.2f}× sled's {t(s[0])}; "
+                 f"against the raw durable write of each medium measured by `etcd_ops` in this "
+                 f"part: etcd `apply` / raw `put` ({t(put)}) = **{e[0] / put:.2f}×**, sled "
+                 f"`apply` / raw `fdatasync` ({t(fsync)}) = **{s[0] / fsync:.2f}×**.")
+print("\n".join(lines))
+PY
+{ part_header etcd "cargo bench --features etcd --bench etcd_ops --bench store_backends"; echo
+  cat "$target_dir/polly-bench/etcd_ops.md"; echo
+  cat "$target_dir/polly-bench/store_backends.md"; } >"$target_dir/polly-bench/etcd-block.md"
+write_block etcd "Store backends: etcd beside sled" "$target_dir/polly-bench/etcd-block.md"
+cat "$target_dir/polly-bench/etcd-block.md"
+echo "wrote the etcd store results into BENCHMARKS.md"
+fi
 fi
 exit
 }

@@ -74,11 +74,12 @@ impl Polly {
         let mut child = cmd.spawn().expect("spawn polly");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // Read stdout for the life of the process, also once nobody waits for the lines: an
+        // instance prints again later (an HA instance's role changes), and a closed pipe
+        // would fail that print.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let (mut admin, mut libstorage, mut offers) = (None, None, None);

@@ -55,8 +55,12 @@ pub async fn try_subscribe(
     try_subscribe_as(base, ct, id, None).await
 }
 
+/// `subscribe_as`, with a refused or failed SUBSCRIBE (no endpoint listening, 503 while the
+/// instances elect a leader, a 307 to a leader that is gone) as an error instead of a panic,
+/// for callers that retry (failover tests and the failover benchmark). What breaks the
+/// protocol still panics.
 #[allow(deprecated)]
-async fn try_subscribe_as(
+pub async fn try_subscribe_as(
     base: &str,
     ct: MesosContentType,
     id: Option<&str>,
