@@ -20,6 +20,9 @@
 //! arguments `restart` / `rss` pick one part. Without `--bench` (as under
 //! `cargo test --all-targets`) it runs a small smoke version. Files go under
 //! `POLLY_BENCH_DIR` (default cargo's `CARGO_TARGET_TMPDIR`): not a tmpfs.
+//! For profiling: `POLLY_BENCH_VOLUMES` and `POLLY_BENCH_AGENTS` change the sizes, and
+//! `POLLY_BENCH_WRAP` starts the server through a wrapper program (see `Serve::spawn`);
+//! `POLLY_BENCH_DATA` keeps the populated data dir there for the next run.
 
 #[path = "../tests/fake_master/mod.rs"]
 mod fake_master;
@@ -113,7 +116,18 @@ impl Serve {
     /// Spawns `polly serve` and waits only for its listen addresses (printed before start-up
     /// reconciliation), not for `polly: ready`.
     fn spawn(data_dir: &Path, config: &Path) -> Serve {
-        let mut child = Command::new(BIN)
+        // For profiling: POLLY_BENCH_WRAP names a program the server is started through
+        // (given the binary and its arguments; it should `exec` them, keeping the pid that
+        // is measured and signalled), e.g. a script that preloads a heap profiler.
+        let mut cmd = match std::env::var_os("POLLY_BENCH_WRAP") {
+            Some(wrap) => {
+                let mut c = Command::new(wrap);
+                c.arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -324,13 +338,25 @@ fn main() {
         .prefix("restart")
         .tempdir_in(&base)
         .unwrap();
-    let full_dir = dir.path().join("full");
+    // For profiling: POLLY_BENCH_DATA names a data dir kept between runs, populated by the
+    // first run only.
+    let kept = std::env::var_os("POLLY_BENCH_DATA").map(PathBuf::from);
+    let full_dir = kept.clone().unwrap_or_else(|| dir.path().join("full"));
     let empty_dir = dir.path().join("empty");
     std::fs::create_dir_all(&empty_dir).unwrap();
     let plain_cfg = dir.path().join("plain.toml");
     std::fs::write(&plain_cfg, SERVICES).unwrap();
 
-    let took = populate(&full_dir, SERVICES, p.volumes);
+    let marker = full_dir.join(format!("populated-{}", p.volumes));
+    let took = if kept.is_some() && marker.exists() {
+        Duration::ZERO
+    } else {
+        let took = populate(&full_dir, SERVICES, p.volumes);
+        if kept.is_some() {
+            std::fs::write(&marker, "").unwrap();
+        }
+        took
+    };
     println!(
         "populated {} volumes in {:.1} s ({:.0}/s)",
         p.volumes,

@@ -17,7 +17,9 @@ use polly::driver::fault::{FaultConfig, FaultDriver};
 use polly::driver::r#loop::{LoopConfig, LoopDriver};
 use polly::driver::rbd::{RbdConfig, RbdDriver};
 use polly::driver::vfs::{VfsConfig, VfsDriver};
-use polly::driver::{AccessMode, AttachOptions, CreateRequest, DriverVolume, DynDriver, Error};
+use polly::driver::{
+    AccessMode, AttachOptions, CreateRequest, DriverVolume, DynDriver, Error, Listed,
+};
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -704,6 +706,7 @@ async fn round_trip(b: Backend) {
     let mut want = vec![v.clone(), w.clone()];
     want.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(listed, want, "list is sorted by id");
+    inventory_matches_list(&d).await;
 
     d.remove(&v.id).await.unwrap();
     assert!(matches!(
@@ -714,6 +717,20 @@ async fn round_trip(b: Backend) {
         assert!(!Path::new(path).exists(), "{path} outlived its volume");
     }
     assert_eq!(d.list().await.unwrap(), vec![w]);
+    inventory_matches_list(&d).await;
+}
+
+/// The inventory (what the reconciler compares with the store) names the listed volumes, in
+/// the listing's order, with their names and sizes.
+async fn inventory_matches_list(d: &DynDriver) {
+    let listed: Vec<Listed> = d
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(d.inventory().await.unwrap(), listed);
 }
 
 async fn idempotent_create_attach_detach_remove(b: Backend) {

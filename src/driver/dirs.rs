@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CreateRequest, DriverVolume, Error, PoolCapacity, Result, Snapshot};
+use super::{CreateRequest, DriverVolume, Error, Listed, PoolCapacity, Result, Snapshot};
 
 const VOLUME_META: &str = "volume.json";
 const SNAPSHOT_META: &str = "snapshot.json";
@@ -75,35 +76,163 @@ struct IdLease {
 /// serializes mutations of one volume (its own locking) and calls these under it.
 pub(super) struct Dirs {
     pub cfg: Layout,
-    /// Volume name → id of every volume in `volumes/`, read at open and kept up to date by
-    /// this driver's creates and removes, so a create finds an existing name without reading
-    /// every `volume.json`. The driver owns its root: nothing else adds volumes there while
-    /// it runs (a second writer would also race for ids).
-    names: std::sync::Mutex<HashMap<String, String>>,
+    /// The name and size of every volume in `volumes/`, read from disk after open (and by
+    /// [`Dirs::reload`]) and kept up to date by this driver's creates, removes and metadata
+    /// writes. The driver owns its root: nothing else adds volumes there while it runs (a
+    /// second writer would also race for ids).
+    index: Arc<IndexCell>,
     ids: std::sync::Mutex<IdLease>,
-    /// The size of every volume in `volumes/` and their sum, kept the same way, so a quota
-    /// check costs the same with 10 or 100,000 volumes (instead of reading every
-    /// `volume.json` under the quota lock).
-    sizes: std::sync::Mutex<Sizes>,
 }
 
-/// Volume id → size in bytes, and the sum of the sizes.
+/// The index and whether it is loaded. Loading reads every `volume.json` (100,000 files
+/// for 100,000 volumes), so [`Dirs::open`] starts it on a thread of its own and returns:
+/// Polly binds and serves from its store meanwhile, and the calls that need the index (a
+/// create, remove or metadata write, a quota check, the inventory) wait for it.
 #[derive(Default)]
-struct Sizes {
-    by_id: HashMap<String, u64>,
+struct IndexCell {
+    state: std::sync::Mutex<Loading>,
+    loaded: std::sync::Condvar,
+}
+
+#[derive(Default)]
+enum Loading {
+    #[default]
+    Pending,
+    Ready(Index),
+    /// Reading the volumes failed (an unreadable or corrupt `volume.json`): every call that
+    /// needs the index fails with this until a reload succeeds.
+    Failed(String),
+}
+
+impl IndexCell {
+    fn set(&self, index: Result<Index>) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = match index {
+            Ok(index) => Loading::Ready(index),
+            Err(e) => Loading::Failed(e.to_string()),
+        };
+        self.loaded.notify_all();
+    }
+
+    /// The index, once loaded.
+    fn get(&self) -> Result<IndexGuard<'_>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while matches!(*state, Loading::Pending) {
+            state = self.loaded.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        match &*state {
+            Loading::Failed(e) => Err(Error::Io(format!("volume index: {e}"))),
+            _ => Ok(IndexGuard(state)),
+        }
+    }
+}
+
+/// A locked, loaded index.
+struct IndexGuard<'a>(std::sync::MutexGuard<'a, Loading>);
+
+impl std::ops::Deref for IndexGuard<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        match &*self.0 {
+            Loading::Ready(index) => index,
+            // `IndexCell::get` hands out guards of a loaded index only.
+            _ => unreachable!("index guard of an index not loaded"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for IndexGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        match &mut *self.0 {
+            Loading::Ready(index) => index,
+            _ => unreachable!("index guard of an index not loaded"),
+        }
+    }
+}
+
+/// The fields of a `volume.json` the index keeps.
+#[derive(Deserialize)]
+struct IndexedMeta {
+    id: String,
+    name: String,
+    size_bytes: u64,
+}
+
+/// Reads the index from every volume's metadata under `volumes` (ids `<prefix><n>`).
+fn read_index(volumes: &Path, prefix: &str) -> Result<Index> {
+    let mut index = Index::default();
+    for entry in read_dir(volumes)? {
+        let name = entry.file_name();
+        let Some(id) = name.to_str() else { continue };
+        if check_id(id, prefix, "volume").is_err() {
+            continue;
+        }
+        let path = entry.path().join(VOLUME_META);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let meta: IndexedMeta = parse_json(&path, &bytes)?;
+        index.put(&meta.id, &meta.name, meta.size_bytes);
+    }
+    Ok(index)
+}
+
+/// What [`Dirs`] keeps in memory about the volumes in `volumes/`, so that a create finds an
+/// existing name, a quota check sums the sizes and the reconciler's inventory names every
+/// volume without reading 100,000 `volume.json` files each time.
+#[derive(Default)]
+struct Index {
+    /// Volume id → its name and size, as last written or read.
+    by_id: HashMap<String, Indexed>,
+    /// Volume name → id.
+    by_name: HashMap<String, String>,
+    /// The sum of the sizes.
     used: u64,
 }
 
-impl Sizes {
-    fn set(&mut self, id: &str, size: Option<u64>) {
-        let old = match size {
-            Some(size) => self.by_id.insert(id.to_string(), size),
-            None => self.by_id.remove(id),
-        };
+struct Indexed {
+    name: String,
+    size_bytes: u64,
+}
+
+impl Index {
+    /// Volume `id` is in `volumes/` under `name` with `size_bytes`.
+    fn put(&mut self, id: &str, name: &str, size_bytes: u64) {
+        let old = self.by_id.insert(
+            id.to_string(),
+            Indexed {
+                name: name.to_string(),
+                size_bytes,
+            },
+        );
+        if let Some(old) = &old {
+            if old.name != name {
+                self.forget_name(&old.name, id);
+            }
+        }
+        if old.as_ref().is_none_or(|o| o.name != name) {
+            self.by_name.insert(name.to_string(), id.to_string());
+        }
         self.used = self
             .used
-            .saturating_sub(old.unwrap_or(0))
-            .saturating_add(size.unwrap_or(0));
+            .saturating_sub(old.map_or(0, |o| o.size_bytes))
+            .saturating_add(size_bytes);
+    }
+
+    /// Volume `id` left `volumes/`.
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.forget_name(&old.name, id);
+            self.used = self.used.saturating_sub(old.size_bytes);
+        }
+    }
+
+    fn forget_name(&mut self, name: &str, id: &str) {
+        if self.by_name.get(name).is_some_and(|held| held == id) {
+            self.by_name.remove(name);
+        }
     }
 }
 
@@ -113,9 +242,8 @@ impl Dirs {
     pub fn open(cfg: Layout, before_clear: impl FnOnce(&Dirs)) -> Result<Dirs> {
         let dirs = Dirs {
             cfg,
-            names: Default::default(),
+            index: Default::default(),
             ids: Default::default(),
-            sizes: Default::default(),
         };
         for dir in [
             dirs.root().to_path_buf(),
@@ -143,16 +271,54 @@ impl Dirs {
             };
             res.map_err(|e| Error::io(format!("clear leftover {}", path.display()), e))?;
         }
-        dirs.reload()?;
+        dirs.reload_ids()?;
         fsync_dir(dirs.root())?;
+        let (cell, volumes, prefix) = (
+            dirs.index.clone(),
+            dirs.volumes_dir(),
+            dirs.cfg.volume_prefix,
+        );
+        let kind = dirs.cfg.kind;
+        std::thread::Builder::new()
+            .name(format!("{kind}-index"))
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                let index = read_index(&volumes, prefix);
+                match &index {
+                    Ok(i) => tracing::debug!(
+                        driver = kind,
+                        volumes = i.by_id.len(),
+                        secs = t0.elapsed().as_secs_f64(),
+                        "volume index loaded"
+                    ),
+                    Err(e) => tracing::error!(driver = kind, error = %e,
+                        "cannot load the volume index; calls that need it fail until a reload"),
+                }
+                cell.set(index);
+            })
+            .map_err(|e| Error::io(format!("start the {kind} index loader"), e))?;
         Ok(dirs)
     }
 
-    /// Re-read what this process keeps in memory about the root (the id counters, the name
-    /// index and the sizes) from disk. [`Dirs::open`] does it once; a Polly that takes over as leader
+    /// Re-read what this process keeps in memory about the root (the id counters and the
+    /// index of names and sizes) from disk. [`Dirs::open`] does it once; a Polly that takes over as leader
     /// does it again, since the previous leader may have created volumes in a shared root
     /// meanwhile.
     pub fn reload(&self) -> Result<()> {
+        // The load started by `open` must not land after (and over) this one.
+        let _ = self.index();
+        self.reload_ids()?;
+        let index = read_index(&self.volumes_dir(), self.cfg.volume_prefix);
+        let failed = index.as_ref().err().map(ToString::to_string);
+        self.index.set(index);
+        match failed {
+            Some(e) => Err(Error::Io(format!("volume index: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-read the id counters, raising them past every id on disk.
+    fn reload_ids(&self) -> Result<()> {
         // The counter must never fall behind an id already on disk (e.g. if ids.json was lost),
         // or a new volume could take an old one's id.
         let mut ids = self.load_ids()?;
@@ -167,13 +333,6 @@ impl Dirs {
             used: ids,
             leased: ids,
         };
-        let volumes = self.list_volumes()?;
-        let mut sizes = Sizes::default();
-        for v in &volumes {
-            sizes.set(&v.id, Some(v.size_bytes));
-        }
-        *self.sizes.lock().unwrap_or_else(|p| p.into_inner()) = sizes;
-        *self.names() = volumes.into_iter().map(|v| (v.name, v.id)).collect();
         Ok(())
     }
 
@@ -285,17 +444,55 @@ impl Dirs {
         let dir = self.volume_dir(&vol.id)?;
         let mut on_disk = vol.clone();
         on_disk.path = None;
-        write_json_atomic(&dir.join(VOLUME_META), &on_disk)?;
-        self.set_size(&vol.id, Some(vol.size_bytes));
+        // An index that cannot be kept up to date refuses the write, before it happens.
+        drop(self.index()?);
+        if let Err(e) = write_json_atomic(&dir.join(VOLUME_META), &on_disk) {
+            // The new metadata may be in place even so (a failed fsync after the rename):
+            // the index follows whatever the disk holds now.
+            if let Ok(Some(now)) = self.load_volume(&vol.id) {
+                if let Ok(mut index) = self.index() {
+                    index.put(&now.id, &now.name, now.size_bytes);
+                }
+            }
+            return Err(e);
+        }
+        self.index()?.put(&vol.id, &vol.name, vol.size_bytes);
         Ok(())
     }
 
-    /// Record volume `id`'s size as on disk (`None`: it left `volumes/`).
-    fn set_size(&self, id: &str, size: Option<u64>) {
-        self.sizes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set(id, size);
+    /// The id, name and size of every volume in `volumes/`, sorted by id, from the index: one
+    /// directory listing, no metadata read (a volume the index does not know, which only a
+    /// writer outside this driver could make, is read from disk).
+    pub fn inventory(&self) -> Result<Vec<Listed>> {
+        let mut ids = Vec::new();
+        for entry in read_dir(&self.volumes_dir())? {
+            if let Ok(id) = entry.file_name().into_string() {
+                ids.push(id);
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        let mut unknown = Vec::new();
+        {
+            let index = self.index()?;
+            for id in ids {
+                match index.by_id.get(&id) {
+                    Some(e) => out.push(Listed {
+                        name: e.name.clone(),
+                        size_bytes: e.size_bytes,
+                        id,
+                    }),
+                    None => unknown.push(id),
+                }
+            }
+        }
+        for id in unknown {
+            // Gone since the listing (a remove), or not a volume directory: not listed.
+            if let Some(vol) = self.load_volume(&id)? {
+                out.push(vol.into());
+            }
+        }
+        out.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
+        Ok(out)
     }
 
     pub fn list_volumes(&self) -> Result<Vec<DriverVolume>> {
@@ -345,7 +542,7 @@ impl Dirs {
         let (fs_total, fs_free) = statvfs(self.root())?;
         let (total, free) = match self.cfg.quota_bytes {
             Some(quota) => {
-                let used = self.sizes.lock().unwrap_or_else(|p| p.into_inner()).used;
+                let used = self.index()?.used;
                 (fs_total.min(quota), fs_free.min(quota.saturating_sub(used)))
             }
             None => (fs_total, fs_free),
@@ -415,27 +612,15 @@ impl Dirs {
         Ok(())
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Record a volume that appeared in (`present`) or left `volumes/`.
-    fn index_update(&self, name: &str, id: &str, present: bool) {
-        let mut names = self.names();
-        if present {
-            names.insert(name.to_string(), id.to_string());
-        } else if names.get(name).is_some_and(|held| held == id) {
-            names.remove(name);
-        }
+    fn index(&self) -> Result<IndexGuard<'_>> {
+        self.index.get()
     }
 
     /// The volume already created under `req.name`, if its size matches; `AlreadyExists` if it
     /// does not.
     fn existing_by_name(&self, req: &CreateRequest) -> Result<Option<DriverVolume>> {
-        let Some(vol) = self
-            .names()
-            .get(&req.name)
-            .cloned()
+        let id = self.index()?.by_name.get(&req.name).cloned();
+        let Some(vol) = id
             .map(|id| self.load_volume(&id))
             .transpose()?
             .flatten()
@@ -512,8 +697,7 @@ impl Dirs {
         rename(staging, &dest)?;
         fsync_dir(&self.volumes_dir())?;
         fsync_dir(&self.tmp_dir())?;
-        self.index_update(&vol.name, id, true);
-        self.set_size(id, Some(vol.size_bytes));
+        self.index()?.put(id, &vol.name, vol.size_bytes);
         vol.path = Some(dest.join(self.cfg.payload).to_string_lossy().into_owned());
         Ok(vol)
     }
@@ -529,9 +713,9 @@ impl Dirs {
                 holders: holders(&vol),
             });
         }
+        drop(self.index()?);
         self.discard(&self.volume_dir(id)?, &self.volumes_dir(), id)?;
-        self.index_update(&vol.name, id, false);
-        self.set_size(id, None);
+        self.index()?.remove(id);
         Ok(())
     }
 

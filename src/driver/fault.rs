@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, DynDriver, Error,
+    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, DynDriver, Error, Listed,
     PoolCapacity, Result, Snapshot,
 };
 
@@ -248,6 +248,14 @@ impl Driver for FaultDriver {
     async fn list(&self) -> Result<Vec<DriverVolume>> {
         self.before("list", None).await?;
         let out = self.inner.list().await;
+        self.after("list", None).await;
+        out
+    }
+
+    /// An inventory is a listing: the faults configured for `list` apply to it.
+    async fn inventory(&self) -> Result<Vec<Listed>> {
+        self.before("list", None).await?;
+        let out = self.inner.inventory().await;
         self.after("list", None).await;
         out
     }

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dirs::{holders, Dirs, Layout};
 use super::{
-    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, PoolCapacity,
-    Result, Snapshot,
+    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, Listed,
+    PoolCapacity, Result, Snapshot,
 };
 
 const IMAGE: &str = "disk.img";
@@ -339,6 +339,10 @@ impl Driver for LoopDriver {
 
     async fn list(&self) -> Result<Vec<DriverVolume>> {
         self.read(|i| i.list_volumes()).await
+    }
+
+    async fn inventory(&self) -> Result<Vec<Listed>> {
+        self.read(|i| i.inventory()).await
     }
 
     async fn inspect(&self, id: &str) -> Result<DriverVolume> {

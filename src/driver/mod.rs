@@ -90,6 +90,24 @@ pub struct DriverVolume {
     pub path: Option<String>,
 }
 
+/// A back-end volume as an inventory names it: what the reconciler compares with the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub size_bytes: u64,
+}
+
+impl From<DriverVolume> for Listed {
+    fn from(v: DriverVolume) -> Self {
+        Listed {
+            id: v.id,
+            name: v.name,
+            size_bytes: v.size_bytes,
+        }
+    }
+}
+
 /// A point-in-time snapshot of a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -163,6 +181,12 @@ pub trait Driver: Send + Sync + 'static {
     async fn capacity(&self) -> Result<Vec<PoolCapacity>>;
     /// Every volume on the back-end that this driver owns, sorted by id.
     async fn list(&self) -> Result<Vec<DriverVolume>>;
+    /// The id, name and size of every volume `list` returns, sorted by id: what the
+    /// reconciler compares with the store. A driver that keeps an index of its volumes in
+    /// memory answers from it instead of reading every volume's metadata again.
+    async fn inventory(&self) -> Result<Vec<Listed>> {
+        Ok(self.list().await?.into_iter().map(Listed::from).collect())
+    }
     async fn inspect(&self, id: &str) -> Result<DriverVolume>;
     async fn create(&self, req: &CreateRequest) -> Result<DriverVolume>;
     async fn remove(&self, id: &str) -> Result<()>;

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dirs::{create_dir, fsync_dir, holders, read_dir, Dirs, Layout};
 use super::{
-    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, PoolCapacity,
-    Result, Snapshot,
+    AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, Listed,
+    PoolCapacity, Result, Snapshot,
 };
 
 const DATA_DIR: &str = "data";
@@ -266,6 +266,10 @@ impl Driver for VfsDriver {
 
     async fn list(&self) -> Result<Vec<DriverVolume>> {
         self.read(|i| i.list_volumes()).await
+    }
+
+    async fn inventory(&self) -> Result<Vec<Listed>> {
+        self.read(|i| i.inventory()).await
     }
 
     async fn inspect(&self, id: &str) -> Result<DriverVolume> {
@@ -520,6 +524,86 @@ mod tests {
         assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 7);
         d.create(&req("c", 7)).await.unwrap();
         assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 0);
+    }
+
+    /// The inventory (what the reconciler compares with the store) answers from the index
+    /// and agrees with a full listing through creates, grows, attaches, removes and a reopen;
+    /// a volume directory removed or added behind the driver's back shows in it too.
+    #[tokio::test]
+    async fn inventory_agrees_with_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VfsConfig::new(dir.path());
+        let d = VfsDriver::open(cfg.clone()).unwrap();
+        async fn check(d: &VfsDriver) -> Vec<Listed> {
+            let listed: Vec<Listed> = d
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            assert_eq!(d.inventory().await.unwrap(), listed);
+            listed
+        }
+        assert!(check(&d).await.is_empty());
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            ids.push(d.create(&req(&format!("v{i}"), 10 + i)).await.unwrap().id);
+        }
+        d.grow(&ids[3], 100).await.unwrap();
+        d.attach(&ids[4], "i-1", &AttachOptions::default())
+            .await
+            .unwrap();
+        d.remove(&ids[5]).await.unwrap();
+        d.create(&req("v5", 7)).await.unwrap();
+        let before = check(&d).await;
+        assert_eq!(before.len(), 12);
+        assert!(before.iter().any(|l| l.id == ids[3] && l.size_bytes == 100));
+        assert!(before.iter().all(|l| l.id != ids[5]));
+        assert!(before.iter().any(|l| l.name == "v5" && l.size_bytes == 7));
+        drop(d);
+        let d = VfsDriver::open(cfg).unwrap();
+        assert_eq!(check(&d).await, before);
+        // Behind the driver's back: one volume directory gone, one copied in under a new id.
+        fs::remove_dir_all(dir.path().join("volumes").join(&ids[0])).unwrap();
+        let extra = dir.path().join("volumes").join("vfs-000999");
+        fs::create_dir_all(extra.join(DATA_DIR)).unwrap();
+        let meta = fs::read_to_string(dir.path().join("volumes").join(&ids[1]).join("volume.json"))
+            .unwrap()
+            .replace(&ids[1], "vfs-000999")
+            .replace("\"v1\"", "\"extra\"");
+        fs::write(extra.join("volume.json"), meta).unwrap();
+        let after = check(&d).await;
+        assert!(after.iter().all(|l| l.id != ids[0]));
+        assert!(after
+            .iter()
+            .any(|l| l.id == "vfs-000999" && l.name == "extra"));
+        assert_eq!(after.len(), 12);
+    }
+
+    /// The index loads after open: a corrupt `volume.json` does not stop the driver from
+    /// opening, but every call that needs the index fails naming the file, and nothing is
+    /// created meanwhile.
+    #[tokio::test]
+    async fn a_corrupt_volume_fails_the_calls_that_need_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VfsConfig::new(dir.path());
+        let d = VfsDriver::open(cfg.clone()).unwrap();
+        let a = d.create(&req("a", 1)).await.unwrap();
+        drop(d);
+        let meta = dir.path().join("volumes").join(&a.id).join("volume.json");
+        fs::write(&meta, "{not json").unwrap();
+        let d = VfsDriver::open(cfg).unwrap();
+        for res in [
+            d.create(&req("b", 1)).await.map(|_| ()),
+            d.inventory().await.map(|_| ()),
+            d.remove(&a.id).await,
+        ] {
+            let e = res.unwrap_err().to_string();
+            assert!(e.contains("volume.json"), "{e}");
+        }
+        assert!(d.list().await.is_err());
+        assert_eq!(fs::read_dir(dir.path().join("volumes")).unwrap().count(), 1);
     }
 
     #[tokio::test]

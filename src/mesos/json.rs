@@ -143,6 +143,50 @@ pub fn from_value<M: Message + Name + Default>(v: &serde_json::Value) -> Result<
     finish(dm)
 }
 
+/// Decodes a JSON array of `M` messages from inside a larger document (a serde
+/// `DeserializeSeed`), one element at a time: each element's dynamic form is dropped as soon
+/// as it is converted, so a list of 10,000 offers never exists as one tree of dynamic
+/// messages. Elements follow the same rules as [`from_json`].
+pub struct ListSeed<M>(std::marker::PhantomData<M>);
+
+impl<M> Default for ListSeed<M> {
+    fn default() -> Self {
+        ListSeed(std::marker::PhantomData)
+    }
+}
+
+impl<'de, M: Message + Name + Default> serde::de::DeserializeSeed<'de> for ListSeed<M> {
+    type Value = Vec<M>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<M>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, M: Message + Name + Default> serde::de::Visitor<'de> for ListSeed<M> {
+    type Value = Vec<M>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a list of {}", M::full_name())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<M>, A::Error> {
+        use serde::de::Error as _;
+        let desc = descriptor::<M>().map_err(A::Error::custom)?;
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(dm) = seq.next_element_seed(MessageSeed(&desc))? {
+            out.push(finish(dm).map_err(A::Error::custom)?);
+        }
+        Ok(out)
+    }
+}
+
+struct MessageSeed<'a>(&'a MessageDescriptor);
+
+impl<'de> serde::de::DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = DynamicMessage;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<DynamicMessage, D::Error> {
+        DynamicMessage::deserialize_with_options(self.0.clone(), d, &de_options())
+    }
+}
+
 fn finish<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
     let mut missing = Vec::new();
     missing_required(&dm, "", &mut missing);

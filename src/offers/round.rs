@@ -670,31 +670,103 @@ pub fn allocate(s: &Snapshot) -> Allocation {
     }
 
     // 7. Existing volumes, each to one framework: the first dealt an agent where it may go.
+    //    Each deal looks only at the volumes that could pass `volume_allowed` for it (indexed
+    //    once per round, by framework and by agent), in their order in the zone, instead of
+    //    every volume of its zone: a round stays linear in agents.
     let mut volume_owner: Vec<Option<usize>> = vec![None; s.volumes.len()];
-    for deal in &mut deals {
-        let (f, a) = (deal.f, deal.a);
-        for &v in &group_volumes[deal.g] {
-            if volume_owner[v].is_some_and(|o| o != f)
-                || !volume_allowed(s, v, f, a)
-                || blocked(&filters, f, &s.agents[a].id, Some(&s.volumes[v].pool_id))
-            {
+    let mut fw_by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (f, fw) in s.frameworks.iter().enumerate() {
+        fw_by_id.entry(fw.id.as_str()).or_default().push(f);
+    }
+    let fws_named = |ids: &mut dyn Iterator<Item = &String>| -> Vec<usize> {
+        let mut out: Vec<usize> = ids
+            .filter_map(|id| fw_by_id.get(id.as_str()))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    for (g, vols) in group_volumes.iter().enumerate() {
+        // Candidates by position in `vols`: volumes any framework may take (and not attached),
+        // still unowned; those restricted to a framework (reserved or named), and not
+        // attached; those attached to an agent; and open volumes a framework took this round.
+        let mut anyone: Vec<usize> = Vec::new();
+        let mut named: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut attached: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut taken: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, &v) in vols.iter().enumerate() {
+            let vol = &s.volumes[v];
+            if let Some(at) = &vol.attached_to_agent {
+                // In this group only when its agent is known (step 4).
+                if let Some(&a) = l.agents.get(at.as_str()) {
+                    attached.entry(a).or_default().push(i);
+                }
                 continue;
             }
-            let vol = &s.volumes[v];
-            if volume_owner[v].is_none() && vol.reserved_by.is_none() {
-                if room_mb(f, &mb_room, &role_mb_room) < vol.mb
-                    || room_slots(f, &slot_room, &role_slot_room) == 0
+            let fws = match &vol.reserved_by {
+                Some(owner) => fws_named(&mut std::iter::once(owner)),
+                None if vol.frameworks.is_empty() => {
+                    // A volume without a zone is in every group: one taken in an earlier
+                    // group stays its taker's.
+                    match volume_owner[v] {
+                        None => anyone.push(i),
+                        Some(o) => taken.entry(o).or_default().push(i),
+                    }
+                    continue;
+                }
+                None => fws_named(&mut vol.frameworks.iter()),
+            };
+            for f in fws {
+                named.entry(f).or_default().push(i);
+            }
+        }
+        let mut candidates: Vec<usize> = Vec::new();
+        for deal in deals.iter_mut().filter(|d| d.g == g) {
+            let (f, a) = (deal.f, deal.a);
+            candidates.clear();
+            candidates.extend_from_slice(&anyone);
+            for list in [named.get(&f), attached.get(&a), taken.get(&f)]
+                .into_iter()
+                .flatten()
+            {
+                candidates.extend_from_slice(list);
+            }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let mut took_open = false;
+            for &i in &candidates {
+                let v = vols[i];
+                if volume_owner[v].is_some_and(|o| o != f)
+                    || !volume_allowed(s, v, f, a)
+                    || blocked(&filters, f, &s.agents[a].id, Some(&s.volumes[v].pool_id))
                 {
                     continue;
                 }
-                mb_room[f] -= vol.mb;
-                slot_room[f] -= 1;
-                let r = role_of[f];
-                role_mb_room[r] = role_mb_room[r].saturating_sub(vol.mb);
-                role_slot_room[r] = role_slot_room[r].saturating_sub(1);
+                let vol = &s.volumes[v];
+                if volume_owner[v].is_none() && vol.reserved_by.is_none() {
+                    if room_mb(f, &mb_room, &role_mb_room) < vol.mb
+                        || room_slots(f, &slot_room, &role_slot_room) == 0
+                    {
+                        continue;
+                    }
+                    mb_room[f] -= vol.mb;
+                    slot_room[f] -= 1;
+                    let r = role_of[f];
+                    role_mb_room[r] = role_mb_room[r].saturating_sub(vol.mb);
+                    role_slot_room[r] = role_slot_room[r].saturating_sub(1);
+                    if vol.attached_to_agent.is_none() && vol.frameworks.is_empty() {
+                        taken.entry(f).or_default().push(i);
+                        took_open = true;
+                    }
+                }
+                volume_owner[v] = Some(f);
+                deal.volumes.push(v);
             }
-            volume_owner[v] = Some(f);
-            deal.volumes.push(v);
+            if took_open {
+                anyone.retain(|&i| volume_owner[vols[i]].is_none());
+            }
         }
     }
 
