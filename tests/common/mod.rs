@@ -20,6 +20,8 @@ pub struct Polly {
     pub offers: String,
     pub data_dir: PathBuf,
     pub token: Option<String>,
+    /// Started under a prefix command ([`Polly::start_wrapped`]).
+    wrapped: bool,
 }
 
 impl Polly {
@@ -132,6 +134,7 @@ impl Polly {
             offers: offers.expect("storage-offer address printed"),
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
+            wrapped: !wrap.is_empty(),
         }
     }
 
@@ -168,6 +171,9 @@ impl Polly {
     /// The `polly` process itself: the child, or under a wrapper ([`Polly::start_wrapped`])
     /// its first descendant running [`BIN`]; `None` once it has gone.
     pub fn server_pid(&self) -> Option<u32> {
+        if !self.wrapped {
+            return Some(self.child.id());
+        }
         let bin = Path::new(BIN).canonicalize().unwrap_or_else(|_| BIN.into());
         let is_polly =
             |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin);
