@@ -875,6 +875,28 @@ fn memory_trend(samples: &[Sample]) -> (f64, f64, bool) {
     (whole * 60.0, second * 60.0, flat)
 }
 
+/// The interval of the RSS course in the report: a multiple of 5 s giving about a dozen
+/// points over the run.
+fn rss_step(samples: &[Sample]) -> u64 {
+    let span = samples.last().map_or(0.0, |s| s.t);
+    (((span / 12.0) / 5.0).ceil() as u64).max(1) * 5
+}
+
+/// VmRSS (MiB) of the first sample at or after each multiple of [`rss_step`], e.g.
+/// `0 s 13.3, 10 s 80.1, …`, so that a plateau or a steady climb shows in the report.
+fn rss_course(samples: &[Sample]) -> String {
+    let step = rss_step(samples) as f64;
+    let mut out = Vec::new();
+    let mut next = 0.0;
+    for s in samples {
+        if s.t + 0.5 >= next {
+            out.push(format!("{:.0} s {:.1}", s.t, s.rss_kib as f64 / 1024.0));
+            next = ((s.t / step).round() + 1.0) * step;
+        }
+    }
+    out.join(", ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -1024,8 +1046,16 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
         .prefix("soak")
         .tempdir_in(&base)
         .unwrap();
-    let polly = common::Polly::start_with(&dir.path().join("data"), Some(&config(&p)), None);
-    let pid = polly.pid();
+    // POLLY_SOAK_WRAP: a prefix command for the server, e.g. `heaptrack -o /tmp/polly-soak`.
+    let wrap: Vec<String> = std::env::var("POLLY_SOAK_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let polly = common::Polly::start_wrapped(&dir.path().join("data"), Some(&config(&p)), &wrap);
+    let pid = polly
+        .server_pid()
+        .expect("the polly process under POLLY_SOAK_WRAP");
 
     let start = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1098,6 +1128,9 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
         stats.error("process", "polly exited during the run".into());
     } else {
         final_checks(&polly, &ends, &mut stats).await;
+    }
+    if !wrap.is_empty() && polly.stop_wrapped(Duration::from_secs(900)).is_none() {
+        eprintln!("soak: the POLLY_SOAK_WRAP command did not exit within 900 s of SIGTERM");
     }
     drop(polly);
     let errors = stats.total_errors();
@@ -1194,7 +1227,7 @@ fn report(
              {last:.1} MiB, max {max:.1} MiB; trend {whole:+.2} MiB/min over the run, \
              {second:+.2} MiB/min over its second half: **{verdict}**. Open file descriptors: \
              first {f0}, last {f1}, max {fds_max}; threads: max {threads_max}. CPU used by Polly: {cpu:.1} s in \
-             {span:.0} s ({load:.2} cores on average).\n",
+             {span:.0} s ({load:.2} cores on average). VmRSS every {step} s: {course}.\n",
             n = samples.len(),
             first = rss(&samples[0]),
             last = rss(samples.last().unwrap()),
@@ -1208,6 +1241,8 @@ fn report(
             cpu = samples.last().unwrap().cpu_secs,
             span = samples.last().unwrap().t,
             load = samples.last().unwrap().cpu_secs / samples.last().unwrap().t.max(1.0),
+            step = rss_step(samples),
+            course = rss_course(samples),
         );
     }
     let total = stats.total_errors();

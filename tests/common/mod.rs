@@ -20,6 +20,8 @@ pub struct Polly {
     pub offers: String,
     pub data_dir: PathBuf,
     pub token: Option<String>,
+    /// Started under a prefix command ([`Polly::start_wrapped`]).
+    wrapped: bool,
 }
 
 impl Polly {
@@ -39,13 +41,38 @@ impl Polly {
         Self::launch(data_dir, config, None, Some(failpoints))
     }
 
+    /// Start under a prefix command (`wrap`, e.g. `["heaptrack", "-o", "/tmp/polly"]`): the
+    /// child is then the wrapper, and [`Polly::server_pid`] finds `polly` among its
+    /// descendants. An empty `wrap` starts `polly` itself. Stop a wrapped server with
+    /// [`Polly::stop_wrapped`] so that the wrapper can finish its output.
+    pub fn start_wrapped(data_dir: &Path, config: Option<&str>, wrap: &[String]) -> Polly {
+        Self::launch_cmd(data_dir, config, None, None, wrap)
+    }
+
     fn launch(
         data_dir: &Path,
         config: Option<&str>,
         token: Option<&str>,
         failpoints: Option<&str>,
     ) -> Polly {
-        let mut cmd = Command::new(BIN);
+        Self::launch_cmd(data_dir, config, token, failpoints, &[])
+    }
+
+    fn launch_cmd(
+        data_dir: &Path,
+        config: Option<&str>,
+        token: Option<&str>,
+        failpoints: Option<&str>,
+        wrap: &[String],
+    ) -> Polly {
+        let mut cmd = match wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -108,6 +135,7 @@ impl Polly {
             offers: offers.expect("storage-offer address printed"),
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
+            wrapped: !wrap.is_empty(),
         }
     }
 
@@ -139,6 +167,47 @@ impl Polly {
     /// The process id, to read its `/proc/<pid>/status`.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The `polly` process itself: the child, or under a wrapper ([`Polly::start_wrapped`])
+    /// its first descendant running [`BIN`]; `None` once it has gone.
+    pub fn server_pid(&self) -> Option<u32> {
+        if !self.wrapped {
+            return Some(self.child.id());
+        }
+        let bin = Path::new(BIN).canonicalize().unwrap_or_else(|_| BIN.into());
+        let is_polly =
+            |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin);
+        let mut queue = vec![self.child.id()];
+        while let Some(pid) = queue.pop() {
+            if is_polly(pid) {
+                return Some(pid);
+            }
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                queue.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        None
+    }
+
+    /// Stop a server started with [`Polly::start_wrapped`]: SIGTERM to `polly` itself, then
+    /// wait up to `timeout` for the wrapper to exit (a profiler writes its output then).
+    pub fn stop_wrapped(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.server_pid() {
+            // SAFETY: kill(2) on a descendant's pid has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        self.wait_exit(timeout)
     }
 
     /// SIGTERM: a graceful stop.

@@ -1358,7 +1358,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     token: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, ep.router())
+    // Routes resolved once, not per accepted connection (see `server::serve_router`).
+    axum::serve(listener, ep.router().into_make_service())
         .with_graceful_shutdown(token.cancelled_owned())
         .await
 }
