@@ -17,6 +17,19 @@ use crate::libstorage::{self, LsState};
 use crate::store::Store;
 use crate::volumes::Manager;
 
+/// One status line on stdout (`polly: ready`, `polly: leader`, the bound addresses), for
+/// scripts and supervisors that start `polly serve`. A stdout that is closed or full of
+/// errors (the reader went away) must not stop the server, so write errors are ignored
+/// (`println!` would panic).
+macro_rules! announce {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 /// Everything opened before any socket is bound: config errors, a locked or newer store and
 /// driver set-up failures all surface here.
 pub struct Prepared {
@@ -241,7 +254,7 @@ pub async fn serve(
                     lease = leadership.lease_id,
                     "elected leader"
                 );
-                println!("polly: leader");
+                announce!("polly: leader");
                 lost = Some(leadership.lost());
                 term = Some(leadership);
             }
@@ -277,7 +290,7 @@ pub async fn serve(
             r.set(crate::ha::RoleState::Leader);
         }
         if !ready.swap(true, Ordering::AcqRel) {
-            println!("polly: ready");
+            announce!("polly: ready");
         }
 
         let resolver = tokio::spawn(manager.clone().run_reconciler(interval, token.clone()));
@@ -407,12 +420,12 @@ async fn follow_until_elected(
             Ok(Campaign::Lost { leader, revision }) => {
                 let leader: Option<crate::ha::LeaderInfo> = serde_json::from_slice(&leader).ok();
                 match &leader {
-                    Some(l) => println!("polly: follower of {}", l.admin),
+                    Some(l) => announce!("polly: follower of {}", l.admin),
                     None => tracing::warn!("the leader key holds no readable address"),
                 }
                 role.set(crate::ha::RoleState::Follower(leader));
                 if !ready.swap(true, Ordering::AcqRel) {
-                    println!("polly: ready");
+                    announce!("polly: ready");
                 }
                 if let Err(e) = election.wait_vacant(revision).await {
                     tracing::warn!(error = %e, "watching the leader key failed; campaigning again");
@@ -444,13 +457,13 @@ pub async fn run(
                 prepared.config.libstorage.listen
             )
         })?;
-    println!("polly: admin API on http://{}", admin.local_addr()?);
+    announce!("polly: admin API on http://{}", admin.local_addr()?);
     let scheme = if prepared.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    println!("polly: libStorage on {scheme}://{}", ls.local_addr()?);
+    announce!("polly: libStorage on {scheme}://{}", ls.local_addr()?);
     let offers = TcpListener::bind(prepared.config.offers.listen)
         .await
         .with_context(|| {
@@ -459,6 +472,6 @@ pub async fn run(
                 prepared.config.offers.listen
             )
         })?;
-    println!("polly: storage offers on http://{}", offers.local_addr()?);
+    announce!("polly: storage offers on http://{}", offers.local_addr()?);
     serve(prepared, admin, ls, offers, shutdown).await
 }

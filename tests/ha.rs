@@ -1528,3 +1528,88 @@ impl Https {
         (status, v)
     }
 }
+
+/// (f) A server whose stdout nobody reads any more (a supervisor that stopped reading, a
+/// closed pipe) keeps working: when it takes over it announces `polly: leader` into the
+/// closed pipe, and still leads and serves writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_stdout_is_closed_still_takes_over() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let Some(mut cluster) = etcd::cluster(1, "ha-stdout", ha_config, Polly::start_config) else {
+        return;
+    };
+    let first = cluster.nodes.remove(0);
+    leader_among(
+        std::slice::from_ref(&first),
+        Instant::now(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let cfg = cluster.root.path().join("second.toml");
+    std::fs::write(&cfg, &cluster.config).unwrap();
+    let mut second = Command::new(common::BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(cluster.root.path().join("second-data"))
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--libstorage-listen", "127.0.0.1:0"])
+        .args(["--offers-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&cfg)
+        .env("POLLY_LOG", "warn")
+        .env_remove("POLLY_CONFIG")
+        .env_remove("POLLY_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut admin = None;
+    {
+        let out = std::io::BufReader::new(second.stdout.take().unwrap());
+        for line in out.lines() {
+            let line = line.unwrap();
+            if let Some(a) = line.strip_prefix("polly: admin API on ") {
+                admin = Some(a.to_string());
+            }
+            if line == "polly: ready" {
+                break;
+            }
+        }
+        // The reader goes away here: the pipe's read end is closed.
+    }
+    let admin = admin.expect("admin address printed");
+    let role = |admin: String| async move {
+        let v: Value = reqwest::get(format!("{admin}/admin/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["role"].clone()
+    };
+    assert_eq!(role(admin.clone()).await, "follower");
+
+    let killed = Instant::now();
+    first.kill9();
+    while role(admin.clone()).await != "leader" {
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the second instance died announcing its new role"
+        );
+        assert!(killed.elapsed() < Duration::from_secs(15), "no take-over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = AdminClient::new(&admin, None);
+    c.create(&CreateVolume {
+        service: "vfs".into(),
+        name: "after-takeover".into(),
+        size_bytes: 1 << 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(second.try_wait().unwrap().is_none());
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
