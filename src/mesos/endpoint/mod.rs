@@ -73,7 +73,8 @@ struct Fw {
     suppressed: bool,
     filters: Vec<offers::Filter>,
     subscribed_at: String,
-    /// Uuids of the operation statuses sent on the current stream (`send_status`).
+    /// Uuids of the operation statuses sent on the current stream and not yet acknowledged
+    /// (`send_status`, `acknowledge`).
     statuses_sent: HashSet<Vec<u8>>,
 }
 

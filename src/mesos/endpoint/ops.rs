@@ -432,6 +432,11 @@ impl Endpoint {
                 }
             }
         }
+        // The framework has this status: its stream need not remember sending it (the set
+        // stays as small as the statuses in flight, not as large as the stream is old).
+        if let Some(f) = lock(&self.inner.state).frameworks.get_mut(fw) {
+            f.statuses_sent.remove(&a.uuid);
+        }
         Ok(())
     }
 
