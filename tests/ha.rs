@@ -318,21 +318,7 @@ async fn three_instances_fail_over_without_losing_state() {
     );
     // The new leader serves a write at once (its driver reloaded what the old leader did to
     // the shared vfs root: no id reused).
-    let after = cn
-        .create(&CreateVolume {
-            service: "vfs".into(),
-            name: "after".into(),
-            size_bytes: 1 << 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let served = killed.elapsed();
-    eprintln!("failover: first write served {served:?} after the kill");
-    assert!(
-        served < bound,
-        "the new leader served its first write {served:?} after the kill"
-    );
+    let after = write_within(&cn, "vfs", killed, bound).await;
     // The other survivor follows the new leader.
     let h = loop {
         let h = health(other).await;
@@ -498,6 +484,32 @@ offer_timeout_secs = 600
 [offers.instances]
 agent-a = "i-a"
 "#
+}
+
+/// The new leader (`c`) creates a volume `after` in `service`, and has done so within `bound`
+/// of the kill (issue 9's liveness bound, tied to the lease TTL, not a speed claim).
+async fn write_within(
+    c: &AdminClient,
+    service: &str,
+    killed: Instant,
+    bound: Duration,
+) -> polly::store::Volume {
+    let v = c
+        .create(&CreateVolume {
+            service: service.into(),
+            name: "after".into(),
+            size_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let served = killed.elapsed();
+    eprintln!("failover: the new leader served its first write {served:?} after the kill");
+    assert!(
+        served < bound,
+        "the new leader served its first write {served:?} after the kill"
+    );
+    v
 }
 
 async fn leader_among(ps: &[Polly], since: Instant, bound: Duration) -> usize {
@@ -1076,20 +1088,7 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     let bound = Duration::from_secs(5);
     let nl = leader_among(&ps, killed, bound).await;
     let cn = AdminClient::new(&ps[nl].admin, None);
-    cn.create(&CreateVolume {
-        service: "vfs-c".into(),
-        name: "after".into(),
-        size_bytes: 1 << 20,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let served = killed.elapsed();
-    eprintln!("burst: the new leader served a write {served:?} after the kill");
-    assert!(
-        served < bound,
-        "first write served {served:?} after the kill"
-    );
+    write_within(&cn, "vfs-c", killed, bound).await;
 
     // The framework re-subscribes with its id through the same follower address, retrying
     // while that address still points at the dead leader.
