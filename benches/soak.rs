@@ -12,7 +12,8 @@
 //! - **Mesos frameworks** on the storage-offer endpoint (`POLLY_SOAK_FRAMEWORKS`, default
 //!   100): SUBSCRIBE (JSON), then for each offer, after a think time, ACCEPT with a CREATE_DISK
 //!   of 1 MB, ACCEPT with a DESTROY_DISK of a volume they hold, or DECLINE, reading every
-//!   operation's terminal status on their stream and acknowledging it.
+//!   operation's terminal status on their stream and acknowledging it. A framework holds at
+//!   most `HELD_MAX` volumes, so the volumes in Polly's care stay about level.
 //!
 //! Every answer is checked (status code, body shape, the façade's `Libstorage-Servername`,
 //! the instance and attachment state a volume must have at that step, offers for the
@@ -58,6 +59,11 @@ const HEARTBEAT_SECS: u64 = 5;
 const LOCAL_DEVICES: &str = "vfs=/dev/xvda::,/dev/xvdb::,/dev/xvdc::,/dev/xvdd::";
 /// Error messages kept per surface for the report.
 const KEEP_ERRORS: usize = 5;
+/// The most volumes a framework holds at once: at this many, a CREATE_DISK draw becomes a
+/// DESTROY_DISK, so the volumes in Polly's care stay about level through a run and its
+/// memory can be read for leaks (a framework that only ever accumulates volumes would make
+/// Polly's state, and rightly its memory, grow for as long as the run lasts).
+const HELD_MAX: usize = 3;
 
 #[derive(Clone, Copy, Debug)]
 struct Params {
@@ -690,7 +696,8 @@ async fn framework_client(
             let op = format!("soak-{n}-{k}");
             k += 1;
             let mut target = None;
-            let (call, operation) = if r < 0.25 && !held.is_empty() {
+            let destroy = !held.is_empty() && (r < 0.25 || (r < 0.55 && held.len() >= HELD_MAX));
+            let (call, operation) = if destroy {
                 let vol = held
                     .keys()
                     .nth(rng.random_range(0..held.len()))
@@ -890,7 +897,12 @@ fn rss_course(samples: &[Sample]) -> String {
     let mut next = 0.0;
     for s in samples {
         if s.t + 0.5 >= next {
-            out.push(format!("{:.0} s {:.1}", s.t, s.rss_kib as f64 / 1024.0));
+            out.push(format!(
+                "{:.0} s {:.1} ({} threads)",
+                s.t,
+                s.rss_kib as f64 / 1024.0,
+                s.threads
+            ));
             next = ((s.t / step).round() + 1.0) * step;
         }
     }
@@ -1155,9 +1167,9 @@ fn report(
          start-up dial, then `volume ls`, `create`, `mount`, `unmount`, `rm` in a loop with a \
          think time of 0 – {tt} ms between calls) and {f} Mesos frameworks on the storage-offer \
          endpoint over {a} agents (JSON; per offer, after 0 – {ft} ms: ACCEPT a DESTROY_DISK of \
-         a held volume 25%, a CREATE_DISK of 1 MB 30% (55% while holding none), else DECLINE \
-         that offer and any other outstanding; every terminal status \
-         acknowledged). Clients and server share the machine; one tokio runtime with 2 worker \
+         a held volume 25%, a CREATE_DISK of 1 MB 30% (55% while holding none; a DESTROY_DISK \
+         instead while holding {hm}, the most a framework keeps), else DECLINE that offer and \
+         any other outstanding; every terminal status acknowledged). Clients and server share the machine; one tokio runtime with 2 worker \
          threads drives all clients. Open-files limit {fs} (hard {fh}).\n",
         build = if cfg!(debug_assertions) {
             "debug"
@@ -1166,6 +1178,7 @@ fn report(
         },
         secs = p.secs,
         el = elapsed,
+        hm = HELD_MAX,
         c = p.clients,
         tt = 2 * p.think_ms,
         f = p.frameworks,
@@ -1227,7 +1240,7 @@ fn report(
              {last:.1} MiB, max {max:.1} MiB; trend {whole:+.2} MiB/min over the run, \
              {second:+.2} MiB/min over its second half: **{verdict}**. Open file descriptors: \
              first {f0}, last {f1}, max {fds_max}; threads: max {threads_max}. CPU used by Polly: {cpu:.1} s in \
-             {span:.0} s ({load:.2} cores on average). VmRSS every {step} s: {course}.\n",
+             {span:.0} s ({load:.2} cores on average). VmRSS (MiB) and threads every {step} s: {course}.\n",
             n = samples.len(),
             first = rss(&samples[0]),
             last = rss(samples.last().unwrap()),
