@@ -347,7 +347,11 @@ impl Store {
             }
         }
         // Read after loading the generation: the list is at least as new as `generation`.
-        let vols = Arc::new(self.volumes()?);
+        let mut vols = self.volumes()?;
+        // Kept for as long as the store does not change: without the room the Vec grew
+        // into while decoding (up to half again the list).
+        vols.shrink_to_fit();
+        let vols = Arc::new(vols);
         let mut cache = lock();
         if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
             *cache = Some((generation, vols.clone()));
