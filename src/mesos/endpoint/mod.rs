@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, resource, value};
-use super::{json, recordio};
+use super::json;
 use crate::config::{MesosConfig, OffersConfig};
 use crate::mesos::client;
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
@@ -1484,6 +1484,7 @@ mod refuse_tests {
 #[cfg(test)]
 mod encode_tests {
     use super::*;
+    use crate::mesos::recordio;
 
     fn offer(i: u32, volumes: u32) -> v1::Offer {
         let alloc = (i % 2 == 0).then(|| resource::AllocationInfo {
