@@ -356,10 +356,7 @@ impl Store {
         if let Some(v) = cached() {
             return Ok(v);
         }
-        let _decoding = self
-            .volume_decode
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _decoding = self.volume_decode.lock().unwrap_or_else(|p| p.into_inner());
         // Another reader may have decoded it while this one waited.
         if let Some(v) = cached() {
             return Ok(v);

@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::json;
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, resource, value};
-use super::json;
 use crate::config::{MesosConfig, OffersConfig};
 use crate::mesos::client;
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
@@ -1270,10 +1270,7 @@ impl Endpoint {
                     ev = rx.recv() => ev?,
                     _ = iv.tick() => Event { r#type: event_type(event::Type::Heartbeat), ..Default::default() },
                 };
-                Some((
-                    Ok::<_, Infallible>(encode_event(ct, &ev)),
-                    (rx, iv, g),
-                ))
+                Some((Ok::<_, Infallible>(encode_event(ct, &ev)), (rx, iv, g)))
             },
         );
         self.wake();
