@@ -185,35 +185,42 @@ fn read_index(volumes: &Path, prefix: &str) -> Result<Index> {
 #[derive(Default)]
 struct Index {
     /// Volume id → its name and size, as last written or read.
-    by_id: HashMap<String, Indexed>,
-    /// Volume name → id.
-    by_name: HashMap<String, String>,
+    by_id: HashMap<Arc<str>, Indexed>,
+    /// Volume name → id. Keys and values are the same allocations as in `by_id`: with
+    /// 100,000 volumes, four strings per volume instead of two would be megabytes.
+    by_name: HashMap<Arc<str>, Arc<str>>,
     /// The sum of the sizes.
     used: u64,
 }
 
 struct Indexed {
-    name: String,
+    name: Arc<str>,
     size_bytes: u64,
 }
 
 impl Index {
     /// Volume `id` is in `volumes/` under `name` with `size_bytes`.
     fn put(&mut self, id: &str, name: &str, size_bytes: u64) {
+        // A known id keeps its one allocation.
+        let id: Arc<str> = match self.by_id.get_key_value(id) {
+            Some((key, _)) => key.clone(),
+            None => id.into(),
+        };
+        let name: Arc<str> = name.into();
         let old = self.by_id.insert(
-            id.to_string(),
+            id.clone(),
             Indexed {
-                name: name.to_string(),
+                name: name.clone(),
                 size_bytes,
             },
         );
         if let Some(old) = &old {
             if old.name != name {
-                self.forget_name(&old.name, id);
+                self.forget_name(&old.name, &id);
             }
         }
         if old.as_ref().is_none_or(|o| o.name != name) {
-            self.by_name.insert(name.to_string(), id.to_string());
+            self.by_name.insert(name, id);
         }
         self.used = self
             .used
@@ -230,7 +237,7 @@ impl Index {
     }
 
     fn forget_name(&mut self, name: &str, id: &str) {
-        if self.by_name.get(name).is_some_and(|held| held == id) {
+        if self.by_name.get(name).is_some_and(|held| &**held == id) {
             self.by_name.remove(name);
         }
     }
@@ -475,9 +482,9 @@ impl Dirs {
         {
             let index = self.index()?;
             for id in ids {
-                match index.by_id.get(&id) {
+                match index.by_id.get(id.as_str()) {
                     Some(e) => out.push(Listed {
-                        name: e.name.clone(),
+                        name: e.name.to_string(),
                         size_bytes: e.size_bytes,
                         id,
                     }),
@@ -619,7 +626,7 @@ impl Dirs {
     /// The volume already created under `req.name`, if its size matches; `AlreadyExists` if it
     /// does not.
     fn existing_by_name(&self, req: &CreateRequest) -> Result<Option<DriverVolume>> {
-        let id = self.index()?.by_name.get(&req.name).cloned();
+        let id = self.index()?.by_name.get(req.name.as_str()).cloned();
         let Some(vol) = id
             .map(|id| self.load_volume(&id))
             .transpose()?

@@ -616,15 +616,47 @@ async fn list_body(
     if let Some(body) = cache().get(&key, generation) {
         return Ok(body);
     }
-    let out = render_list(st, svc, &args)?;
-    let body = Bytes::from(serde_json::to_vec(&out).map_err(|e| {
+    let body = Bytes::from(write_list(st, svc, &args)?);
+    cache().put(key, generation, body.clone());
+    Ok(body)
+}
+
+/// [`render_list`] written straight to JSON bytes (an object keyed by volume id, ids in
+/// order), one volume converted at a time: the whole map of converted volumes would hold
+/// a second copy of every listed volume next to the store's decoded list while the body is
+/// written.
+fn write_list(st: &LsState, svc: &Svc, args: &ListArgs) -> Result<Vec<u8>, LsError> {
+    use serde::ser::{SerializeMap, Serializer};
+    let render_err = |e: serde_json::Error| {
         LsError::plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("render list: {e}"),
         )
-    })?);
-    cache().put(key, generation, body.clone());
-    Ok(body)
+    };
+    let all = st.manager.store().volumes_shared()?;
+    // The store lists by id; a map's keys must come out sorted and once each as the
+    // map of `render_list` would have them.
+    if !all.windows(2).all(|w| w[0].id < w[1].id) {
+        let out = render_list(st, svc, args)?;
+        return serde_json::to_vec(&out).map_err(render_err);
+    }
+    let (m, name, me) = (args.mask, &args.name, args.me.as_deref());
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let mut map = ser.serialize_map(None).map_err(render_err)?;
+    for v in all.iter().filter(|v| visible(v, &svc.name)) {
+        if name
+            .as_ref()
+            .is_some_and(|n| !v.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        if let Some(w) = masked(v, svc, m, me) {
+            map.serialize_entry(&v.id, &w).map_err(render_err)?;
+        }
+    }
+    map.end().map_err(render_err)?;
+    Ok(out)
 }
 
 fn render_list(

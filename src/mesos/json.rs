@@ -98,14 +98,22 @@ fn fill_defaults(m: &mut DynamicMessage) {
 
 /// Serialize a message as Mesos JSON bytes.
 pub fn to_json<M: Message + Name>(m: &M) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    write_json(m, &mut out)?;
+    Ok(out)
+}
+
+/// Serialize a message as Mesos JSON, appended to `out` (on error `out` may hold part of
+/// it). The dynamic message tree the conversion goes through lives only for this call, so
+/// writing the parts of a large message one by one bounds it by the largest part.
+pub fn write_json<M: Message + Name>(m: &M, out: &mut Vec<u8>) -> Result<(), Error> {
     let dm = to_dynamic(m)?;
-    let mut ser = serde_json::Serializer::new(Vec::new());
+    let mut ser = serde_json::Serializer::new(out);
     dm.serialize_with_options(&mut ser, &ser_options())
         .map_err(|e| Error::Json {
             message: M::full_name(),
             detail: e.to_string(),
-        })?;
-    Ok(ser.into_inner())
+        })
 }
 
 /// Serialize a message as a Mesos JSON value.

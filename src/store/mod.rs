@@ -149,6 +149,11 @@ pub struct Store {
     /// The decoded volumes tree as of some generation, shared by readers (list calls decode
     /// every record otherwise, once per request).
     volume_cache: Arc<std::sync::Mutex<Option<CachedVolumes>>>,
+    /// Held while the volumes tree is decoded for the cache: readers that miss the cache at
+    /// the same time (the façade's first list and start-up reconciliation) wait for one
+    /// decode instead of each holding a full decoded copy (with 100,000 volumes, tens of
+    /// megabytes each).
+    volume_decode: Arc<std::sync::Mutex<()>>,
     /// Called whenever a write is refused by the fence (the leader stops acting on it).
     on_fenced: Arc<std::sync::Mutex<Option<FencedHook>>>,
 }
@@ -215,6 +220,7 @@ impl Store {
             engine,
             generation: Default::default(),
             volume_cache: Default::default(),
+            volume_decode: Default::default(),
             on_fenced: Default::default(),
         }
     }
@@ -341,13 +347,26 @@ impl Store {
         use std::sync::atomic::Ordering;
         let generation = self.generation.load(Ordering::Acquire);
         let lock = || self.volume_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, v)) = lock().as_ref() {
-            if *g == generation {
-                return Ok(v.clone());
-            }
+        let cached = || {
+            lock()
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = cached() {
+            return Ok(v);
+        }
+        let _decoding = self.volume_decode.lock().unwrap_or_else(|p| p.into_inner());
+        // Another reader may have decoded it while this one waited.
+        if let Some(v) = cached() {
+            return Ok(v);
         }
         // Read after loading the generation: the list is at least as new as `generation`.
-        let vols = Arc::new(self.volumes()?);
+        let mut vols = self.volumes()?;
+        // Kept for as long as the store does not change: without the room the Vec grew
+        // into while decoding (up to half again the list).
+        vols.shrink_to_fit();
+        let vols = Arc::new(vols);
         let mut cache = lock();
         if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
             *cache = Some((generation, vols.clone()));

@@ -219,3 +219,57 @@ fn sled_cannot_be_fenced() {
     ));
     store.apply(&[Op::PutMeta("k".into(), "v".into())]).unwrap();
 }
+
+/// Readers that miss the decoded volume list at the same moment share one decode (one list
+/// in memory, not one per reader); a write makes the next reader decode a fresh one.
+#[test]
+fn concurrent_readers_share_one_decoded_volume_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let vol = |i: usize| Volume {
+        id: format!("pv-{i:05}"),
+        service: "vfs".into(),
+        driver_id: Some(format!("vfs-{i}")),
+        name: format!("v{i}"),
+        size_bytes: 1 << 30,
+        pool: None,
+        zone: None,
+        access_mode: crate::driver::AccessMode::SingleWriter,
+        labels: Default::default(),
+        restrict_services: Default::default(),
+        restrict_frameworks: Default::default(),
+        status: VolumeStatus::Available,
+        attachments: vec![],
+        created_at: 1,
+        path: None,
+    };
+    let ops: Vec<Op> = (0..5000).map(|i| Op::PutVolume(vol(i))).collect();
+    store.apply(&ops).unwrap();
+    for _ in 0..3 {
+        let n = 8;
+        let barrier = std::sync::Barrier::new(n);
+        let lists: Vec<Arc<Vec<Volume>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    let (store, barrier) = (store.clone(), &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        store.volumes_shared().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(lists[0].len(), 5000);
+        assert_eq!(lists[0].capacity(), 5000, "kept without spare room");
+        for l in &lists[1..] {
+            assert!(Arc::ptr_eq(&lists[0], l), "a second decoded copy");
+        }
+        // A write: the next readers must see it, in a list of their own.
+        store.apply(&[Op::PutVolume(vol(9999))]).unwrap();
+        let after = store.volumes_shared().unwrap();
+        assert!(!Arc::ptr_eq(&lists[0], &after));
+        assert!(after.iter().any(|v| v.id == "pv-09999"));
+        store.apply(&[Op::DeleteVolume("pv-09999".into())]).unwrap();
+    }
+}

@@ -904,13 +904,10 @@ pub async fn operator_agents(
         detail: e.to_string(),
     })?;
     let listed = v.get_agents.unwrap_or_default();
-    let mut out = Vec::with_capacity(listed.agents.len());
-    for a in listed.agents {
-        let info: v1::AgentInfo = json::from_value(&a.agent_info)?;
-        if let Some(agent) = Agent::from_agent_info(&info) {
-            out.push(agent);
-        }
+    if let Some(e) = listed.agents.error {
+        return Err(e);
     }
+    let out = listed.agents.agents;
     let recovered = listed
         .recovered_agents
         .iter()
@@ -929,7 +926,7 @@ struct GetAgentsResponse {
 #[derive(serde::Deserialize, Default)]
 struct GetAgentsBody {
     #[serde(default)]
-    agents: Vec<RegisteredAgent>,
+    agents: ConvertedAgents,
     /// `AgentInfo`s of agents the master recovered that have not re-registered.
     #[serde(default)]
     recovered_agents: Vec<serde_json::Value>,
@@ -939,6 +936,45 @@ struct GetAgentsBody {
 struct RegisteredAgent {
     #[serde(default)]
     agent_info: serde_json::Value,
+}
+
+/// The `agents` of a `GET_AGENTS` answer, each converted as soon as it is parsed: its
+/// `agent_info` lives as a JSON tree only until it is an [`Agent`] (10,000 trees at once
+/// were 50 MB). The first agent that does not convert is kept as the error, and the rest
+/// of the list is only skipped.
+#[derive(Default)]
+struct ConvertedAgents {
+    agents: Vec<Agent>,
+    error: Option<Error>,
+}
+
+impl<'de> serde::Deserialize<'de> for ConvertedAgents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ConvertedAgents;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of agents")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ConvertedAgents, A::Error> {
+                let mut out = ConvertedAgents::default();
+                while let Some(a) = seq.next_element::<RegisteredAgent>()? {
+                    if out.error.is_some() {
+                        continue;
+                    }
+                    match json::from_value::<v1::AgentInfo>(&a.agent_info) {
+                        Ok(info) => out.agents.extend(Agent::from_agent_info(&info)),
+                        Err(e) => out.error = Some(e),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }
 
 /// What a master's operator API says about a framework id.

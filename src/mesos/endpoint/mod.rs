@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::json;
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, resource, value};
-use super::{json, recordio};
 use crate::config::{MesosConfig, OffersConfig};
 use crate::mesos::client;
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
@@ -215,12 +215,72 @@ fn accepted() -> Response {
         .into_response()
 }
 
-fn encode_event(ct: Ct, e: &Event) -> Vec<u8> {
-    let bytes = match ct {
-        Ct::Json => json::to_json(e).unwrap_or_default(),
-        Ct::Proto => e.encode_to_vec(),
+/// Room left before an event's body for its RecordIO prefix (`<decimal length>\n`).
+const PREFIX_ROOM: usize = 21;
+
+/// One event as a RecordIO record, written into a single buffer (no second copy of the
+/// body for the prefix). A JSON OFFERS event is written one offer at a time
+/// ([`offers_json`]).
+fn encode_event(ct: Ct, e: &Event) -> Bytes {
+    let mut out = vec![0u8; PREFIX_ROOM];
+    match ct {
+        Ct::Proto => {
+            out.reserve_exact(e.encoded_len());
+            // Encoding into a Vec only fails for want of room, and a Vec grows.
+            let _ = e.encode(&mut out);
+        }
+        Ct::Json => {
+            let written = match offers_json(e, &mut out) {
+                Some(r) => r,
+                None => json::write_json(e, &mut out),
+            };
+            if let Err(err) = written {
+                tracing::error!(error = %err, "cannot encode an event as JSON");
+                out.truncate(PREFIX_ROOM);
+            }
+        }
+    }
+    let prefix = format!("{}\n", out.len() - PREFIX_ROOM);
+    let start = PREFIX_ROOM - prefix.len();
+    out[start..PREFIX_ROOM].copy_from_slice(prefix.as_bytes());
+    Bytes::from(out).slice(start..)
+}
+
+/// A JSON OFFERS event (type and offers, nothing else set) written as Mesos JSON one offer
+/// at a time, the same bytes as [`json::write_json`] of the whole event: converting the
+/// whole event at once builds one dynamic message tree of every offer, several times the
+/// size of the text with an offer per agent of a large cluster. `None` for any other event.
+fn offers_json(e: &Event, out: &mut Vec<u8>) -> Option<Result<(), crate::mesos::Error>> {
+    let Event {
+        r#type,
+        subscribed: None,
+        offers: Some(event::Offers { offers }),
+        inverse_offers: None,
+        rescind: None,
+        rescind_inverse_offer: None,
+        update: None,
+        update_operation_status: None,
+        message: None,
+        failure: None,
+        error: None,
+    } = e
+    else {
+        return None;
     };
-    recordio::encode(&bytes)
+    if *r#type != event_type(event::Type::Offers) || offers.is_empty() {
+        return None;
+    }
+    out.extend_from_slice(br#"{"type":"OFFERS","offers":{"offers":["#);
+    for (i, o) in offers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Err(err) = json::write_json(o, out) {
+            return Some(Err(err));
+        }
+    }
+    out.extend_from_slice(b"]}}");
+    Some(Ok(()))
 }
 
 fn event_type(t: event::Type) -> Option<i32> {
@@ -1210,10 +1270,7 @@ impl Endpoint {
                     ev = rx.recv() => ev?,
                     _ = iv.tick() => Event { r#type: event_type(event::Type::Heartbeat), ..Default::default() },
                 };
-                Some((
-                    Ok::<_, Infallible>(Bytes::from(encode_event(ct, &ev))),
-                    (rx, iv, g),
-                ))
+                Some((Ok::<_, Infallible>(encode_event(ct, &ev)), (rx, iv, g)))
             },
         );
         self.wake();
@@ -1263,7 +1320,7 @@ impl Endpoint {
             ..Default::default()
         };
         let body = encode_event(ct, &ev);
-        let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+        let stream = futures::stream::once(async move { Ok::<_, Infallible>(body) });
         Some(
             Response::builder()
                 .status(StatusCode::OK)
@@ -1417,6 +1474,104 @@ mod refuse_tests {
             1e300,
         ] {
             assert_eq!(ms(Some(bad)), 5_000, "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+    use crate::mesos::recordio;
+
+    fn offer(i: u32, volumes: u32) -> v1::Offer {
+        let alloc = (i % 2 == 0).then(|| resource::AllocationInfo {
+            role: Some("storage".into()),
+        });
+        let mut resources = vec![disk_resource("vfs", "fast", None, 1024, alloc.clone())];
+        for v in 0..volumes {
+            let id = format!("vol-{i}-{v}");
+            resources.push(disk_resource("vfs", "fast", Some(&id), 64, alloc.clone()));
+        }
+        v1::Offer {
+            id: v1::OfferId {
+                value: format!("polly-O{i}"),
+            },
+            framework_id: v1::FrameworkId {
+                value: "fw-1".into(),
+            },
+            agent_id: v1::AgentId {
+                value: format!("agent-S{i}"),
+            },
+            hostname: format!("node-{i}.example"),
+            resources,
+            allocation_info: alloc,
+            ..Default::default()
+        }
+    }
+
+    fn offers_event(offers: Vec<v1::Offer>) -> Event {
+        Event {
+            r#type: event_type(event::Type::Offers),
+            offers: Some(event::Offers { offers }),
+            ..Default::default()
+        }
+    }
+
+    /// The record as it was built before OFFERS were written offer by offer: the whole
+    /// event converted at once, then framed.
+    fn whole(ct: Ct, e: &Event) -> Vec<u8> {
+        let body = match ct {
+            Ct::Json => json::to_json(e).unwrap(),
+            Ct::Proto => e.encode_to_vec(),
+        };
+        recordio::encode(&body)
+    }
+
+    #[test]
+    fn offers_written_offer_by_offer_are_the_bytes_of_the_whole_event() {
+        for n in [1, 2, 7] {
+            let e = offers_event((0..n).map(|i| offer(i, i % 3)).collect());
+            let mut direct = Vec::new();
+            assert!(offers_json(&e, &mut direct).unwrap().is_ok());
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(json::to_json(&e).unwrap()).unwrap(),
+                "{n} offers"
+            );
+            for ct in [Ct::Json, Ct::Proto] {
+                assert_eq!(encode_event(ct, &e).as_ref(), whole(ct, &e), "{ct:?}");
+            }
+            // The framework reads it back as the same event.
+            let mut dec = recordio::Decoder::new(1 << 20);
+            dec.push(&encode_event(Ct::Json, &e));
+            let rec = dec.next_record().unwrap().unwrap();
+            assert_eq!(json::from_json::<Event>(&rec).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn other_events_are_framed_as_before() {
+        let heartbeat = Event {
+            r#type: event_type(event::Type::Heartbeat),
+            ..Default::default()
+        };
+        let empty_offers = offers_event(Vec::new());
+        let error = Event {
+            r#type: event_type(event::Type::Error),
+            error: Some(event::Error {
+                message: "x".repeat(300),
+            }),
+            ..Default::default()
+        };
+        // An OFFERS event with something else set is not written by the shortcut.
+        let mut mixed = offers_event(vec![offer(1, 1)]);
+        mixed.error = error.error.clone();
+        assert!(offers_json(&mixed, &mut Vec::new()).is_none());
+        assert!(offers_json(&empty_offers, &mut Vec::new()).is_none());
+        for e in [heartbeat, empty_offers, error, mixed] {
+            for ct in [Ct::Json, Ct::Proto] {
+                assert_eq!(encode_event(ct, &e).as_ref(), whole(ct, &e), "{ct:?} {e:?}");
+            }
         }
     }
 }
