@@ -17,6 +17,8 @@
 //! `<target>/polly-bench/offer_ops.md` for `scripts/bench.sh`; without `--bench` (as under
 //! `cargo test --all-targets`) it runs a seconds-long smoke version so the code stays working.
 //! Files go under `POLLY_BENCH_DIR` (default cargo's `CARGO_TARGET_TMPDIR`): not a tmpfs.
+//! `POLLY_BENCH_ACCEPT_ONLY=1` runs only the concurrent accepts and prints their figures (no
+//! table), with `POLLY_BENCH_ROUNDS` rounds when set: for bisecting and profiling.
 
 #[path = "../tests/framework/mod.rs"]
 mod framework;
@@ -370,7 +372,29 @@ fn main() {
             latency_ms: 20,
         }
     };
+    let p = Params {
+        rounds: std::env::var("POLLY_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(p.rounds),
+        ..p
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if std::env::var_os("POLLY_BENCH_ACCEPT_ONLY").is_some() {
+        // Only the concurrent accepts (bisecting, profiling): no table is written.
+        rt.block_on(async move {
+            let (acc, dropped, (writes, syncs)) = accept_latency(&p).await;
+            let (am, ap) = load::summary(acc);
+            println!(
+                "{f} at once, {r} rounds: median {am:.2} ms, p99 {ap:.2} ms; {dropped} dropped; \
+                 {writes} durable writes, {syncs} flushes ({wps:.1} writes per flush)",
+                f = p.frameworks,
+                r = p.rounds,
+                wps = writes as f64 / syncs.max(1) as f64,
+            );
+        });
+        return;
+    }
     rt.block_on(async move {
         let base = baseline_latency(&p).await;
         let (acc, dropped, (writes, syncs)) = accept_latency(&p).await;

@@ -86,6 +86,22 @@ struct State_ {
     /// Capacity held by CREATE_DISK and GROW_VOLUME operations from their accept until their
     /// terminal status has been sent (`ops.rs`).
     pending: Vec<ops::Pending>,
+    /// Operations ended so far (terminal status sent, `ops::release_held`): a [`StoreView`]
+    /// read while this stayed the same cannot be missing the last writes of an operation
+    /// that is no longer in `pending`.
+    ended: u64,
+}
+
+/// What a snapshot reads from the store and the agent list. Decoding every volume and
+/// reservation is the bulk of a snapshot's work, so it is read without the endpoint's state
+/// lock ([`Endpoint::store_view`]); only the cheap part that depends on the state is built
+/// under it.
+struct StoreView {
+    agents: Vec<offers::Agent>,
+    reservations: Vec<crate::store::Reservation>,
+    /// Each volume that may be offered, with its (service, name): skipped while an operation
+    /// in flight is creating it.
+    volumes: Vec<(offers::ExistingVolume, String, String)>,
 }
 
 struct Inner {
@@ -572,11 +588,107 @@ impl Endpoint {
         }
     }
 
-    /// The engine's view of the world now (frameworks and offers from `st`).
-    fn snapshot(&self, st: &State_, now_ms: u64) -> Result<Snapshot, crate::store::Error> {
+    /// The store's part of a snapshot, read without the state lock (see
+    /// [`Endpoint::locked_view`]).
+    fn store_view(&self) -> Result<StoreView, crate::store::Error> {
         let store = self.inner.manager.store();
+        let instances = store.instances()?;
+        let known = self.inner.agents.agents_with_instances(&instances);
+        // Lost and fenced nodes get no offers, and what a lost node holds is not offered
+        // until it is fenced (`crate::fencing`).
+        let held = crate::fencing::Held::read(store)?;
+        let agents: Vec<offers::Agent> = known
+            .iter()
+            .filter(|a| !a.lost && !held.blocks_agent(&a.id))
+            .map(|a| offers::Agent {
+                id: a.id.clone(),
+                hostname: a.hostname.clone(),
+                zone: a.zone.clone(),
+            })
+            .collect();
+        let reservations = store.reservations()?;
+        let reserved: HashMap<&str, &str> = reservations
+            .iter()
+            .map(|r| (r.volume_id.as_str(), r.framework_id.as_str()))
+            .collect();
+        // Which agent stands for each instance: once per snapshot, not once per volume (an
+        // accept builds a snapshot, so this is on every ACCEPT's path).
+        let agent_of_instance: BTreeMap<String, &str> = known
+            .iter()
+            .rev() // the first agent wins, as a search in order would find it
+            .filter_map(|k| Some((self.instance_for(k, &instances)?, k.id.as_str())))
+            .collect();
+        let mut volumes = Vec::new();
+        for v in store.volumes_shared()?.iter() {
+            let reserved_by = reserved.get(v.id.as_str()).map(|f| f.to_string());
+            if v.status != crate::store::VolumeStatus::Available
+                || (v.restrict_frameworks.is_empty() && reserved_by.is_none())
+                || held.holds(v)
+            {
+                continue;
+            }
+            let attached_to_agent = v
+                .attachments
+                .first()
+                .and_then(|a| agent_of_instance.get(&a.instance_id))
+                .map(|id| id.to_string());
+            if !v.attachments.is_empty() && attached_to_agent.is_none() {
+                continue; // attached somewhere no agent stands for
+            }
+            let ev = offers::ExistingVolume {
+                volume_id: v.id.clone(),
+                pool_id: pool_id(
+                    &v.service,
+                    v.pool.as_deref().unwrap_or("default"),
+                    v.zone.as_deref(),
+                ),
+                zone: v.zone.clone(),
+                mb: (v.size_bytes >> 20).max(1),
+                frameworks: v.restrict_frameworks.iter().cloned().collect(),
+                reserved_by,
+                attached_to_agent,
+                kind: offers::VolumeKind::Mount,
+            };
+            volumes.push((ev, v.service.clone(), v.name.clone()));
+        }
+        Ok(StoreView {
+            agents,
+            reservations,
+            volumes,
+        })
+    }
+
+    /// The state lock, with a [`StoreView`] read before it was taken and still valid under
+    /// it. The view is read without the lock, so many ACCEPTs and the allocation round do
+    /// not queue behind one another's store reads; it is valid when no operation ended while
+    /// it was read (an operation in flight is covered by `pending`: its capacity through its
+    /// claim, the volume it creates by name). A few tries, then the view is read under the
+    /// lock, as the other writers of the store (admin API, reconciler) never take this lock.
+    fn locked_view(&self) -> Result<(MutexGuard<'_, State_>, StoreView), crate::store::Error> {
+        for _ in 0..3 {
+            let ended = lock(&self.inner.state).ended;
+            let view = self.store_view()?;
+            let st = lock(&self.inner.state);
+            if st.ended == ended {
+                return Ok((st, view));
+            }
+        }
+        let st = lock(&self.inner.state);
+        let view = self.store_view()?;
+        Ok((st, view))
+    }
+
+    /// The engine's view of the world now: frameworks and offers from `st`, the rest from
+    /// `view` (read as [`Endpoint::locked_view`] does).
+    fn snapshot(
+        &self,
+        st: &State_,
+        view: StoreView,
+        now_ms: u64,
+    ) -> Result<Snapshot, crate::store::Error> {
         // Readings and the claims not yet accounted in them, read together: a pending
-        // operation counts against its pool until the manager has counted its bytes.
+        // operation counts against its pool until the manager has counted its bytes. Read
+        // under the state lock, with `pending`.
         let (readings, claims) = self.inner.manager.capacity_view();
         let mut pools = Vec::new();
         let mut profiles = BTreeMap::new();
@@ -596,70 +708,19 @@ impl Endpoint {
                 });
             }
         }
-        let instances = store.instances()?;
-        let known = self.inner.agents.agents_with_instances(&instances);
-        // Lost and fenced nodes get no offers, and what a lost node holds is not offered
-        // until it is fenced (`crate::fencing`).
-        let held = crate::fencing::Held::read(store)?;
-        let agents: Vec<offers::Agent> = known
-            .iter()
-            .filter(|a| !a.lost && !held.blocks_agent(&a.id))
-            .map(|a| offers::Agent {
-                id: a.id.clone(),
-                hostname: a.hostname.clone(),
-                zone: a.zone.clone(),
-            })
-            .collect();
-        let reservations = store.reservations()?;
-        let reserved: BTreeMap<String, String> = reservations
-            .iter()
-            .map(|r| (r.volume_id.clone(), r.framework_id.clone()))
-            .collect();
+        let StoreView {
+            agents,
+            reservations,
+            volumes,
+        } = view;
+        // Being created: held through its reservation, offered only after its operation's
+        // terminal status has been sent.
         let creating = ops::creating(&st.pending);
-        // Which agent stands for each instance: once per snapshot, not once per volume (an
-        // accept builds a snapshot, so this is on every ACCEPT's path).
-        let agent_of_instance: BTreeMap<String, &str> = known
-            .iter()
-            .rev() // the first agent wins, as a search in order would find it
-            .filter_map(|k| Some((self.instance_for(k, &instances)?, k.id.as_str())))
+        let volumes: Vec<offers::ExistingVolume> = volumes
+            .into_iter()
+            .filter(|(_, service, name)| !creating.contains(&(service.as_str(), name.as_str())))
+            .map(|(v, _, _)| v)
             .collect();
-        let mut volumes = Vec::new();
-        for v in store.volumes_shared()?.iter() {
-            // Being created: held through its reservation, offered only after its operation's
-            // terminal status has been sent.
-            if creating.contains(&(v.service.as_str(), v.name.as_str())) {
-                continue;
-            }
-            let reserved_by = reserved.get(&v.id).cloned();
-            if v.status != crate::store::VolumeStatus::Available
-                || (v.restrict_frameworks.is_empty() && reserved_by.is_none())
-                || held.holds(v)
-            {
-                continue;
-            }
-            let attached_to_agent = v
-                .attachments
-                .first()
-                .and_then(|a| agent_of_instance.get(&a.instance_id))
-                .map(|id| id.to_string());
-            if !v.attachments.is_empty() && attached_to_agent.is_none() {
-                continue; // attached somewhere no agent stands for
-            }
-            volumes.push(offers::ExistingVolume {
-                volume_id: v.id.clone(),
-                pool_id: pool_id(
-                    &v.service,
-                    v.pool.as_deref().unwrap_or("default"),
-                    v.zone.as_deref(),
-                ),
-                zone: v.zone.clone(),
-                mb: (v.size_bytes >> 20).max(1),
-                frameworks: v.restrict_frameworks.iter().cloned().collect(),
-                reserved_by,
-                attached_to_agent,
-                kind: offers::VolumeKind::Mount,
-            });
-        }
         let cfg = &self.inner.cfg;
         let share = |id: &str| cfg.frameworks.get(id).cloned().unwrap_or_default();
         let mut frameworks: Vec<offers::Framework> = st
@@ -677,8 +738,11 @@ impl Endpoint {
             .collect();
         // Frameworks that are away (disconnected, torn down) but still hold volumes: offered
         // nothing, but what they hold counts towards their role's share and quota.
+        // (A set, not a search of the list per reservation: with thousands of volumes held
+        // and hundreds of frameworks that search was a good part of every snapshot.)
+        let mut listed: HashSet<String> = frameworks.iter().map(|f| f.id.clone()).collect();
         for r in &reservations {
-            if !frameworks.iter().any(|f| f.id == r.framework_id) {
+            if listed.insert(r.framework_id.clone()) {
                 frameworks.push(offers::Framework {
                     id: r.framework_id.clone(),
                     role: r.role.clone(),
@@ -720,12 +784,12 @@ impl Endpoint {
 
     /// One allocation round: send new offers, rescind what the engine withdraws.
     fn round(&self) -> Result<(), crate::store::Error> {
+        let (mut st, view) = self.locked_view()?;
         let now = crate::volumes::now_ms();
-        let mut st = lock(&self.inner.state);
         for f in st.frameworks.values_mut() {
             f.filters.retain(|x| x.until_ms > now);
         }
-        let snap = self.snapshot(&st, now)?;
+        let snap = self.snapshot(&st, view, now)?;
         let alloc = offers::allocate(&snap);
         st.next_offer_id = alloc.next_offer_id;
         let gone: BTreeSet<OfferId> = alloc.rescinds.iter().map(|r| r.offer_id).collect();

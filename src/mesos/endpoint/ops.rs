@@ -468,7 +468,9 @@ impl Endpoint {
         // Per planned operation, the capacity it holds (see `Pending`).
         let mut claims: Vec<Option<CapacityClaim>> = Vec::new();
         let outcome: Result<Checked, (String, String)> = (|| {
-            let mut st = lock(&self.inner.state);
+            let (mut st, view) = self
+                .locked_view()
+                .map_err(|e| (ERROR.to_string(), e.to_string()))?;
             let mine: Vec<offers::Offer> = ids
                 .iter()
                 .filter_map(|id| {
@@ -515,7 +517,7 @@ impl Endpoint {
                 })
                 .collect();
             let snap = self
-                .snapshot(&st, now)
+                .snapshot(&st, view, now)
                 .map_err(|e| (ERROR.into(), e.to_string()))?;
             let acc =
                 offers::apply_accept_offers(&snap, fw, &offer_ids, &uses).map_err(|e| match e {
@@ -666,11 +668,14 @@ impl Endpoint {
 
     /// The operation holding `claim` has ended (its terminal status is sent): what it created
     /// or grew now counts as the framework's volume and in the pool's known free capacity.
+    /// Every operation ends here, with or without a claim: its store writes are all done, and
+    /// a snapshot's store view read meanwhile is read again (`State_::ended`).
     fn release_held(&self, claim: Option<CapacityClaim>) {
+        let mut st = lock(&self.inner.state);
+        st.ended += 1;
         let Some(claim) = claim else {
             return;
         };
-        let mut st = lock(&self.inner.state);
         st.pending.retain(|p| p.claim != claim);
         // Not accounted (the operation failed before its driver call): nothing to count.
         self.inner.manager.drop_capacity_claim(&claim);
