@@ -5,6 +5,22 @@
 use super::sled_backend::SyncPoint;
 use super::*;
 
+/// Open the store in `dir` again after this process dropped its handle. sled releases its
+/// file lock only once its background I/O threads (shared by every database in the
+/// process) have let go of the dropped handle, which under a busy test run can take a
+/// moment: retry while the lock is held, for at most 10 s. Any other result is returned.
+fn reopen(dir: &std::path::Path) -> Result<Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -12,7 +28,7 @@ fn newer_schema_is_refused() {
         let store = Store::open(dir.path()).unwrap();
         store.sled().force_schema(SCHEMA_VERSION + 1).unwrap();
     }
-    match Store::open(dir.path()) {
+    match reopen(dir.path()) {
         Err(Error::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }
@@ -73,7 +89,7 @@ fn concurrent_applies_share_flushes_and_all_land() {
     let expected: std::collections::BTreeSet<_> = (0..n).map(|i| format!("w/{i:02}")).collect();
     assert_eq!(written_keys(&store), expected);
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path()).unwrap();
     assert_eq!(written_keys(&store), expected);
     assert_eq!(store.meta("w/07").unwrap().as_deref(), Some("7"));
 }
@@ -196,7 +212,7 @@ fn a_failed_flush_fails_every_write_it_covered() {
     assert!(store.sled().durability.lock().failures.is_empty());
     // Every write acknowledged as durable is there after a reopen.
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path()).unwrap();
     let keys = written_keys(&store);
     for (i, r) in results.iter().enumerate() {
         if r.is_ok() {
