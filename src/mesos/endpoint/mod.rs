@@ -1639,3 +1639,82 @@ mod encode_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    fn status(uuid: &[u8], op: &str) -> Event {
+        Event {
+            r#type: event_type(event::Type::UpdateOperationStatus),
+            update_operation_status: Some(event::UpdateOperationStatus {
+                status: v1::OperationStatus {
+                    operation_id: Some(v1::OperationId { value: op.into() }),
+                    state: v1::OperationState::OperationFinished as i32,
+                    uuid: Some(v1::Uuid {
+                        value: uuid.to_vec(),
+                    }),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sent(ep: &Endpoint) -> usize {
+        lock(&ep.inner.state).frameworks["fw-1"].statuses_sent.len()
+    }
+
+    /// A status is delivered at most once on a stream, and the stream forgets it once the
+    /// framework acknowledges it, so the set holds only the statuses in flight.
+    #[tokio::test]
+    async fn a_status_goes_once_per_stream_and_is_forgotten_when_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
+        let manager = Manager::with_services(store, BTreeMap::new(), Duration::from_secs(5));
+        let agents = client::Handle::new(&MesosConfig::default(), Default::default());
+        let ep = Endpoint::new(manager, agents, OffersConfig::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&ep.inner.state).frameworks.insert(
+            "fw-1".into(),
+            Fw {
+                name: "fw".into(),
+                role: "storage".into(),
+                principal: None,
+                multi_role: false,
+                stream_id: Some("s-1".into()),
+                tx: Some(tx),
+                suppressed: false,
+                filters: Vec::new(),
+                subscribed_at: String::new(),
+                statuses_sent: HashSet::new(),
+            },
+        );
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        ep.send_status("fw-1", status(a.as_bytes(), "op-a"));
+        ep.send_status("fw-1", status(a.as_bytes(), "op-a"));
+        ep.send_status("fw-1", status(b.as_bytes(), "op-b"));
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(
+                ev.update_operation_status
+                    .unwrap()
+                    .status
+                    .uuid
+                    .unwrap()
+                    .value,
+            );
+        }
+        assert_eq!(got, vec![a.as_bytes().to_vec(), b.as_bytes().to_vec()]);
+        assert_eq!(sent(&ep), 2);
+        let ack = |u: &uuid::Uuid, op: &str| call::AcknowledgeOperationStatus {
+            uuid: u.as_bytes().to_vec(),
+            operation_id: v1::OperationId { value: op.into() },
+            ..Default::default()
+        };
+        ep.acknowledge("fw-1", &ack(&a, "op-a")).await.unwrap();
+        assert_eq!(sent(&ep), 1, "the acknowledged status is forgotten");
+        ep.acknowledge("fw-1", &ack(&b, "op-b")).await.unwrap();
+        assert_eq!(sent(&ep), 0, "nothing in flight, nothing remembered");
+    }
+}
