@@ -640,23 +640,33 @@ fn write_list(st: &LsState, svc: &Svc, args: &ListArgs) -> Result<Vec<u8>, LsErr
         let out = render_list(st, svc, args)?;
         return serde_json::to_vec(&out).map_err(render_err);
     }
-    let (m, name, me) = (args.mask, &args.name, args.me.as_deref());
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::new(&mut out);
     let mut map = ser.serialize_map(None).map_err(render_err)?;
-    for v in all.iter().filter(|v| visible(v, &svc.name)) {
-        if name
-            .as_ref()
-            .is_some_and(|n| !v.name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        if let Some(w) = masked(v, svc, m, me) {
-            map.serialize_entry(&v.id, &w).map_err(render_err)?;
-        }
+    for (v, w) in listed(&all, svc, args) {
+        map.serialize_entry(&v.id, &w).map_err(render_err)?;
     }
     map.end().map_err(render_err)?;
     Ok(out)
+}
+
+/// The volumes of `all` that a list through `svc` shows with `args` (visible to the
+/// service, matching the name filter, passing the attachment mask), each with its wire
+/// form, in the order of `all`.
+fn listed<'a>(
+    all: &'a [Volume],
+    svc: &'a Svc,
+    args: &'a ListArgs,
+) -> impl Iterator<Item = (&'a Volume, WireVolume)> + 'a {
+    let (m, me) = (args.mask, args.me.as_deref());
+    all.iter()
+        .filter(move |v| visible(v, &svc.name))
+        .filter(move |v| {
+            args.name
+                .as_ref()
+                .is_none_or(|n| v.name.eq_ignore_ascii_case(n))
+        })
+        .filter_map(move |v| masked(v, svc, m, me).map(|w| (v, w)))
 }
 
 fn render_list(
@@ -664,21 +674,10 @@ fn render_list(
     svc: &Svc,
     args: &ListArgs,
 ) -> Result<BTreeMap<String, WireVolume>, LsError> {
-    let (m, name, me) = (args.mask, &args.name, args.me.as_deref());
-    let mut out = BTreeMap::new();
     let all = st.manager.store().volumes_shared()?;
-    for v in all.iter().filter(|v| visible(v, &svc.name)) {
-        if name
-            .as_ref()
-            .is_some_and(|n| !v.name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
-        if let Some(w) = masked(v, svc, m, me) {
-            out.insert(v.id.clone(), w);
-        }
-    }
-    Ok(out)
+    Ok(listed(&all, svc, args)
+        .map(|(v, w)| (v.id.clone(), w))
+        .collect())
 }
 
 async fn volumes_all(
