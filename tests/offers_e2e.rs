@@ -1446,6 +1446,69 @@ async fn a_new_volume_is_offered_only_after_its_create_disk_finished() {
     );
 }
 
+/// A volume a DESTROY_DISK acts on is not offered again while the operation runs: the ACCEPT
+/// took it out of its offer, and no allocation round gives it back before the terminal
+/// status (as a Mesos master does not re-offer what an operation in flight consumes), so a
+/// framework is never offered a volume that is being destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_is_not_offered_while_a_destroy_disk_runs_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_disk(&fw.id, &a, "op-1", 64.0)).await;
+    let w = watch(&mut fw, "op-1", Duration::from_millis(500)).await;
+    assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
+    let vol = w.terminal["converted_resources"][0]["disk"]["source"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The next offer of agent-a with the volume in it.
+    let (offer, source) = loop {
+        let offers = fw.offers_for(&["agent-a"]).await;
+        let found = offers.iter().find_map(|o| {
+            o["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["disk"]["source"]["id"] == vol.as_str())
+                .map(|r| (o.clone(), r.clone()))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        let ids: Vec<Value> = offers.iter().map(|o| o["id"].clone()).collect();
+        fw.call(json!({"type": "DECLINE", "framework_id": {"value": fw.id},
+            "decline": {"offer_ids": ids, "filters": {"refuse_seconds": 0}}}))
+            .await;
+    };
+    fw.call(json!({"type": "ACCEPT", "framework_id": {"value": fw.id},
+        "accept": {"offer_ids": [offer["id"].clone()],
+            "operations": [{"type": "DESTROY_DISK", "id": {"value": "op-2"},
+                "destroy_disk": {"source": source}}],
+            "filters": {"refuse_seconds": 0}}}))
+        .await;
+    let w = watch(&mut fw, "op-2", Duration::from_millis(500)).await;
+    assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
+    let during: Vec<_> = w.offers.iter().filter(|(done, ..)| !done).collect();
+    assert!(
+        !during.is_empty(),
+        "rounds ran while the operation was in flight: {during:?}"
+    );
+    let offered = during.iter().filter(|(_, _, v)| v.contains(&vol)).count();
+    assert_eq!(
+        offered,
+        0,
+        "volume {vol} was in {offered} of the {} offers made while it was being destroyed",
+        during.len()
+    );
+    assert!(
+        w.offers.iter().all(|(_, _, v)| !v.contains(&vol)),
+        "a destroyed volume is not offered"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offered_capacity_drops_once_and_exactly_by_a_create_disks_slice() {
     let dir = tempfile::tempdir().unwrap();

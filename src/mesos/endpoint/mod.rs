@@ -90,6 +90,9 @@ struct State_ {
     /// read while this stayed the same cannot be missing the last writes of an operation
     /// that is no longer in `pending`.
     ended: u64,
+    /// Existing volumes that operations in flight act on (DESTROY_DISK, RESERVE, UNRESERVE),
+    /// with how many: not offered until their operations have ended (`ops.rs`).
+    acting: HashMap<String, usize>,
 }
 
 /// What a snapshot reads from the store and the agent list. Decoding every volume and
@@ -715,10 +718,12 @@ impl Endpoint {
         } = view;
         // Being created: held through its reservation, offered only after its operation's
         // terminal status has been sent.
+        // Acted on by an operation in flight: consumed by its ACCEPT until it has ended.
         let creating = ops::creating(&st.pending);
         let volumes: Vec<offers::ExistingVolume> = volumes
             .into_iter()
             .filter(|(_, service, name)| !creating.contains(&(service.as_str(), name.as_str())))
+            .filter(|(v, _, _)| !st.acting.contains_key(&v.volume_id))
             .map(|(v, _, _)| v)
             .collect();
         let cfg = &self.inner.cfg;

@@ -54,6 +54,18 @@ enum Plan {
 }
 
 impl Plan {
+    /// The existing volume the operation acts on and consumes from its offer (DESTROY_DISK,
+    /// RESERVE, UNRESERVE): not offered again until the operation has ended, as a Mesos
+    /// master does not offer what an operation in flight consumes.
+    fn acts_on(&self) -> Option<&str> {
+        match self {
+            Plan::DestroyDisk { volume_id, .. }
+            | Plan::Reserve { volume_id }
+            | Plan::Unreserve { volume_id } => Some(volume_id),
+            Plan::CreateDisk { .. } | Plan::GrowVolume { .. } => None,
+        }
+    }
+
     /// The pool capacity the operation holds while it runs (a volume being created or
     /// grown), as the offer engine's reservation, and the (service, name) of the volume it
     /// creates. `key` is the operation id (a generated one without).
@@ -546,6 +558,9 @@ impl Endpoint {
                     .hold(fw, key)
                     .map(|(res, creating)| self.hold_locked(&mut st, res, creating));
                 claims.push(held);
+                if let Some(v) = p.acts_on() {
+                    *st.acting.entry(v.to_string()).or_default() += 1;
+                }
             }
             let refuse_ms = super::refuse_ms(a.filters.as_ref());
             let f = st.frameworks.get_mut(fw);
@@ -589,7 +604,7 @@ impl Endpoint {
                         Ok(Some(old)) => {
                             // Idempotent by operation id: report, never run twice.
                             self.send(fw, status_event(&old));
-                            self.release_held(claim);
+                            self.release_held(claim, &p);
                             continue;
                         }
                         Ok(None) => {}
@@ -628,7 +643,7 @@ impl Endpoint {
                                 format!("cannot record the operation: {e}"),
                             ),
                         );
-                        self.release_held(claim);
+                        self.release_held(claim, &p);
                         continue;
                     }
                     crash_point!(&format!("mesos.{}.after_pending", r.kind.to_lowercase()));
@@ -670,9 +685,17 @@ impl Endpoint {
     /// or grew now counts as the framework's volume and in the pool's known free capacity.
     /// Every operation ends here, with or without a claim: its store writes are all done, and
     /// a snapshot's store view read meanwhile is read again (`State_::ended`).
-    fn release_held(&self, claim: Option<CapacityClaim>) {
+    fn release_held(&self, claim: Option<CapacityClaim>, p: &Plan) {
         let mut st = lock(&self.inner.state);
         st.ended += 1;
+        if let Some(v) = p.acts_on() {
+            if let Some(n) = st.acting.get_mut(v) {
+                *n -= 1;
+                if *n == 0 {
+                    st.acting.remove(v);
+                }
+            }
+        }
         let Some(claim) = claim else {
             return;
         };
@@ -703,6 +726,12 @@ impl Endpoint {
                 .map(|(res, creating)| {
                     self.hold_locked(&mut lock(&self.inner.state), res, creating)
                 });
+            if let Some(v) = p.as_ref().and_then(|p| p.acts_on()) {
+                *lock(&self.inner.state)
+                    .acting
+                    .entry(v.to_string())
+                    .or_default() += 1;
+            }
             let ep = self.clone();
             tokio::spawn(async move {
                 let Some(p) = p else {
@@ -833,7 +862,7 @@ impl Endpoint {
             }
             (None, Ok(_)) => {}
         }
-        self.release_held(claim);
+        self.release_held(claim, &p);
         self.wake();
     }
 
