@@ -1412,20 +1412,28 @@ fn slow_vfs_a() -> String {
     config("[services.fault]\nlatency_ms = 300")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_volume_is_offered_only_after_its_create_disk_finished() {
-    let dir = tempfile::tempdir().unwrap();
-    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
-    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+/// A CREATE_DISK of 64 MB on agent-a's next offer, watched (see [`watch`]) until its
+/// terminal status and for `after` more; it must finish. Returns what was watched and the
+/// new volume's id.
+async fn create_on_a(fw: &mut Framework, op: &str, after: Duration) -> (Watched, String) {
     let offers = fw.offers_for(&["agent-a"]).await;
     let a = offer_on(&offers, "agent-a").clone();
-    fw.call(create_disk(&fw.id, &a, "op-1", 64.0)).await;
-    let w = watch(&mut fw, "op-1", Duration::from_secs(3)).await;
+    fw.call(create_disk(&fw.id, &a, op, 64.0)).await;
+    let w = watch(fw, op, after).await;
     assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
     let vol = w.terminal["converted_resources"][0]["disk"]["source"]["id"]
         .as_str()
         .unwrap()
         .to_string();
+    (w, vol)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_volume_is_offered_only_after_its_create_disk_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let (w, vol) = create_on_a(&mut fw, "op-1", Duration::from_secs(3)).await;
     let before: Vec<_> = w.offers.iter().filter(|(done, ..)| !done).collect();
     assert!(
         before.len() >= 3,
@@ -1455,15 +1463,7 @@ async fn a_volume_is_not_offered_while_a_destroy_disk_runs_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
     let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
-    let offers = fw.offers_for(&["agent-a"]).await;
-    let a = offer_on(&offers, "agent-a").clone();
-    fw.call(create_disk(&fw.id, &a, "op-1", 64.0)).await;
-    let w = watch(&mut fw, "op-1", Duration::from_millis(500)).await;
-    assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
-    let vol = w.terminal["converted_resources"][0]["disk"]["source"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, vol) = create_on_a(&mut fw, "op-1", Duration::from_millis(500)).await;
     // The next offer of agent-a with the volume in it.
     let (offer, source) = loop {
         let offers = fw.offers_for(&["agent-a"]).await;
