@@ -116,6 +116,14 @@ pub(super) struct Pending {
     creating: Option<(String, String)>,
 }
 
+/// Count the existing volume `p` acts on (if any) as taken by an operation in flight
+/// (`State_::acting`), until the operation ends in `release_held`.
+fn mark_acting(st: &mut State_, p: &Plan) {
+    if let Some(v) = p.acts_on() {
+        *st.acting.entry(v.to_string()).or_default() += 1;
+    }
+}
+
 /// The engine's reservations for the operations in flight, given the claims the manager has
 /// not accounted for yet.
 pub(super) fn reservations(
@@ -558,9 +566,7 @@ impl Endpoint {
                     .hold(fw, key)
                     .map(|(res, creating)| self.hold_locked(&mut st, res, creating));
                 claims.push(held);
-                if let Some(v) = p.acts_on() {
-                    *st.acting.entry(v.to_string()).or_default() += 1;
-                }
+                mark_acting(&mut st, p);
             }
             let refuse_ms = super::refuse_ms(a.filters.as_ref());
             let f = st.frameworks.get_mut(fw);
@@ -726,11 +732,8 @@ impl Endpoint {
                 .map(|(res, creating)| {
                     self.hold_locked(&mut lock(&self.inner.state), res, creating)
                 });
-            if let Some(v) = p.as_ref().and_then(|p| p.acts_on()) {
-                *lock(&self.inner.state)
-                    .acting
-                    .entry(v.to_string())
-                    .or_default() += 1;
+            if let Some(p) = &p {
+                mark_acting(&mut lock(&self.inner.state), p);
             }
             let ep = self.clone();
             tokio::spawn(async move {
