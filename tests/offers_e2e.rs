@@ -1354,6 +1354,13 @@ struct Watched {
     terminal: Value,
 }
 
+impl Watched {
+    /// The offers made before the operation's terminal status.
+    fn in_flight(&self) -> Vec<&(bool, Option<u64>, Vec<String>)> {
+        self.offers.iter().filter(|(done, ..)| !done).collect()
+    }
+}
+
 /// Read every event until `op`'s terminal status and for `after` more, declining every offer
 /// at once (`refuse_seconds` 0, so each round offers again).
 async fn watch(fw: &mut Framework, op: &str, after: Duration) -> Watched {
@@ -1434,7 +1441,7 @@ async fn a_new_volume_is_offered_only_after_its_create_disk_finished() {
     let polly = Polly::start_with(&dir.path().join("d"), Some(&slow_vfs_a()), None);
     let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let (w, vol) = create_on_a(&mut fw, "op-1", Duration::from_secs(3)).await;
-    let before: Vec<_> = w.offers.iter().filter(|(done, ..)| !done).collect();
+    let before = w.in_flight();
     assert!(
         before.len() >= 3,
         "rounds ran while the operation was in flight: {before:?}"
@@ -1491,7 +1498,7 @@ async fn a_volume_is_not_offered_while_a_destroy_disk_runs_on_it() {
         .await;
     let w = watch(&mut fw, "op-2", Duration::from_millis(500)).await;
     assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
-    let during: Vec<_> = w.offers.iter().filter(|(done, ..)| !done).collect();
+    let during = w.in_flight();
     assert!(
         !during.is_empty(),
         "rounds ran while the operation was in flight: {during:?}"
@@ -1524,8 +1531,7 @@ async fn offered_capacity_drops_once_and_exactly_by_a_create_disks_slice() {
     assert_eq!(w.terminal["state"], "OPERATION_FINISHED", "{}", w.terminal);
     let seen: Vec<u64> = w.offers.iter().filter_map(|(_, raw, _)| *raw).collect();
     assert!(
-        w.offers.iter().filter(|(done, ..)| !done).count() >= 3
-            && w.offers.iter().filter(|(done, ..)| *done).count() >= 3,
+        w.in_flight().len() >= 3 && w.offers.iter().filter(|(done, ..)| *done).count() >= 3,
         "offers came during and after the operation: {seen:?}"
     );
     // Pending, then the volume: each MB counted once, so every offer shows the same.
