@@ -338,7 +338,12 @@ fn assert_matches(store: &Store, model: &Model) {
     let vols: Vec<Volume> = model.volumes.values().cloned().collect();
     assert_eq!(store.volumes().unwrap(), vols);
     assert_eq!(
-        *store.volumes_shared().unwrap(),
+        store
+            .volumes_shared()
+            .unwrap()
+            .iter()
+            .map(|v| (**v).clone())
+            .collect::<Vec<_>>(),
         vols,
         "cached list is stale"
     );

@@ -73,9 +73,10 @@ pub struct LsState {
 /// adds up with many REX-Ray agents and large lists.
 const LIST_CACHE_BYTES: usize = 32 << 20;
 
-/// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), all of one store
-/// generation: a body rendered at a newer generation drops the others (a store write made
-/// them stale, and keeping them would hold one body per agent for nothing), and bodies
+/// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), all of one
+/// version of the store's volumes (`Store::volumes_version`, called generation here): a
+/// body rendered at a newer one drops the others (a volume write made them stale, and
+/// keeping them would hold one body per agent for nothing), and bodies
 /// beyond [`LIST_CACHE_BYTES`] are not kept.
 #[derive(Debug, Default)]
 pub(crate) struct ListCache {
@@ -595,8 +596,10 @@ async fn list_for(
     render_list(st, svc, &args)
 }
 
-/// One service's list as JSON bytes, rendered once per store generation and argument set:
-/// REX-Ray agents poll lists, and a large list costs far more to render than to send.
+/// One service's list as JSON bytes, rendered once per version of the store's volumes and
+/// argument set: REX-Ray agents poll lists, and a large list costs far more to render than
+/// to send. (A list depends on the volumes alone; writes of intents, reservations or
+/// operation records leave the rendered bodies valid.)
 async fn list_body(
     st: &LsState,
     client: &ClientHeaders,
@@ -604,7 +607,8 @@ async fn list_body(
     q: &BTreeMap<String, String>,
 ) -> Result<Bytes, LsError> {
     let args = list_args(st, client, svc, q).await?;
-    let generation = st.manager.store().generation();
+    // Read before the list: a body is never filed under a newer version than its volumes.
+    let generation = st.manager.store().volumes_version();
     let key = format!(
         "{}\0{}\0{}\0{}",
         svc.name,
@@ -654,7 +658,7 @@ fn write_list(st: &LsState, svc: &Svc, args: &ListArgs) -> Result<Vec<u8>, LsErr
 /// service, matching the name filter, passing the attachment mask), each with its wire
 /// form, in the order of `all`.
 fn listed<'a>(
-    all: &'a [Volume],
+    all: &'a [Arc<Volume>],
     svc: &'a Svc,
     args: &'a ListArgs,
 ) -> impl Iterator<Item = (&'a Volume, WireVolume)> + 'a {
@@ -666,7 +670,7 @@ fn listed<'a>(
                 .as_ref()
                 .is_none_or(|n| v.name.eq_ignore_ascii_case(n))
         })
-        .filter_map(move |v| masked(v, svc, m, me).map(|w| (v, w)))
+        .filter_map(move |v| masked(v, svc, m, me).map(|w| (&**v, w)))
 }
 
 fn render_list(

@@ -72,6 +72,12 @@ pub(crate) trait Backend: Send + Sync {
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// The values of `keys` in `tree`, in the order of `keys`; each at least as new as the
+    /// last batch whose `apply` returned before the call.
+    fn get_many(&self, tree: Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(tree, k)).collect()
+    }
+
     /// Visit every entry of `tree` whose key starts with `prefix`, in key order.
     fn scan(&self, tree: Tree, prefix: &[u8], visit: &mut Visit<'_>) -> Result<()>;
 

@@ -36,6 +36,9 @@ use crate::config::EtcdConfig;
 const ID_BLOCK: u64 = 1024;
 /// Records per read when scanning a tree (keeps each answer far below gRPC's 4 MiB).
 const PAGE: i64 = 500;
+/// Keys per Txn in `get_many`: etcd refuses a Txn of more than `--max-txn-ops` (128 by
+/// default) operations.
+const GET_MANY_CHUNK: usize = 100;
 /// Attempts of a batch that keeps losing races before it gives up.
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -420,6 +423,16 @@ impl Backend for EtcdBackend {
             .into_iter()
             .next()
             .and_then(|(_, v)| v))
+    }
+
+    /// One Txn of gets per [`GET_MANY_CHUNK`] keys (etcd limits the operations in a Txn).
+    fn get_many(&self, tree: Tree, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let full = chunk.iter().map(|k| self.key(tree, k)).collect();
+            out.extend(self.read(full)?.into_iter().map(|(_, v)| v));
+        }
+        Ok(out)
     }
 
     /// Page by page, every page at the revision of the first, so the scan is one snapshot.

@@ -16,7 +16,7 @@ mod etcd_backend;
 mod sled_backend;
 mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -129,8 +129,75 @@ pub struct Dump {
     pub nodes: Vec<NodeRecord>,
 }
 
-/// The decoded volume list and the store generation it was read at.
-type CachedVolumes = (u64, Arc<Vec<Volume>>);
+/// The decoded volume list readers share ([`Store::volumes_shared`]): every volume sorted by
+/// Polly id, each behind its own `Arc`, so a list brought up to date after a write shares
+/// every volume the write did not touch with the list before it.
+pub type VolumeList = Arc<Vec<Arc<Volume>>>;
+
+/// Above this many volume ids written since the shared list was read, the list is dropped
+/// (and read whole again when next asked for) rather than the ids kept: a store nobody lists
+/// would otherwise remember every volume id it ever wrote.
+const DIRTY_MAX: usize = 65_536;
+
+/// The volume list readers share, and which volumes were written since it was read.
+#[derive(Default)]
+struct VolumeView {
+    /// The list as last read or brought up to date; `None` before the first read and after a
+    /// change to unknown volumes (another writer, an erase).
+    list: Option<VolumeList>,
+    /// Ids of the volumes written since `list` was read, each with the `version` of its
+    /// last write. Only these are read again before the list is handed out again, and an id
+    /// leaves only once a list that read it after that write is stored.
+    dirty: BTreeMap<String, u64>,
+    /// Bumped whenever `list` is dropped, so that a read that started before does not store
+    /// what it read.
+    resets: u64,
+    /// Bumped by every write that may have changed a volume (see [`Store::volumes_version`]).
+    version: u64,
+}
+
+impl VolumeView {
+    /// The list, if no volume was written since it was read.
+    fn current(&self) -> Option<VolumeList> {
+        self.list.clone().filter(|_| self.dirty.is_empty())
+    }
+
+    /// Forget the list: volumes changed that this view cannot name.
+    fn reset(&mut self) {
+        self.list = None;
+        self.dirty.clear();
+        self.resets += 1;
+        self.version += 1;
+    }
+}
+
+/// The volume ids a batch writes.
+fn volume_ids(ops: &[Op]) -> impl Iterator<Item = &str> {
+    ops.iter().filter_map(|op| match op {
+        Op::PutVolume(v) => Some(v.id.as_str()),
+        Op::DeleteVolume(id) => Some(id.as_str()),
+        _ => None,
+    })
+}
+
+/// `base` (sorted by id) with the volumes in `fresh` (sorted by id; `None`: deleted) put in
+/// place of, or beside, those of the same id.
+fn merged(base: &[Arc<Volume>], fresh: Vec<(String, Option<Volume>)>) -> Vec<Arc<Volume>> {
+    let mut out = Vec::with_capacity(base.len() + fresh.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for v in base {
+        while let Some((_, new)) = fresh.next_if(|(id, _)| id.as_str() < v.id.as_str()) {
+            out.extend(new.map(Arc::new));
+        }
+        match fresh.next_if(|(id, _)| *id == v.id) {
+            Some((_, new)) => out.extend(new.map(Arc::new)),
+            None => out.push(v.clone()),
+        }
+    }
+    out.extend(fresh.filter_map(|(_, new)| new.map(Arc::new)));
+    out.shrink_to_fit();
+    out
+}
 
 /// The backend behind a [`Store`].
 #[derive(Clone)]
@@ -144,16 +211,16 @@ enum Engine {
 #[derive(Clone)]
 pub struct Store {
     engine: Engine,
-    /// Bumped by every committed write; tags the cached volume list.
+    /// Bumped by every committed write.
     generation: Arc<std::sync::atomic::AtomicU64>,
-    /// The decoded volumes tree as of some generation, shared by readers (list calls decode
-    /// every record otherwise, once per request).
-    volume_cache: Arc<std::sync::Mutex<Option<CachedVolumes>>>,
-    /// Held while the volumes tree is decoded for the cache: readers that miss the cache at
-    /// the same time (the façade's first list and start-up reconciliation) wait for one
-    /// decode instead of each holding a full decoded copy (with 100,000 volumes, tens of
+    /// The decoded volume list shared by readers (list calls and offer rounds would decode
+    /// every record otherwise, once each), and the volumes written since it was read.
+    volume_view: Arc<std::sync::Mutex<VolumeView>>,
+    /// Held while the shared list is read or brought up to date: readers that find it out
+    /// of date at the same time (the façade's lists, offer rounds, start-up reconciliation)
+    /// wait for one update instead of each building a copy (with 100,000 volumes, tens of
     /// megabytes each).
-    volume_decode: Arc<std::sync::Mutex<()>>,
+    volume_update: Arc<std::sync::Mutex<()>>,
     /// Called whenever a write is refused by the fence (the leader stops acting on it).
     on_fenced: Arc<std::sync::Mutex<Option<FencedHook>>>,
 }
@@ -219,8 +286,8 @@ impl Store {
         Store {
             engine,
             generation: Default::default(),
-            volume_cache: Default::default(),
-            volume_decode: Default::default(),
+            volume_view: Default::default(),
+            volume_update: Default::default(),
             on_fenced: Default::default(),
         }
     }
@@ -288,6 +355,8 @@ impl Store {
             res,
             Err(Error::NameTaken { .. } | Error::Fenced { .. } | Error::Corrupt { .. })
         ) {
+            // Volumes first: a reader that sees the new generation must find them marked.
+            self.volumes_written(volume_ids(ops));
             self.bump();
         }
         res
@@ -341,37 +410,101 @@ impl Store {
         self.scan(Tree::Volumes)
     }
 
-    /// All volumes, sorted by Polly id, shared: decoded once per store change rather than
-    /// once per call. Never older than the last write that returned before the call.
-    pub fn volumes_shared(&self) -> Result<Arc<Vec<Volume>>> {
-        use std::sync::atomic::Ordering;
-        let generation = self.generation.load(Ordering::Acquire);
-        let lock = || self.volume_cache.lock().unwrap_or_else(|p| p.into_inner());
-        let cached = || {
-            lock()
-                .as_ref()
-                .filter(|(g, _)| *g == generation)
-                .map(|(_, v)| v.clone())
+    /// All volumes, sorted by Polly id, shared: the whole tree is decoded once, and after
+    /// that only the volumes written since the list was last handed out are read again
+    /// (writes to other trees leave it as it is). Never older than the last write that
+    /// returned before the call.
+    pub fn volumes_shared(&self) -> Result<VolumeList> {
+        let view = || self.volume_view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = view().current() {
+            return Ok(list);
+        }
+        let _updating = self.volume_update.lock().unwrap_or_else(|p| p.into_inner());
+        let (base, dirty, resets, version) = {
+            let v = view();
+            // Another reader may have brought it up to date while this one waited.
+            if let Some(list) = v.current() {
+                return Ok(list);
+            }
+            let base = v.list.clone().filter(|l| v.dirty.len() <= l.len() / 2 + 8);
+            let dirty: BTreeSet<String> = match base {
+                Some(_) => v.dirty.keys().cloned().collect(),
+                None => BTreeSet::new(),
+            };
+            (base, dirty, v.resets, v.version)
         };
-        if let Some(v) = cached() {
-            return Ok(v);
+        // Read after noting the ids and the version: every write up to `version` is in what
+        // is read; a volume written later stays marked, for the next reader.
+        let read = match base {
+            Some(base) => self.volume_list_patched(&base, &dirty),
+            None => self.volume_list(),
+        };
+        // On an error the view is left as it was: the ids stay marked.
+        let list = Arc::new(read?);
+        let mut v = view();
+        if v.resets == resets {
+            v.list = Some(list.clone());
+            v.dirty.retain(|_, written| *written > version);
         }
-        let _decoding = self.volume_decode.lock().unwrap_or_else(|p| p.into_inner());
-        // Another reader may have decoded it while this one waited.
-        if let Some(v) = cached() {
-            return Ok(v);
+        Ok(list)
+    }
+
+    /// Every volume, decoded, in key (= id) order, without spare room (the list is kept
+    /// until the store changes).
+    fn volume_list(&self) -> Result<Vec<Arc<Volume>>> {
+        let mut out = Vec::new();
+        self.backend().scan(Tree::Volumes, b"", &mut |k, v| {
+            out.push(Arc::new(decode(Tree::Volumes.name(), k, v)?));
+            Ok(())
+        })?;
+        out.shrink_to_fit();
+        Ok(out)
+    }
+
+    /// `base` with the volumes `ids` read again from the store.
+    fn volume_list_patched(
+        &self,
+        base: &[Arc<Volume>],
+        ids: &BTreeSet<String>,
+    ) -> Result<Vec<Arc<Volume>>> {
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes()).collect();
+        let values = self.backend().get_many(Tree::Volumes, &keys)?;
+        let fresh = ids
+            .iter()
+            .zip(values)
+            .map(|(id, v)| {
+                let v = v
+                    .map(|v| decode(Tree::Volumes.name(), id.as_bytes(), &v))
+                    .transpose()?;
+                Ok((id.clone(), v))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(merged(base, fresh))
+    }
+
+    /// Mark the volumes a committed batch wrote, for the next reader of the shared list.
+    fn volumes_written<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let mut ids = ids.peekable();
+        if ids.peek().is_none() {
+            return;
         }
-        // Read after loading the generation: the list is at least as new as `generation`.
-        let mut vols = self.volumes()?;
-        // Kept for as long as the store does not change: without the room the Vec grew
-        // into while decoding (up to half again the list).
-        vols.shrink_to_fit();
-        let vols = Arc::new(vols);
-        let mut cache = lock();
-        if cache.as_ref().is_none_or(|(g, _)| *g <= generation) {
-            *cache = Some((generation, vols.clone()));
+        let mut v = self.volume_view.lock().unwrap_or_else(|p| p.into_inner());
+        v.version += 1;
+        let version = v.version;
+        v.dirty.extend(ids.map(|id| (id.to_string(), version)));
+        if v.dirty.len() > DIRTY_MAX {
+            v.reset();
         }
-        Ok(vols)
+    }
+
+    /// A counter bumped by every write that may have changed a volume (and by
+    /// [`Store::forget_cache`]): equal values mean the volume list is the same, so a view
+    /// derived from it alone (a rendered list) can be reused. Read it before the list.
+    pub fn volumes_version(&self) -> u64 {
+        self.volume_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
     }
 
     /// A counter bumped by every committed write through this handle (and its clones):
@@ -384,6 +517,10 @@ impl Store {
 
     /// Forget cached reads: another process (a previous leader) may have written since.
     pub fn forget_cache(&self) {
+        self.volume_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
         self.bump();
     }
 
@@ -492,7 +629,7 @@ impl Store {
     /// an erase they show up as orphans.
     pub fn erase(&self) -> Result<()> {
         let res = self.backend().erase();
-        self.bump();
+        self.forget_cache();
         res
     }
 

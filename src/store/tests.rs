@@ -236,13 +236,8 @@ fn sled_cannot_be_fenced() {
     store.apply(&[Op::PutMeta("k".into(), "v".into())]).unwrap();
 }
 
-/// Readers that miss the decoded volume list at the same moment share one decode (one list
-/// in memory, not one per reader); a write makes the next reader decode a fresh one.
-#[test]
-fn concurrent_readers_share_one_decoded_volume_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let vol = |i: usize| Volume {
+fn vol(i: usize) -> Volume {
+    Volume {
         id: format!("pv-{i:05}"),
         service: "vfs".into(),
         driver_id: Some(format!("vfs-{i}")),
@@ -258,13 +253,32 @@ fn concurrent_readers_share_one_decoded_volume_list() {
         attachments: vec![],
         created_at: 1,
         path: None,
-    };
+    }
+}
+
+/// The shared list as plain volumes, to compare with [`Store::volumes`].
+fn shared(store: &Store) -> Vec<Volume> {
+    store
+        .volumes_shared()
+        .unwrap()
+        .iter()
+        .map(|v| (**v).clone())
+        .collect()
+}
+
+/// Readers that find the shared volume list out of date at the same moment share one
+/// update (one list in memory, not one per reader); a write makes the next reader get a
+/// list of its own that has it.
+#[test]
+fn concurrent_readers_share_one_decoded_volume_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let ops: Vec<Op> = (0..5000).map(|i| Op::PutVolume(vol(i))).collect();
     store.apply(&ops).unwrap();
-    for _ in 0..3 {
+    for round in 0..3 {
         let n = 8;
         let barrier = std::sync::Barrier::new(n);
-        let lists: Vec<Arc<Vec<Volume>>> = std::thread::scope(|s| {
+        let lists: Vec<VolumeList> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|_| {
                     let (store, barrier) = (store.clone(), &barrier);
@@ -276,10 +290,13 @@ fn concurrent_readers_share_one_decoded_volume_list() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert_eq!(lists[0].len(), 5000);
+        assert_eq!(lists[0].len(), 5000, "round {round}");
         assert_eq!(lists[0].capacity(), 5000, "kept without spare room");
         for l in &lists[1..] {
-            assert!(Arc::ptr_eq(&lists[0], l), "a second decoded copy");
+            assert!(
+                Arc::ptr_eq(&lists[0], l),
+                "a second decoded copy in round {round}"
+            );
         }
         // A write: the next readers must see it, in a list of their own.
         store.apply(&[Op::PutVolume(vol(9999))]).unwrap();
@@ -288,4 +305,174 @@ fn concurrent_readers_share_one_decoded_volume_list() {
         assert!(after.iter().any(|v| v.id == "pv-09999"));
         store.apply(&[Op::DeleteVolume("pv-09999".into())]).unwrap();
     }
+}
+
+/// After the first read, a write is applied to the shared list by reading only the volumes
+/// it wrote: every other volume is the same allocation as before, inserts, updates and
+/// deletes at the start, middle and end land in id order, and writes to other trees leave
+/// the list (and its version) as they were.
+#[test]
+fn the_shared_volume_list_is_patched_with_the_volumes_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ops: Vec<Op> = (1..200).step_by(2).map(|i| Op::PutVolume(vol(i))).collect();
+    store.apply(&ops).unwrap();
+    let before = store.volumes_shared().unwrap();
+    assert_eq!(before.len(), 100);
+
+    let version = store.volumes_version();
+    store
+        .apply(&[
+            Op::PutMeta("k".into(), "v".into()),
+            Op::PutReservation(Reservation {
+                framework_id: "fw".into(),
+                role: "*".into(),
+                principal: None,
+                volume_id: "pv-00001".into(),
+                bytes: 1,
+                created_at: 1,
+            }),
+        ])
+        .unwrap();
+    assert_eq!(store.volumes_version(), version, "no volume was written");
+    assert!(Arc::ptr_eq(&before, &store.volumes_shared().unwrap()));
+
+    let mut grown = vol(101);
+    grown.size_bytes *= 2;
+    store
+        .apply(&[
+            Op::PutVolume(vol(0)),   // before the first
+            Op::PutVolume(vol(100)), // in the middle
+            Op::PutVolume(vol(500)), // after the last
+            Op::PutVolume(grown.clone()),
+            Op::DeleteVolume("pv-00001".into()),
+            Op::DeleteVolume("pv-00199".into()),
+            Op::DeleteVolume("pv-00300".into()), // never existed
+        ])
+        .unwrap();
+    assert!(store.volumes_version() > version);
+    let after = store.volumes_shared().unwrap();
+    assert_eq!(shared(&store), store.volumes().unwrap());
+    let ids: Vec<&str> = after.iter().map(|v| v.id.as_str()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "out of order: {ids:?}");
+    assert_eq!(after.len(), 100 + 3 - 2);
+    assert_eq!(
+        after
+            .iter()
+            .find(|v| v.id == grown.id)
+            .map(|v| v.size_bytes),
+        Some(grown.size_bytes)
+    );
+    // Untouched volumes were not decoded again.
+    let written = [
+        "pv-00000", "pv-00100", "pv-00500", "pv-00101", "pv-00001", "pv-00199",
+    ];
+    for v in after.iter().filter(|v| !written.contains(&v.id.as_str())) {
+        let old = before.iter().find(|b| b.id == v.id).unwrap();
+        assert!(Arc::ptr_eq(old, v), "{} was decoded again", v.id);
+    }
+}
+
+/// Writers and readers at once: every list a reader gets has every write that returned
+/// before its call, and once the writers stop the shared list equals the tree.
+#[test]
+fn the_shared_volume_list_keeps_up_with_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ops: Vec<Op> = (0..300).map(|i| Op::PutVolume(vol(i))).collect();
+    store.apply(&ops).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    /// Ends the readers when a writer ends, also by a failed assertion (they would spin on).
+    struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        for w in 0..4usize {
+            let (store, done) = (store.clone(), &done);
+            s.spawn(move || {
+                let _done = Done(done);
+                for n in 0..150usize {
+                    let i = 1000 + w * 1000 + n;
+                    store.apply(&[Op::PutVolume(vol(i))]).unwrap();
+                    // Its own write is in the very next list it reads.
+                    assert!(store
+                        .volumes_shared()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v.id == vol(i).id));
+                    let mut v = vol(i);
+                    v.status = VolumeStatus::Deleting;
+                    store.apply(&[Op::PutVolume(v)]).unwrap();
+                    let list = store.volumes_shared().unwrap();
+                    let seen = list.iter().find(|v| v.id == vol(i).id).map(|v| v.status);
+                    assert_eq!(seen, Some(VolumeStatus::Deleting));
+                    if n % 3 == 0 {
+                        store.apply(&[Op::DeleteVolume(vol(i).id)]).unwrap();
+                        assert!(!store
+                            .volumes_shared()
+                            .unwrap()
+                            .iter()
+                            .any(|v| v.id == vol(i).id));
+                    }
+                }
+            });
+        }
+        for _ in 0..2 {
+            let (store, done) = (store.clone(), &done);
+            s.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let list = store.volumes_shared().unwrap();
+                    assert!(list.windows(2).all(|w| w[0].id < w[1].id));
+                }
+            });
+        }
+    });
+    assert_eq!(shared(&store), store.volumes().unwrap());
+    assert_eq!(store.volumes().unwrap().len(), 300 + 4 * 100);
+}
+
+/// `forget_cache` (another process may have written) and `erase` drop the shared list: the
+/// next reader reads the whole tree again.
+#[test]
+fn forget_cache_and_erase_drop_the_shared_volume_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.apply(&[Op::PutVolume(vol(1))]).unwrap();
+    let first = store.volumes_shared().unwrap();
+    let version = store.volumes_version();
+    store.forget_cache();
+    assert!(store.volumes_version() > version);
+    let again = store.volumes_shared().unwrap();
+    assert!(!Arc::ptr_eq(&first, &again));
+    assert!(!Arc::ptr_eq(&first[0], &again[0]), "not read again");
+    store.erase().unwrap();
+    assert!(store.volumes_shared().unwrap().is_empty());
+}
+
+#[test]
+fn merged_puts_fresh_volumes_in_id_order() {
+    let base: Vec<Arc<Volume>> = [2, 4, 6].into_iter().map(|i| Arc::new(vol(i))).collect();
+    let fresh = vec![
+        ("pv-00001".to_string(), Some(vol(1))),
+        ("pv-00003".to_string(), None), // a delete of a volume the list does not have
+        ("pv-00004".to_string(), None),
+        ("pv-00006".to_string(), Some(vol(6))),
+        ("pv-00007".to_string(), Some(vol(7))),
+        ("pv-00008".to_string(), Some(vol(8))),
+    ];
+    let out = merged(&base, fresh);
+    let ids: Vec<&str> = out.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["pv-00001", "pv-00002", "pv-00006", "pv-00007", "pv-00008"]
+    );
+    assert!(Arc::ptr_eq(&out[1], &base[0]));
+    assert!(
+        !Arc::ptr_eq(&out[2], &base[2]),
+        "replaced by the fresh copy"
+    );
+    assert_eq!(out.capacity(), out.len());
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -251,7 +252,7 @@ impl Manager {
                 orphans.retain(|o| still.contains(o));
             }
             report.orphans.extend(orphans);
-            let available = |vols: &[Volume], id: &str, did: &str| {
+            let available = |vols: &[Arc<Volume>], id: &str, did: &str| {
                 vols.iter().any(|v| {
                     v.id == id
                         && v.status == VolumeStatus::Available
@@ -283,7 +284,7 @@ impl Manager {
 
 /// The volumes of `inventory` (service `service`'s back-end) that no record of `vols` claims:
 /// by driver id, or by name for a create in flight (no driver id yet).
-fn unclaimed(service: &str, inventory: &[Listed], vols: &[Volume]) -> Vec<Orphan> {
+fn unclaimed(service: &str, inventory: &[Listed], vols: &[Arc<Volume>]) -> Vec<Orphan> {
     let mine: Vec<_> = vols.iter().filter(|v| v.service == service).collect();
     let known_ids: HashSet<&str> = mine.iter().filter_map(|v| v.driver_id.as_deref()).collect();
     let creating: HashSet<&str> = mine
