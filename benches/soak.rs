@@ -869,8 +869,10 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     }
 }
 
-/// The memory verdict: the second half's RSS trend (MiB/min), and whether it is flat: its
-/// growth over the second half is under 2% of its mean (at least 1 MiB).
+/// The memory verdict over the load window (`samples`: those taken until the clients'
+/// deadline): the trend over the whole window and over its second half (MiB/min), and
+/// whether it is flat: its growth over the second half is under 2% of its mean (at least
+/// 1 MiB).
 fn memory_trend(samples: &[Sample]) -> (f64, f64, bool) {
     let mib = |s: &Sample| (s.t, s.rss_kib as f64 / 1024.0);
     let all: Vec<(f64, f64)> = samples.iter().map(mib).collect();
@@ -1135,6 +1137,20 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
     let elapsed = start.elapsed().as_secs_f64();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.await.unwrap();
+    // POLLY_SOAK_SAMPLES: every sample as tab-separated values, for a closer look than the
+    // report's course.
+    if let Ok(path) = std::env::var("POLLY_SOAK_SAMPLES") {
+        let mut tsv = String::from("t_s\trss_kib\tthreads\tfds\tcpu_s\n");
+        for s in &samples {
+            tsv += &format!(
+                "{:.1}\t{}\t{}\t{}\t{:.2}\n",
+                s.t, s.rss_kib, s.threads, s.fds, s.cpu_secs
+            );
+        }
+        if let Err(e) = std::fs::write(&path, tsv) {
+            eprintln!("soak: cannot write {path}: {e}");
+        }
+    }
     let mut polly = polly;
     if !polly.alive() {
         stats.error("process", "polly exited during the run".into());
@@ -1231,17 +1247,38 @@ fn report(
     if samples.len() >= 2 {
         let rss = |s: &Sample| s.rss_kib as f64 / 1024.0;
         let max = samples.iter().map(rss).fold(0.0, f64::max);
-        let (whole, second, flat) = memory_trend(samples);
+        // The verdict is over the 60 s (POLLY_SOAK_SECS) of load. After the deadline the
+        // clients finish the cycle they are in without think times: a burst of up to one
+        // call per client at once, a different load, reported on its own.
+        let in_window = samples
+            .iter()
+            .take_while(|s| s.t <= p.secs as f64 + 0.5)
+            .count()
+            .max(2)
+            .min(samples.len());
+        let (window, after) = samples.split_at(in_window);
+        let (whole, second, flat) = memory_trend(window);
+        let after = match (after.iter().map(rss).reduce(f64::max), after.last()) {
+            (Some(max_after), Some(last)) => format!(
+                " In the {n} s after the load window (the clients finish their cycle without \
+                 think times): max {max_after:.1} MiB, {th} threads at the end.",
+                n = after.len(),
+                th = last.threads,
+            ),
+            _ => String::new(),
+        };
         let fds_max = samples.iter().map(|s| s.fds).max().unwrap_or(0);
         let threads_max = samples.iter().map(|s| s.threads).max().unwrap_or(0);
         let _ = writeln!(
             t,
             "Polly's memory (VmRSS, {n} samples, one a second): first {first:.1} MiB, last \
-             {last:.1} MiB, max {max:.1} MiB; trend {whole:+.2} MiB/min over the run, \
-             {second:+.2} MiB/min over its second half: **{verdict}**. Open file descriptors: \
+             {last:.1} MiB, max {max:.1} MiB; trend over the {secs} s of load \
+             {whole:+.2} MiB/min, over its second half {second:+.2} MiB/min: **{verdict}**.{after} \
+             Open file descriptors: \
              first {f0}, last {f1}, max {fds_max}; threads: max {threads_max}. CPU used by Polly: {cpu:.1} s in \
              {span:.0} s ({load:.2} cores on average). VmRSS (MiB) and threads every {step} s: {course}.\n",
             n = samples.len(),
+            secs = p.secs,
             first = rss(&samples[0]),
             last = rss(samples.last().unwrap()),
             verdict = if flat {
