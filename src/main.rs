@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+/// jemalloc, not the system malloc: Polly's resident memory then follows its live heap under
+/// a steady load instead of growing with fragmentation (see Cargo.toml and BENCHMARKS.md,
+/// "Load and soak").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = polly::cli::Cli::parse();
     if !matches!(cli.command, polly::cli::Command::Serve(_)) {
