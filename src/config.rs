@@ -318,6 +318,13 @@ pub struct OffersConfig {
     /// How long a framework's reservations are kept after it tears down before an admin may
     /// release them (`polly reservation release`). Default 3600 (one hour).
     pub teardown_grace_secs: f64,
+    /// How long an offer operation's record is kept once its terminal status was
+    /// acknowledged: until then an ACCEPT with the same operation id is reported, not run
+    /// again, and RECONCILE_OPERATIONS answers with its status; after it the record is
+    /// removed and the operation is unknown (`OPERATION_UNKNOWN`), as with a Mesos master,
+    /// which forgets an operation once its terminal status is acknowledged. Bounds the
+    /// store: every recorded operation would otherwise be kept for ever. Default 3600.
+    pub operation_retention_secs: f64,
     /// Weight and quota per role (`[offers.roles.<role>]`). Default: weight 1, no quota.
     pub roles: BTreeMap<String, ShareConfig>,
     /// Weight and quota per framework id (`[offers.frameworks.<id>]`). Default: weight 1, no
@@ -369,6 +376,7 @@ impl Default for OffersConfig {
             instance_attribute: "polly_instance".into(),
             instances: BTreeMap::new(),
             teardown_grace_secs: 3600.0,
+            operation_retention_secs: 3600.0,
             roles: BTreeMap::new(),
             frameworks: BTreeMap::new(),
         }
@@ -391,11 +399,15 @@ impl OffersConfig {
         if self.allocation_interval_ms == 0 {
             return Err("offers.allocation_interval_ms must be positive".into());
         }
-        let g = self.teardown_grace_secs;
-        if !(g.is_finite() && (0.0..1e10).contains(&g)) {
-            return Err(
-                "offers.teardown_grace_secs must be a non-negative number of seconds".into(),
-            );
+        for (name, g) in [
+            ("teardown_grace_secs", self.teardown_grace_secs),
+            ("operation_retention_secs", self.operation_retention_secs),
+        ] {
+            if !(g.is_finite() && (0.0..1e10).contains(&g)) {
+                return Err(format!(
+                    "offers.{name} must be a non-negative number of seconds"
+                ));
+            }
         }
         for (kind, map) in [("roles", &self.roles), ("frameworks", &self.frameworks)] {
             for (name, c) in map {
@@ -1017,6 +1029,7 @@ mod tests {
             r#"
             [offers]
             teardown_grace_secs = 60
+            operation_retention_secs = 120
             [offers.roles.analytics]
             weight = 3
             quota_bytes = 10485760
@@ -1027,6 +1040,7 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.offers.teardown_grace_secs, 60.0);
+        assert_eq!(c.offers.operation_retention_secs, 120.0);
         let role = &c.offers.roles["analytics"];
         assert_eq!(role.weight, 3.0);
         assert_eq!(role.quota().max_mb, Some(10));
@@ -1034,7 +1048,9 @@ mod tests {
         assert_eq!(fw.weight, 1.0);
         assert_eq!(fw.quota().max_volumes, Some(2));
         assert_eq!(Config::default().offers.teardown_grace_secs, 3600.0);
+        assert_eq!(Config::default().offers.operation_retention_secs, 3600.0);
         for bad in [
+            "[offers]\noperation_retention_secs = -1",
             "[offers.roles.r]\nweight = 0",
             "[offers.frameworks.f]\nweight = -1",
             "[offers]\nteardown_grace_secs = -5",

@@ -1661,3 +1661,69 @@ offer_timeout_secs = 600
     let inst = &vol.attachments[0].instance_id;
     assert!(inst.starts_with("i-"), "{inst}");
 }
+
+/// An acknowledged terminal status is forgotten after `operation_retention_secs`: its record
+/// leaves the store and RECONCILE_OPERATIONS answers OPERATION_UNKNOWN, as a master does.
+/// An unacknowledged one of the same age stays, and is still answered from its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_operation_records_are_removed_after_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("").replace(
+        "offer_timeout_secs = 600",
+        "offer_timeout_secs = 600\noperation_retention_secs = 1",
+    );
+    let polly = Polly::start_with(&dir.path().join("d"), Some(&cfg), None);
+    let client = polly.client();
+    let mut fw = subscribe(&polly.offers, MesosContentType::Json, None).await;
+    let offers = fw.offers_for(&["agent-a"]).await;
+    let a = offer_on(&offers, "agent-a").clone();
+    fw.call(create_two(&fw.id, &a, ["op-1", "op-2"], 64.0))
+        .await;
+    let mut first = Value::Null;
+    for op in ["op-1", "op-2"] {
+        let mut status = fw.status(op, 30).await;
+        while status["state"] == "OPERATION_PENDING" {
+            status = fw.status(op, 30).await;
+        }
+        assert_eq!(status["state"], "OPERATION_FINISHED", "{status}");
+        if op == "op-1" {
+            first = status;
+        }
+    }
+    fw.call(
+        json!({"type": "ACKNOWLEDGE_OPERATION_STATUS", "framework_id": {"value": fw.id},
+        "acknowledge_operation_status": first}),
+    )
+    .await;
+    let ids = |ops: &[polly::store::OperationRecord]| -> Vec<String> {
+        ops.iter().map(|o| o.operation_id.clone()).collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ops = client.dump().await.unwrap().operations;
+        if !ids(&ops).contains(&"op-1".to_string()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "op-1's acknowledged record still kept: {ops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several more passes: the unacknowledged record, as old, is never removed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ops = client.dump().await.unwrap().operations;
+    assert_eq!(ids(&ops), ["op-2"]);
+    assert!(!ops[0].acknowledged);
+
+    fw.call(
+        json!({"type": "RECONCILE_OPERATIONS", "framework_id": {"value": fw.id},
+        "reconcile_operations": {"operations": [{"operation_id": {"value": "op-1"}},
+            {"operation_id": {"value": "op-2"}}]}}),
+    )
+    .await;
+    assert_eq!(fw.status("op-1", 10).await["state"], "OPERATION_UNKNOWN");
+    assert_eq!(fw.status("op-2", 10).await["state"], "OPERATION_FINISHED");
+    // The volumes the operations made are untouched.
+    assert_eq!(client.volumes(false).await.unwrap().volumes.len(), 2);
+}

@@ -574,9 +574,30 @@ impl Endpoint {
     pub async fn run(self, token: CancellationToken) {
         self.resume_operations();
         let every = Duration::from_millis(self.inner.cfg.allocation_interval_ms);
+        // Acknowledged operation records past their retention are removed a quarter of the
+        // retention after they expire at most (and at least once a minute), off this loop.
+        let prune_every =
+            Duration::from_secs_f64((self.inner.cfg.operation_retention_secs / 4.0).min(60.0));
+        let mut pruned_at: Option<tokio::time::Instant> = None;
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if let Err(e) = self.round() {
                 tracing::warn!(error = %e, "offer round failed");
+            }
+            let due = pruned_at.is_none_or(|t| t.elapsed() >= prune_every);
+            if due && pruning.as_ref().is_none_or(|p| p.is_finished()) {
+                pruned_at = Some(tokio::time::Instant::now());
+                let ep = self.clone();
+                pruning = Some(tokio::spawn(async move {
+                    match ep.prune_operations().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(
+                            records = n,
+                            "acknowledged operation records past their retention removed"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot remove old operation records"),
+                    }
+                }));
             }
             tokio::select! {
                 _ = token.cancelled() => break,

@@ -392,6 +392,39 @@ impl Endpoint {
             .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
     }
 
+    /// Remove the records of operations whose terminal status was acknowledged and is older
+    /// than `offers.operation_retention_secs` (by the time of that status); returns how many.
+    /// Unacknowledged statuses are kept, whatever their age: they are resent until
+    /// acknowledged.
+    pub(super) async fn prune_operations(&self) -> Result<usize, crate::store::Error> {
+        /// Records deleted per store batch.
+        const BATCH: usize = 1000;
+        let retention = self.inner.cfg.operation_retention_secs;
+        let store = self.inner.manager.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let now = crate::volumes::now_secs();
+            let stale: Vec<Op> = store
+                .operations()?
+                .into_iter()
+                .filter(|r| {
+                    r.acknowledged
+                        && r.is_terminal()
+                        && now.saturating_sub(r.updated_at) as f64 >= retention
+                })
+                .map(|r| Op::DeleteOperation {
+                    framework_id: r.framework_id,
+                    operation_id: r.operation_id,
+                })
+                .collect();
+            for batch in stale.chunks(BATCH) {
+                store.apply(batch)?;
+            }
+            Ok(stale.len())
+        })
+        .await
+        .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
+    }
+
     /// Statuses not yet acknowledged, sent again on a new subscription's stream.
     pub(super) fn resend_unacknowledged(&self, fw: &str) {
         match self.inner.manager.store().operations() {
