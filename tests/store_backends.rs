@@ -251,9 +251,16 @@ impl Model {
                 Op::DeleteOperation {
                     framework_id,
                     operation_id,
+                    if_status,
                 } => {
-                    next.operations
-                        .remove(&(framework_id.clone(), operation_id.clone()));
+                    let key = (framework_id.clone(), operation_id.clone());
+                    let holds = next
+                        .operations
+                        .get(&key)
+                        .is_some_and(|o| if_status.as_ref().is_none_or(|u| &o.uuid == u));
+                    if holds {
+                        next.operations.remove(&key);
+                    }
                 }
                 Op::PutNode(n) => {
                     next.nodes.insert(n.id.clone(), n.clone());
@@ -312,9 +319,11 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             principal: None,
             updated_at: 1,
         })),
-        1 => (0u8..3, 0u8..4).prop_map(|(f, o)| Op::DeleteOperation {
+        // With a status uuid: the one a record of that id may hold (`u{o}{st}`) or not.
+        1 => (0u8..3, 0u8..4, proptest::option::of(0u8..4)).prop_map(|(f, o, st)| Op::DeleteOperation {
             framework_id: format!("fw{f}"),
             operation_id: format!("op{o}"),
+            if_status: st.map(|st| format!("u{o}{st}")),
         }),
         1 => (0u8..3, 0u8..3, 0u64..100).prop_map(|(n, st, t)| Op::PutNode(NodeRecord {
             id: format!("agent{n}"),

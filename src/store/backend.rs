@@ -4,7 +4,7 @@
 //! ([`write_ops`]: the name index, the `(service, name)` check) live once in `store/`; each
 //! backend only provides a transaction view ([`TxView`]) and its commit.
 
-use super::{decode, encode, instance_key, name_key, Error, Op, Result, Volume};
+use super::{decode, encode, instance_key, name_key, Error, Op, OperationRecord, Result, Volume};
 
 /// The trees (key spaces) of the store. Their names are the sled tree names, and in etcd
 /// the middle part of every key (`<prefix><tree>/<key>`).
@@ -124,6 +124,11 @@ pub(crate) fn read_set(ops: &[Op]) -> Vec<(Tree, Vec<u8>)> {
                 keys.push((Tree::Volumes, v.id.as_bytes().to_vec()));
             }
             Op::DeleteVolume(id) => keys.push((Tree::Volumes, id.as_bytes().to_vec())),
+            Op::DeleteOperation {
+                framework_id,
+                operation_id,
+                if_status: Some(_),
+            } => keys.push((Tree::Operations, name_key(framework_id, operation_id))),
             _ => {}
         }
     }
@@ -194,7 +199,21 @@ pub(crate) fn write_ops<T: TxView>(tx: &mut T, ops: &[Op]) -> Result<(), T::Erro
             Op::DeleteOperation {
                 framework_id,
                 operation_id,
-            } => tx.delete(Tree::Operations, name_key(framework_id, operation_id))?,
+                if_status,
+            } => {
+                let key = name_key(framework_id, operation_id);
+                if let Some(want) = if_status {
+                    let Some(raw) = tx.get(Tree::Operations, &key)? else {
+                        continue;
+                    };
+                    let rec: OperationRecord =
+                        decode(Tree::Operations.name(), &key, &raw).map_err(T::abort)?;
+                    if &rec.uuid != want {
+                        continue;
+                    }
+                }
+                tx.delete(Tree::Operations, key)?
+            }
             Op::PutNode(n) => tx.put(Tree::Nodes, n.id.as_bytes().to_vec(), encode(n))?,
             Op::DeleteNode(id) => tx.delete(Tree::Nodes, id.as_bytes().to_vec())?,
         }

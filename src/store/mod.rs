@@ -104,9 +104,14 @@ pub enum Op {
     },
     /// Insert or replace an offer operation's record (keyed by framework and operation id).
     PutOperation(OperationRecord),
+    /// Remove an offer operation's record; with `if_status`, only while the record still
+    /// has that status uuid (each status gets a new one), checked in the batch itself: a
+    /// record written again since it was read (the same operation id in a new ACCEPT) is
+    /// kept.
     DeleteOperation {
         framework_id: String,
         operation_id: String,
+        if_status: Option<String>,
     },
     /// Insert or replace a lost or fenced node's record (keyed by its id).
     PutNode(NodeRecord),

@@ -476,3 +476,44 @@ fn merged_puts_fresh_volumes_in_id_order() {
     );
     assert_eq!(out.capacity(), out.len());
 }
+
+/// A conditional delete of an operation record removes it only while the record still has
+/// the status uuid the caller read (the endpoint's retention pass must not remove a record
+/// the same operation id got again meanwhile).
+#[test]
+fn an_operation_record_is_deleted_only_while_it_has_the_status_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rec = |uuid: &str| OperationRecord {
+        operation_id: "op-1".into(),
+        framework_id: "fw".into(),
+        agent_id: "a1".into(),
+        kind: "CREATE_DISK".into(),
+        state: "OPERATION_FINISHED".into(),
+        message: None,
+        converted_resources: None,
+        acknowledged: true,
+        uuid: uuid.into(),
+        request: "{}".into(),
+        volume_id: None,
+        target_bytes: None,
+        role: "*".into(),
+        principal: None,
+        updated_at: 1,
+    };
+    let delete = |if_status: Option<&str>| Op::DeleteOperation {
+        framework_id: "fw".into(),
+        operation_id: "op-1".into(),
+        if_status: if_status.map(str::to_string),
+    };
+    store.apply(&[Op::PutOperation(rec("u-2"))]).unwrap();
+    store.apply(&[delete(Some("u-1"))]).unwrap();
+    assert_eq!(store.operation("fw", "op-1").unwrap(), Some(rec("u-2")));
+    store.apply(&[delete(Some("u-2"))]).unwrap();
+    assert_eq!(store.operation("fw", "op-1").unwrap(), None);
+    // Nothing to delete: no error either way.
+    store.apply(&[delete(Some("u-2")), delete(None)]).unwrap();
+    store.apply(&[Op::PutOperation(rec("u-3"))]).unwrap();
+    store.apply(&[delete(None)]).unwrap();
+    assert_eq!(store.operation("fw", "op-1").unwrap(), None);
+}

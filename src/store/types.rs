@@ -116,7 +116,8 @@ pub struct Reservation {
 }
 
 /// An offer operation a framework asked for with an `operation_id`: its latest status, kept
-/// until the framework acknowledges it (and afterwards, so a repeated id is not run twice).
+/// until the framework acknowledges it, and for `offers.operation_retention_secs` afterwards
+/// (so a repeated id is not run twice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationRecord {
     pub operation_id: String,

@@ -414,6 +414,8 @@ impl Endpoint {
                 .map(|r| Op::DeleteOperation {
                     framework_id: r.framework_id,
                     operation_id: r.operation_id,
+                    // Not a record the same operation id got again since it was read.
+                    if_status: Some(r.uuid),
                 })
                 .collect();
             for batch in stale.chunks(BATCH) {
