@@ -65,7 +65,7 @@ pub struct LsState {
     pub auth: Arc<auth::Auth>,
     /// How long a synchronous request may run before it answers `408` with its Task.
     pub exe_timeout: std::time::Duration,
-    /// Rendered `GET /volumes/{svc}` bodies of the current store generation.
+    /// Rendered `GET /volumes/{svc}` bodies of the current version of the store's volumes.
     list_cache: Arc<std::sync::Mutex<ListCache>>,
 }
 
@@ -74,34 +74,33 @@ pub struct LsState {
 const LIST_CACHE_BYTES: usize = 32 << 20;
 
 /// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), all of one
-/// version of the store's volumes (`Store::volumes_version`, called generation here): a
-/// body rendered at a newer one drops the others (a volume write made them stale, and
-/// keeping them would hold one body per agent for nothing), and bodies
-/// beyond [`LIST_CACHE_BYTES`] are not kept.
+/// version of the store's volumes (`Store::volumes_version`): a body rendered at a newer
+/// one drops the others (a volume write made them stale, and keeping them would hold one
+/// body per agent for nothing), and bodies beyond [`LIST_CACHE_BYTES`] are not kept.
 #[derive(Debug, Default)]
 pub(crate) struct ListCache {
-    generation: u64,
+    version: u64,
     bytes: usize,
     bodies: std::collections::HashMap<String, Bytes>,
 }
 
 impl ListCache {
-    /// The body for `key` rendered at `generation`, if kept.
-    pub(crate) fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
-        (generation == self.generation)
+    /// The body for `key` rendered at `version`, if kept.
+    pub(crate) fn get(&self, key: &str, version: u64) -> Option<Bytes> {
+        (version == self.version)
             .then(|| self.bodies.get(key).cloned())
             .flatten()
     }
 
-    /// Keep `body`, rendered for `key` at `generation`.
-    pub(crate) fn put(&mut self, key: String, generation: u64, body: Bytes) {
-        if generation < self.generation {
+    /// Keep `body`, rendered for `key` at `version`.
+    pub(crate) fn put(&mut self, key: String, version: u64, body: Bytes) {
+        if version < self.version {
             return;
         }
-        if generation > self.generation {
+        if version > self.version {
             self.bodies.clear();
             self.bytes = 0;
-            self.generation = generation;
+            self.version = version;
         }
         if self.bytes + body.len() > LIST_CACHE_BYTES {
             return;
@@ -608,7 +607,7 @@ async fn list_body(
 ) -> Result<Bytes, LsError> {
     let args = list_args(st, client, svc, q).await?;
     // Read before the list: a body is never filed under a newer version than its volumes.
-    let generation = st.manager.store().volumes_version();
+    let version = st.manager.store().volumes_version();
     let key = format!(
         "{}\0{}\0{}\0{}",
         svc.name,
@@ -617,11 +616,11 @@ async fn list_body(
         args.name.as_deref().unwrap_or("\u{1}")
     );
     let cache = || st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(body) = cache().get(&key, generation) {
+    if let Some(body) = cache().get(&key, version) {
         return Ok(body);
     }
     let body = Bytes::from(write_list(st, svc, &args)?);
-    cache().put(key, generation, body.clone());
+    cache().put(key, version, body.clone());
     Ok(body)
 }
 

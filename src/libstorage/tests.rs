@@ -81,9 +81,10 @@ fn mine_without_an_instance_sees_no_attachment_as_its_own() {
     assert_eq!(w.attachment_state, 4);
 }
 
-/// The list cache keeps the bodies of one store generation only (a newer one drops the rest:
-/// with many agents listing while the store changes, stale bodies would pile up to one per
-/// agent), ignores bodies rendered at an older generation, and stays within its byte budget.
+/// The list cache keeps the bodies of one version of the store's volumes only (a newer one
+/// drops the rest: with many agents listing while the store changes, stale bodies would pile
+/// up to one per agent), ignores bodies rendered at an older version, and stays within its
+/// byte budget.
 #[test]
 fn list_cache_keeps_only_the_current_generation_within_its_budget() {
     let mut c = ListCache::default();

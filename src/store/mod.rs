@@ -420,13 +420,12 @@ impl Store {
     /// (writes to other trees leave it as it is). Never older than the last write that
     /// returned before the call.
     pub fn volumes_shared(&self) -> Result<VolumeList> {
-        let view = || self.volume_view.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = view().current() {
+        if let Some(list) = self.view().current() {
             return Ok(list);
         }
         let _updating = self.volume_update.lock().unwrap_or_else(|p| p.into_inner());
         let (base, dirty, resets, version) = {
-            let v = view();
+            let v = self.view();
             // Another reader may have brought it up to date while this one waited.
             if let Some(list) = v.current() {
                 return Ok(list);
@@ -446,7 +445,7 @@ impl Store {
         };
         // On an error the view is left as it was: the ids stay marked.
         let list = Arc::new(read?);
-        let mut v = view();
+        let mut v = self.view();
         if v.resets == resets {
             v.list = Some(list.clone());
             v.dirty.retain(|_, written| *written > version);
@@ -487,13 +486,18 @@ impl Store {
         Ok(merged(base, fresh))
     }
 
+    /// The shared volume list's state (held only for a few field updates, never across I/O).
+    fn view(&self) -> std::sync::MutexGuard<'_, VolumeView> {
+        self.volume_view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Mark the volumes a committed batch wrote, for the next reader of the shared list.
     fn volumes_written<'a>(&self, ids: impl Iterator<Item = &'a str>) {
         let mut ids = ids.peekable();
         if ids.peek().is_none() {
             return;
         }
-        let mut v = self.volume_view.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = self.view();
         v.version += 1;
         let version = v.version;
         v.dirty.extend(ids.map(|id| (id.to_string(), version)));
@@ -506,26 +510,20 @@ impl Store {
     /// [`Store::forget_cache`]): equal values mean the volume list is the same, so a view
     /// derived from it alone (a rendered list) can be reused. Read it before the list.
     pub fn volumes_version(&self) -> u64 {
-        self.volume_view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .version
+        self.view().version
     }
 
     /// A counter bumped by every committed write through this handle (and its clones):
-    /// equal values mean nothing changed between two reads, so derived views (rendered
-    /// lists) can be reused. On etcd only this instance writes (its writes are fenced), so
-    /// the counter sees every change.
+    /// equal values mean nothing changed between two reads (for views of the volumes alone,
+    /// [`Store::volumes_version`] changes less often). On etcd only this instance writes
+    /// (its writes are fenced), so the counter sees every change.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Forget cached reads: another process (a previous leader) may have written since.
     pub fn forget_cache(&self) {
-        self.volume_view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reset();
+        self.view().reset();
         self.bump();
     }
 
