@@ -113,10 +113,7 @@ impl Fencing {
     }
 
     async fn write(&self, ops: Vec<Op>) -> Result<()> {
-        let store = self.store().clone();
-        tokio::task::spawn_blocking(move || store.apply(&ops))
-            .await
-            .map_err(|e| store::Error::Sled(format!("store writer panicked: {e}")))??;
+        self.store().commit(ops).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod fencing;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ha;
+pub mod keyed_lock;
 pub mod libstorage;
 pub mod marathon;
 pub mod mesos;

@@ -749,7 +749,7 @@ mod etcd_only {
         let started = std::time::Instant::now();
         let err = Store::open_etcd(&cfg, None).map(|_| ()).unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        assert!(matches!(err, Error::Etcd(_)), "{err:?}");
+        assert!(matches!(err, Error::Cluster(_)), "{err:?}");
         assert!(err.to_string().contains(&port.to_string()), "{err}");
     }
 
@@ -854,7 +854,7 @@ mod etcd_only {
         let err = Store::open_etcd(&no_client_cert, None)
             .map(|_| ())
             .unwrap_err();
-        assert!(matches!(err, Error::Etcd(_)), "{err}");
+        assert!(matches!(err, Error::Cluster(_)), "{err}");
     }
 
     /// etcd with auth on: the store works as a user with read-write on its prefix, and a

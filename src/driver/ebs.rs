@@ -43,6 +43,7 @@ use super::{
     AccessMode, AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error,
     PoolCapacity, Result, Snapshot,
 };
+use crate::keyed_lock::KeyedLocks;
 
 /// Tag naming the owner (one Polly service) of a volume or snapshot.
 pub const TAG_OWNER: &str = "polly:owner";
@@ -206,25 +207,6 @@ impl EbsConfig {
             f.validate()?;
         }
         Ok(())
-    }
-}
-
-/// Async locks by key (volume id, name, instance id): one holder per key, none across keys.
-#[derive(Default)]
-struct KeyedLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl KeyedLocks {
-    async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() > 4096 {
-                map.retain(|_, m| Arc::strong_count(m) > 1);
-            }
-            map.entry(key.to_string()).or_default().clone()
-        };
-        m.lock_owned().await
     }
 }
 

@@ -4,7 +4,6 @@
 //! `snapshots/`, `tmp/`) and its crash-safety scheme are those of [`super::dirs`], shared with
 //! the `loop` driver; a vfs volume's payload is the directory `data/`.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use super::{
     AttachOptions, CreateRequest, Driver, DriverAttachment, DriverVolume, Error, Listed,
     PoolCapacity, Result, Snapshot,
 };
+use crate::keyed_lock::KeyedLocks;
 
 const DATA_DIR: &str = "data";
 const VOLUME_PREFIX: &str = "vfs-";
@@ -63,7 +63,7 @@ pub struct VfsDriver {
     /// Per-key locks, held (as owned guards) by the blocking task doing the mutation, so a
     /// caller that gives up waiting can never let a second mutation of the same key run
     /// alongside the first.
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: KeyedLocks,
 }
 
 impl std::fmt::Debug for VfsDriver {
@@ -116,25 +116,12 @@ impl VfsDriver {
 
     /// Run a mutation holding the locks of `keys` (taken in sorted order, so two mutations
     /// can never wait for each other).
-    async fn mutate<T, F>(&self, mut keys: Vec<String>, f: F) -> Result<T>
+    async fn mutate<T, F>(&self, keys: Vec<String>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        keys.sort();
-        keys.dedup();
-        let mut guards = Vec::with_capacity(keys.len());
-        for key in keys {
-            let m = {
-                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-                if locks.len() > 4096 {
-                    // Drop locks nobody holds or waits for, so the map stays small.
-                    locks.retain(|_, m| Arc::strong_count(m) > 1);
-                }
-                locks.entry(key).or_default().clone()
-            };
-            guards.push(m.lock_owned().await);
-        }
+        let guards = self.locks.lock_all(keys).await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _guards = guards;

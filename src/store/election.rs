@@ -23,7 +23,7 @@ use crate::config::EtcdConfig;
 pub const LEADER_KEY: &str = "leader";
 
 fn etcd_err(what: &str, e: etcd_client::Error) -> Error {
-    Error::Etcd(format!("leader election: {what}: {e}"))
+    Error::Cluster(format!("leader election: {what}: {e}"))
 }
 
 /// One instance's handle on the election.
@@ -82,7 +82,7 @@ impl Election {
         )
         .await
         .map_err(|_| {
-            Error::Etcd(format!(
+            Error::Cluster(format!(
                 "leader election: no connection to {} in time",
                 config.endpoints.join(",")
             ))

@@ -78,7 +78,7 @@ type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
-        Error::Etcd(format!(
+        Error::Cluster(format!(
             "cannot read store.etcd.{what} {}: {e}",
             path.display()
         ))
@@ -104,7 +104,7 @@ impl EtcdBackend {
             .thread_name("polly-etcd")
             .enable_all()
             .build()
-            .map_err(|e| Error::Etcd(format!("cannot start the etcd client runtime: {e}")))?;
+            .map_err(|e| Error::Cluster(format!("cannot start the etcd client runtime: {e}")))?;
         let request = Duration::from_secs_f64(config.request_timeout_secs);
         let opts = connect_options(config)?;
         let endpoints = config.endpoints.join(",");
@@ -145,7 +145,7 @@ impl EtcdBackend {
             .runtime
             .0
             .as_ref()
-            .ok_or_else(|| Error::Etcd("the etcd client is shut down".into()))?;
+            .ok_or_else(|| Error::Cluster("the etcd client is shut down".into()))?;
         run(rt, self.timeout, &self.endpoints, what, fut)
     }
 
@@ -274,7 +274,7 @@ impl EtcdBackend {
     }
 
     fn contention(&self, key: &[u8]) -> Error {
-        Error::Etcd(format!(
+        Error::Cluster(format!(
             "gave up after {MAX_ATTEMPTS} attempts: other writers kept changing {:?} (is another polly writing under prefix {:?}?)",
             String::from_utf8_lossy(key),
             String::from_utf8_lossy(&self.prefix)
@@ -351,11 +351,11 @@ fn run<T: Send + 'static>(
     });
     match rx.recv() {
         Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(e))) => Err(Error::Etcd(format!("{what} at {endpoints}: {e}"))),
-        Ok(Err(_)) => Err(Error::Etcd(format!(
+        Ok(Ok(Err(e))) => Err(Error::Cluster(format!("{what} at {endpoints}: {e}"))),
+        Ok(Err(_)) => Err(Error::Cluster(format!(
             "{what} at {endpoints}: no answer within {timeout:?}"
         ))),
-        Err(_) => Err(Error::Etcd(format!(
+        Err(_) => Err(Error::Cluster(format!(
             "{what} at {endpoints}: the client stopped"
         ))),
     }
@@ -550,7 +550,7 @@ impl Backend for EtcdBackend {
             return Ok(());
         }
         // Without compares only the fence can fail a Txn, and `commit` reported that.
-        Err(Error::Etcd("erase was refused".into()))
+        Err(Error::Cluster("erase was refused".into()))
     }
 
     fn durable_writes(&self) -> u64 {

@@ -47,8 +47,9 @@ pub struct Fence {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The storage engine failed (disk, flush, a panicked writer).
     #[error("store i/o error: {0}")]
-    Sled(String),
+    Io(String),
     #[error("store at {path} is locked by another polly process; stop it or use another data dir")]
     Locked { path: String },
     #[error("corrupt record in tree {tree} at key {key:?}: {detail}")]
@@ -67,8 +68,9 @@ pub enum Error {
         "store has schema version {found}; this polly supports up to {supported}: upgrade polly"
     )]
     SchemaTooNew { found: u32, supported: u32 },
+    /// The replicated store's cluster failed or could not be reached.
     #[error("etcd store error: {0}")]
-    Etcd(String),
+    Cluster(String),
     /// A write on etcd whose [`Fence`] no longer holds: nothing of it was written.
     #[error(
         "store write refused: fence key {key:?} has create revision {found} (0: gone), not {expected}; this polly is no longer the instance allowed to write"
@@ -335,6 +337,25 @@ impl Store {
 
     pub fn schema_version(&self) -> u32 {
         SCHEMA_VERSION
+    }
+
+    /// [`Store::apply`] from async code: the batch is committed on the blocking pool (a flush
+    /// and an fdatasync are long enough to stall every request sharing an async worker) and
+    /// the call returns once it is durable.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+        self.blocking(move |store| store.apply(&ops)).await
+    }
+
+    /// Run `f` (reads and writes of this store) on the blocking pool and wait for it.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Io(format!("store writer panicked: {e}")))?
     }
 
     /// Apply a batch atomically across all trees. Returns only once the batch is durable

@@ -17,7 +17,7 @@ const KEY_SCHEMA: &[u8] = b"schema_version";
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Sled(e.to_string())
+        Error::Io(e.to_string())
     }
 }
 
@@ -59,7 +59,7 @@ impl SledBackend {
                 _ => Error::from(e),
             })?;
         let log = std::fs::File::open(dir.join("db"))
-            .map_err(|e| Error::Sled(format!("cannot open {}: {e}", dir.join("db").display())))?;
+            .map_err(|e| Error::Io(format!("cannot open {}: {e}", dir.join("db").display())))?;
         let open = |t: Tree| db.open_tree(t.name());
         let trees = [
             open(Tree::ALL[0])?,
@@ -126,7 +126,7 @@ impl SledBackend {
         loop {
             if st.resolved >= ticket {
                 return match st.claim_failure(ticket) {
-                    Some(msg) => Err(Error::Sled(msg)),
+                    Some(msg) => Err(Error::Io(msg)),
                     None => Ok(()),
                 };
             }
@@ -169,7 +169,7 @@ impl SledBackend {
         self.db.flush()?;
         self.log
             .sync_data()
-            .map_err(|e| Error::Sled(format!("fdatasync of the store log: {e}")))?;
+            .map_err(|e| Error::Io(format!("fdatasync of the store log: {e}")))?;
         #[cfg(test)]
         if let Some(hook) = self.durability.test_hook() {
             hook(self, SyncPoint::End)?;

@@ -176,7 +176,7 @@ fn a_failed_flush_fails_every_write_it_covered() {
         match k {
             // The first flush is slow so the other writers commit meanwhile and share the next.
             0 => std::thread::sleep(std::time::Duration::from_millis(100)),
-            1 => return Err(Error::Sled("injected: disk gone".into())),
+            1 => return Err(Error::Io("injected: disk gone".into())),
             _ => {}
         }
         Ok(())

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, PoolCapacity};
 use crate::failpoints::crash_point;
+use crate::keyed_lock::{KeyGuard, KeyedLocks};
 use crate::metrics::Metrics;
 use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volume, VolumeStatus};
 
@@ -140,7 +141,7 @@ pub struct Restriction {
 struct Inner {
     store: Store,
     services: BTreeMap<String, Service>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: KeyedLocks,
     driver_timeout: Duration,
     metrics: Metrics,
     /// The capacity poller's readings by service (`capacity.rs`).
@@ -241,7 +242,7 @@ impl Manager {
             inner: Arc::new(Inner {
                 store,
                 services,
-                locks: Mutex::new(HashMap::new()),
+                locks: KeyedLocks::default(),
                 driver_timeout,
                 metrics: Metrics::default(),
                 capacity: Mutex::new(capacity::Capacity::default()),
@@ -379,33 +380,18 @@ impl Manager {
     }
 
     /// Serialize operations on one key (a volume id, or a service/name for creates).
-    async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
-            if locks.len() > 4096 {
-                // Drop locks nobody holds or waits for, so the map stays small.
-                locks.retain(|_, m| Arc::strong_count(m) > 1);
-            }
-            locks.entry(key).or_default().clone()
-        };
-        m.lock_owned().await
+    async fn lock(&self, key: String) -> KeyGuard {
+        self.inner.locks.lock(&key).await
     }
 
     /// The lock on `key` if nobody holds it, else `None` (an operation on it is in flight).
-    fn try_lock(&self, key: String) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let m = {
-            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(key).or_default().clone()
-        };
-        m.try_lock_owned().ok()
+    fn try_lock(&self, key: String) -> Option<KeyGuard> {
+        self.inner.locks.try_lock(&key)
     }
 
     /// Commit a batch durably, off the async worker threads.
     async fn write(&self, ops: Vec<Op>) -> Result<()> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&ops))
-            .await
-            .map_err(|e| store::Error::Sled(format!("store writer panicked: {e}")))??;
+        self.inner.store.commit(ops).await?;
         self.inner.metrics.store_writes.inc();
         Ok(())
     }

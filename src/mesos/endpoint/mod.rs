@@ -516,14 +516,11 @@ impl Endpoint {
                 Err(crate::volumes::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let st = store.clone();
             let drop_claim = crate::store::Op::DeleteReservation {
                 framework_id: fw.to_string(),
                 volume_id: r.volume_id.clone(),
             };
-            tokio::task::spawn_blocking(move || st.apply(&[drop_claim]))
-                .await
-                .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))??;
+            store.commit(vec![drop_claim]).await?;
             tracing::info!(framework = fw, volume = %r.volume_id, "reservation released by an admin");
             released.push(r.volume_id);
         }

@@ -386,10 +386,7 @@ impl Endpoint {
     /// One durable store batch, off the async workers (a flush and an fdatasync: long enough
     /// that many operations at once would otherwise stall every other request).
     async fn store_apply(&self, ops: Vec<Op>) -> Result<(), crate::store::Error> {
-        let store = self.inner.manager.store().clone();
-        tokio::task::spawn_blocking(move || store.apply(&ops))
-            .await
-            .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
+        self.inner.manager.store().commit(ops).await
     }
 
     /// Remove the records of operations whose terminal status was acknowledged and is older
@@ -400,31 +397,31 @@ impl Endpoint {
         /// Records deleted per store batch.
         const BATCH: usize = 1000;
         let retention = self.inner.cfg.operation_retention_secs;
-        let store = self.inner.manager.store().clone();
-        tokio::task::spawn_blocking(move || {
-            let now = crate::volumes::now_secs();
-            let stale: Vec<Op> = store
-                .operations()?
-                .into_iter()
-                .filter(|r| {
-                    r.acknowledged
-                        && r.is_terminal()
-                        && now.saturating_sub(r.updated_at) as f64 >= retention
-                })
-                .map(|r| Op::DeleteOperation {
-                    framework_id: r.framework_id,
-                    operation_id: r.operation_id,
-                    // Not a record the same operation id got again since it was read.
-                    if_status: Some(r.uuid),
-                })
-                .collect();
-            for batch in stale.chunks(BATCH) {
-                store.apply(batch)?;
-            }
-            Ok(stale.len())
-        })
-        .await
-        .map_err(|e| crate::store::Error::Sled(format!("store writer panicked: {e}")))?
+        let store = self.inner.manager.store();
+        store
+            .blocking(move |store| {
+                let now = crate::volumes::now_secs();
+                let stale: Vec<Op> = store
+                    .operations()?
+                    .into_iter()
+                    .filter(|r| {
+                        r.acknowledged
+                            && r.is_terminal()
+                            && now.saturating_sub(r.updated_at) as f64 >= retention
+                    })
+                    .map(|r| Op::DeleteOperation {
+                        framework_id: r.framework_id,
+                        operation_id: r.operation_id,
+                        // Not a record the same operation id got again since it was read.
+                        if_status: Some(r.uuid),
+                    })
+                    .collect();
+                for batch in stale.chunks(BATCH) {
+                    store.apply(batch)?;
+                }
+                Ok(stale.len())
+            })
+            .await
     }
 
     /// Statuses not yet acknowledged, sent again on a new subscription's stream.
@@ -479,10 +476,9 @@ impl Endpoint {
                 // confirms delivery.
                 if r.is_terminal() {
                     r.acknowledged = true;
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || store.apply(&[Op::PutOperation(r)]))
+                    store
+                        .commit(vec![Op::PutOperation(r)])
                         .await
-                        .map_err(|e| e.to_string())?
                         .map_err(|e| e.to_string())?;
                 }
             }
@@ -814,14 +810,9 @@ impl Endpoint {
         r.uuid = new_uuid();
         r.acknowledged = false;
         r.updated_at = crate::volumes::now_secs();
-        let store = self.inner.manager.store().clone();
-        let put = r.clone();
-        match tokio::task::spawn_blocking(move || store.apply(&[Op::PutOperation(put)])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, operation = %r.operation_id, "cannot record the operation status")
-            }
-            Err(e) => tracing::warn!(error = %e, "store writer panicked"),
+        let put = Op::PutOperation(r.clone());
+        if let Err(e) = self.inner.manager.store().commit(vec![put]).await {
+            tracing::warn!(error = %e, operation = %r.operation_id, "cannot record the operation status")
         }
         crash_point!(&format!(
             "mesos.{}.after_status_stored",
