@@ -36,7 +36,7 @@ mod load;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use serde_json::json;
 
 use cluster::Instance;
@@ -57,7 +57,7 @@ fn params() -> Params {
         .map(|v| v.parse().expect("POLLY_FAILOVER_TTL_SECS: whole seconds"));
     if load::full_run() {
         // Polly's default `ha.lease_ttl_secs`.
-        let default = polly::config::HaConfig::default().lease_ttl_secs;
+        let default = polly::ha::HaConfig::default().lease_ttl_secs;
         Params {
             runs: 20,
             ttl_secs: ttl.unwrap_or(default),

@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use polly::config::MesosContentType;
 use polly::mesos::client::decode_event;
+use polly::mesos::client::MesosContentType;
 use polly::mesos::recordio::{self, Decoder};
 use polly::mesos::v1::scheduler::Event;
 use prost::Message;

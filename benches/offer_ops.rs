@@ -29,7 +29,8 @@ mod load;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polly::config::{Config, MesosContentType};
+use polly::config::Config;
+use polly::mesos::client::MesosContentType;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;

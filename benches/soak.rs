@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use polly::store::VolumeStatus;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -121,7 +121,7 @@ fn backends(c: &mut Criterion) {
         return;
     }
     let server = etcd::Etcd::start_under(&base, &[], "http");
-    let cfg = polly::config::EtcdConfig {
+    let cfg = polly::store::EtcdConfig {
         endpoints: vec![server.url()],
         prefix: "/bench/".into(),
         ..Default::default()

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, ValueEnum};
-use polly::config::MesosContentType;
 use polly::mesos::client::scheduler::{self, Caller, SubscribeOptions, Subscription};
+use polly::mesos::client::MesosContentType;
 use polly::mesos::v1::resource::disk_info::source::Type as SourceType;
 use polly::mesos::v1::scheduler::{event, Event};
 use polly::mesos::v1::{self, FrameworkInfo, OperationState};

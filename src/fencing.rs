@@ -15,13 +15,17 @@
 //! before deciding whether a detach is still needed. So a fence interrupted at any point is
 //! resumed (by the worker) and each attachment is released exactly once.
 
+pub mod config;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FencingConfig, OffersConfig};
+pub use config::{FencingConfig, FencingConfigError};
+
+use crate::config::OffersConfig;
 use crate::mesos::client::{self, Agent, AgentSource};
 use crate::mesos::endpoint::agent_instance;
 use crate::store::{self, Instance, NodeRecord, NodeState, Op, Store, Volume};

@@ -237,9 +237,9 @@ pub fn mesos_event(data: &[u8]) {
         return;
     };
     let ct = if sel % 2 == 0 {
-        crate::config::MesosContentType::Json
+        crate::mesos::client::MesosContentType::Json
     } else {
-        crate::config::MesosContentType::Protobuf
+        crate::mesos::client::MesosContentType::Protobuf
     };
     let Ok(event) = crate::mesos::client::decode_event(ct, body) else {
         return;
@@ -431,7 +431,7 @@ pub fn config(data: &[u8]) {
     let cfg = match Config::from_toml(text) {
         Ok(c) => c,
         Err(e) => {
-            assert!(!e.contains('\n'), "multi-line parse error {e:?}");
+            assert!(!e.message.contains('\n'), "multi-line parse error {e:?}");
             return;
         }
     };

@@ -4,6 +4,8 @@
 //! the libStorage façade and the admin API forward each request to the leader and relay its
 //! answer (see ARCHITECTURE.md, "High availability", for why they proxy).
 
+pub mod config;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,6 +16,8 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+pub use config::{HaConfig, HaConfigError};
 
 /// Exit code of `polly serve` when it stopped because it lost leadership; a supervisor
 /// restarts it and it rejoins as a follower.

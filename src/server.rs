@@ -67,7 +67,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store = Store::open_config(&config)?;
+    let store = Store::open_config(&config.store, &config.store_dir())?;
     match store.backend_kind() {
         "etcd" => tracing::info!(
             endpoints = %config.store.etcd.endpoints.join(","),
@@ -76,7 +76,13 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         ),
         kind => tracing::info!(dir = %config.store_dir().display(), "store: {kind}"),
     }
-    let manager = Manager::new(store, &config).map_err(anyhow::Error::msg)?;
+    let manager = Manager::new(
+        store,
+        &config.services,
+        &config.data_dir,
+        Duration::from_secs(config.driver_timeout_secs),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(Prepared {
         config,
         manager,
@@ -265,7 +271,7 @@ pub async fn serve(
     }
     #[cfg(not(feature = "etcd"))]
     if role.is_some() || announce.is_some() {
-        anyhow::bail!(crate::config::ETCD_FEATURE_MISSING);
+        anyhow::bail!(crate::store::ETCD_FEATURE_MISSING);
     }
     let lost_leadership = lost.clone();
     let work = async move {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use common::{stderr_log, vfs_volume_dirs, Polly};
 use framework::{create_disk, subscribe, Framework};
 use polly::client::AdminClient;
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use polly::store::{Volume, VolumeStatus};
 use polly::volumes::CreateVolume;
 use serde_json::{json, Value};

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polly::client::AdminClient;
-use polly::config::EtcdConfig;
 use polly::store::election::{Campaign, Election};
+use polly::store::EtcdConfig;
 use polly::store::{Error, Op, Store};
 use polly::volumes::CreateVolume;
 use serde_json::Value;
@@ -532,7 +532,7 @@ async fn leader_among(ps: &[Polly], since: Instant, bound: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framework_follows_the_307_across_a_failover() {
     use framework::{create_disk, offer_on, subscribe};
-    use polly::config::MesosContentType;
+    use polly::mesos::client::MesosContentType;
     use serde_json::json;
 
     let Some(mut cluster) = etcd::cluster(3, "ha-fw", offers_config, Polly::start_config) else {
@@ -934,7 +934,7 @@ async fn ls_attach(ls: String, service: String, volume: String, instance: String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     use framework::{subscribe, try_subscribe};
-    use polly::config::MesosContentType;
+    use polly::mesos::client::MesosContentType;
     use std::collections::{BTreeMap, BTreeSet};
 
     let Some(mut cluster) = etcd::cluster(3, "ha-burst", burst_config, Polly::start_config) else {

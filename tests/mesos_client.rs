@@ -9,8 +9,8 @@ mod fake_master;
 use std::time::Duration;
 
 use fake_master::{default_agents, Cluster, FakeAgent};
-use polly::config::{MesosConfig, MesosContentType};
 use polly::mesos::client::{AgentSource, Client, ConnState, Handle, FRAMEWORK_ID_KEY};
+use polly::mesos::client::{MesosConfig, MesosContentType};
 use polly::store::Store;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -9,7 +9,7 @@ mod fake_master;
 use std::time::Duration;
 
 use fake_master::{default_agents, Cluster};
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use polly::mesos::client::{SubscribeOptions, Subscription};
 use polly::mesos::v1::scheduler::{call, event};
 use polly::mesos::v1::{self, FrameworkInfo};

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::{vfs_volume_dirs, Polly};
 use framework::{create_disk, offer_on, subscribe, subscribe_as, Framework};
-use polly::config::MesosContentType;
 use polly::mesos::client::encode_call;
+use polly::mesos::client::MesosContentType;
 use polly::mesos::recordio::Decoder;
 use polly::mesos::v1;
 use polly::mesos::v1::scheduler::{call, Call};

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use common::Polly;
 use framework::{subscribe, Framework};
 use polly::client::AdminClient;
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use polly::offers::DiskOffer;
 use proptest::prelude::*;
 use serde_json::{json, Value};

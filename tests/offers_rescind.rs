@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::Polly;
 use framework::{create_disk, subscribe, Framework};
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use serde_json::Value;
 
 fn config(switch: &Path, fault: &str) -> String {

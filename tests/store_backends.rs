@@ -56,9 +56,9 @@ impl Backend {
     }
 
     #[cfg(feature = "etcd")]
-    fn etcd_config(&self) -> polly::config::EtcdConfig {
+    fn etcd_config(&self) -> polly::store::EtcdConfig {
         match self {
-            Backend::Etcd { own, prefix } => polly::config::EtcdConfig {
+            Backend::Etcd { own, prefix } => polly::store::EtcdConfig {
                 endpoints: vec![own.as_ref().unwrap_or_else(|| etcd::Etcd::shared()).url()],
                 prefix: prefix.clone(),
                 ..Default::default()
@@ -604,8 +604,8 @@ fn racing_creates_of_one_name_admit_one(backend: Backend) {
 mod etcd_only {
     use super::*;
 
-    fn shared_config(prefix: &str) -> polly::config::EtcdConfig {
-        polly::config::EtcdConfig {
+    fn shared_config(prefix: &str) -> polly::store::EtcdConfig {
+        polly::store::EtcdConfig {
             endpoints: vec![etcd::Etcd::shared().url()],
             prefix: prefix.into(),
             ..Default::default()
@@ -740,7 +740,7 @@ mod etcd_only {
             .local_addr()
             .unwrap()
             .port();
-        let cfg = polly::config::EtcdConfig {
+        let cfg = polly::store::EtcdConfig {
             endpoints: vec![format!("http://127.0.0.1:{port}")],
             request_timeout_secs: 2.0,
             connect_timeout_secs: 1.0,
@@ -828,7 +828,7 @@ mod etcd_only {
             ],
             "https",
         );
-        let cfg = polly::config::EtcdConfig {
+        let cfg = polly::store::EtcdConfig {
             endpoints: vec![server.url()],
             prefix: "/tls/".into(),
             ca_file: Some(ca.clone()),
@@ -845,7 +845,7 @@ mod etcd_only {
             Store::open_etcd(&cfg, None).unwrap().volumes().unwrap(),
             vec![vol(1, 0, 1, 5)]
         );
-        let no_client_cert = polly::config::EtcdConfig {
+        let no_client_cert = polly::store::EtcdConfig {
             cert_file: None,
             key_file: None,
             request_timeout_secs: 3.0,
@@ -884,7 +884,7 @@ mod etcd_only {
         ] {
             server.ctl(args);
         }
-        let cfg = |prefix: &str, password: &str| polly::config::EtcdConfig {
+        let cfg = |prefix: &str, password: &str| polly::store::EtcdConfig {
             endpoints: vec![server.url()],
             prefix: prefix.into(),
             user: Some("polly".into()),

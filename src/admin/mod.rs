@@ -4,6 +4,7 @@
 //! OpenAPI document. Errors are `{"error": "<code>", "message": "<text>"}` with the status
 //! mapped in one place ([`ApiError`]).
 
+pub mod config;
 mod error;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use config::AdminConfig;
 pub use error::{ApiError, ErrorBody};
 
 use crate::store::{Instance, Intent, Volume};

@@ -6,6 +6,7 @@
 //! idempotent by name, remove of an unknown id succeeds, attach/detach are idempotent for the
 //! same instance). The volume manager (`crate::volumes`) builds crash safety on those rules.
 
+pub mod config;
 mod dirs;
 pub mod ebs;
 pub mod fault;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use config::{DriverKind, ServiceConfig, ServiceConfigError};
 
 /// Capacity of one pool of a back-end in one availability zone, in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,24 +250,22 @@ pub type DynDriver = Arc<dyn Driver>;
 
 /// The driver registry: build a service's driver from its config (wrapped in the fault
 /// injector when the service has a `fault` section).
-pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result<DynDriver> {
+pub fn build(s: &ServiceConfig, root: &std::path::Path) -> Result<DynDriver> {
     let base: DynDriver = match s.driver {
-        crate::config::DriverKind::Vfs => Arc::new(vfs::VfsDriver::open(vfs::VfsConfig {
+        DriverKind::Vfs => Arc::new(vfs::VfsDriver::open(vfs::VfsConfig {
             root: root.to_path_buf(),
             quota_bytes: s.quota_bytes,
             pool: s.pool.clone(),
             zone: s.zone.clone(),
         })?),
-        crate::config::DriverKind::Loop => {
-            Arc::new(r#loop::LoopDriver::open(r#loop::LoopConfig {
-                root: root.to_path_buf(),
-                quota_bytes: s.quota_bytes,
-                pool: s.pool.clone(),
-                zone: s.zone.clone(),
-                filesystem: s.filesystem.clone(),
-            })?)
-        }
-        crate::config::DriverKind::Rbd => Arc::new(rbd::RbdDriver::new(rbd::RbdConfig {
+        DriverKind::Loop => Arc::new(r#loop::LoopDriver::open(r#loop::LoopConfig {
+            root: root.to_path_buf(),
+            quota_bytes: s.quota_bytes,
+            pool: s.pool.clone(),
+            zone: s.zone.clone(),
+            filesystem: s.filesystem.clone(),
+        })?),
+        DriverKind::Rbd => Arc::new(rbd::RbdDriver::new(rbd::RbdConfig {
             conf: s.ceph_conf.clone().ok_or_else(|| {
                 Error::InvalidArgument(format!("service {:?}: rbd needs ceph_conf", s.name))
             })?,
@@ -274,7 +275,7 @@ pub fn build(s: &crate::config::ServiceConfig, root: &std::path::Path) -> Result
             quota_bytes: s.quota_bytes,
             zone: s.zone.clone(),
         })?),
-        crate::config::DriverKind::Ebs => {
+        DriverKind::Ebs => {
             let cfg = s.ebs.clone().ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "service {:?}: driver ebs needs an [services.ebs] section",

@@ -16,8 +16,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::config::{AuthConfig, LibStorageConfig};
 use super::LsError;
-use crate::config::{AuthConfig, LibStorageConfig};
 
 /// Every façade auth policy. The default checks nothing.
 #[derive(Default)]

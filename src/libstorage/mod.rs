@@ -9,6 +9,7 @@
 //! restricted to `S`; otherwise it is absent from `S`'s lists and not found by id or name.
 
 pub mod auth;
+pub mod config;
 mod error;
 pub mod headers;
 mod snapshots;
@@ -30,6 +31,9 @@ use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use config::{
+    AuthConfig, LibStorageConfig, LibStorageConfigError, LibStorageServiceConfig, TlsConfig,
+};
 pub use error::{ErrorBody, LsError};
 use headers::{attachment_mask, instance_for, InstanceId, LocalDevices, Tx};
 use types::{

@@ -16,8 +16,8 @@ use etcd_client::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::config::EtcdConfig;
 use super::{Error, Fence, Result};
-use crate::config::EtcdConfig;
 
 /// The election key's name under the store's key prefix.
 pub const LEADER_KEY: &str = "leader";

@@ -29,8 +29,8 @@ use etcd_client::{
 };
 
 use super::backend::{read_set, write_ops, Backend, Tree, TxView, Visit};
+use super::config::EtcdConfig;
 use super::{Error, Fence, Op, Result, SCHEMA_VERSION};
-use crate::config::EtcdConfig;
 
 /// Ids handed out per write of the `next_id` counter.
 const ID_BLOCK: u64 = 1024;

@@ -9,6 +9,7 @@
 //! those commits covers them all.
 
 mod backend;
+pub mod config;
 #[cfg(feature = "etcd")]
 pub mod election;
 #[cfg(feature = "etcd")]
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use backend::{Backend, Tree};
 
+pub use config::{EtcdConfig, StoreBackend, StoreConfig, StoreConfigError, ETCD_FEATURE_MISSING};
 pub use types::{
     Attachment, Instance, Intent, IntentOp, NodeRecord, NodeState, OperationRecord, Reservation,
     Volume, VolumeStatus,
@@ -267,24 +269,23 @@ impl Store {
         Ok(Store::with(Engine::Sled(Arc::new(b))))
     }
 
-    /// Open the store `config` names: sled in `<data_dir>/store`, or etcd.
-    pub fn open_config(config: &crate::config::Config) -> Result<Store> {
-        match config.store.backend {
-            crate::config::StoreBackend::Sled => Store::open(&config.store_dir()),
+    /// Open the store `config` (the `[store]` section) names: sled in `sled_dir`
+    /// (`<data_dir>/store`), or etcd.
+    pub fn open_config(config: &StoreConfig, sled_dir: &Path) -> Result<Store> {
+        match config.backend {
+            StoreBackend::Sled => Store::open(sled_dir),
             #[cfg(feature = "etcd")]
-            crate::config::StoreBackend::Etcd => Store::open_etcd(&config.store.etcd, None),
+            StoreBackend::Etcd => Store::open_etcd(&config.etcd, None),
             #[cfg(not(feature = "etcd"))]
-            crate::config::StoreBackend::Etcd => Err(Error::Unsupported(
-                crate::config::ETCD_FEATURE_MISSING.into(),
-            )),
+            StoreBackend::Etcd => Err(Error::Unsupported(ETCD_FEATURE_MISSING.into())),
         }
     }
 
-    /// Connect to etcd (see [`crate::config::EtcdConfig`]) and check the schema version
+    /// Connect to etcd (see [`EtcdConfig`]) and check the schema version
     /// under its key prefix; every write is fenced by `fence` when given (and by whatever
     /// [`Store::set_fence`] sets later).
     #[cfg(feature = "etcd")]
-    pub fn open_etcd(config: &crate::config::EtcdConfig, fence: Option<Fence>) -> Result<Store> {
+    pub fn open_etcd(config: &EtcdConfig, fence: Option<Fence>) -> Result<Store> {
         let b = etcd_backend::EtcdBackend::open(config, fence)?;
         Ok(Store::with(Engine::Etcd(Arc::new(b))))
     }

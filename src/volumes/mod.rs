@@ -6,6 +6,7 @@
 //! what actually happened and makes the store agree with it.
 
 mod capacity;
+pub mod config;
 mod reconcile;
 mod snapshots;
 
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::driver::{self, AccessMode, AttachOptions, CreateRequest, DynDriver, PoolCapacity};
 use crate::failpoints::crash_point;
 use crate::keyed_lock::{KeyGuard, KeyedLocks};
@@ -24,6 +24,7 @@ use crate::store::{self, Attachment, Instance, Intent, IntentOp, Op, Store, Volu
 
 pub(crate) use capacity::now_ms;
 pub use capacity::{backoff as capacity_backoff, CapacityClaim, CapacityReading};
+pub use config::{ReconcilerConfig, ReconcilerConfigError};
 pub use reconcile::{Missing, Orphan, ReconcileReport};
 
 pub use snapshots::{SnapshotInfo, Source};
@@ -190,11 +191,17 @@ impl Drop for InFlight<'_> {
 }
 
 impl Manager {
-    /// Build the manager from the config's services (opening their drivers).
-    pub fn new(store: Store, cfg: &Config) -> Result<Manager, String> {
+    /// Build the manager from the configured services (opening their drivers; vfs and loop
+    /// roots default to under `data_dir`); every driver call may take `driver_timeout`.
+    pub fn new(
+        store: Store,
+        configured: &[driver::ServiceConfig],
+        data_dir: &std::path::Path,
+        driver_timeout: Duration,
+    ) -> Result<Manager, String> {
         let mut services = BTreeMap::new();
-        for s in &cfg.services {
-            let driver = driver::build(s, &cfg.service_root(s))
+        for s in configured {
+            let driver = driver::build(s, &s.root_in(data_dir))
                 .map_err(|e| format!("service {:?}: {e}", s.name))?;
             services.insert(
                 s.name.clone(),
@@ -205,8 +212,7 @@ impl Manager {
             );
         }
         // Zones a service serves: the ebs driver's `zones`, else the service's `zone`.
-        let zones = cfg
-            .services
+        let zones = configured
             .iter()
             .map(|s| {
                 let served = match &s.ebs {
@@ -216,12 +222,7 @@ impl Manager {
                 (s.name.clone(), served)
             })
             .collect();
-        Ok(Self::build(
-            store,
-            services,
-            Duration::from_secs(cfg.driver_timeout_secs),
-            zones,
-        ))
+        Ok(Self::build(store, services, driver_timeout, zones))
     }
 
     pub fn with_services(

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use polly::config::MesosContentType;
+use polly::mesos::client::MesosContentType;
 use polly::mesos::client::{decode_event, encode_call};
 use polly::mesos::recordio::Decoder;
 use polly::mesos::v1::scheduler::{call, Call};

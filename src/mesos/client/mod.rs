@@ -4,6 +4,7 @@
 //! silent masters. The framework id is persisted under [`FRAMEWORK_ID_KEY`]. `scheduler` is
 //! the same protocol for any framework that consumes offers (one subscription, no policy).
 
+pub mod config;
 pub mod scheduler;
 mod state;
 
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use config::{MesosConfig, MesosConfigError, MesosContentType, StaticAgent};
 pub use scheduler::{Caller, SubscribeOptions, Subscription};
 pub use state::{Agent, AgentSource, ConnState, Handle, MesosStatus};
 
@@ -26,7 +28,6 @@ use super::recordio::Decoder;
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, framework_info, FrameworkId, FrameworkInfo};
 use super::{json, Error};
-use crate::config::{MesosConfig, MesosContentType};
 use crate::store::{Op, Store};
 
 /// Store meta key of the framework id.
@@ -1247,7 +1248,7 @@ mod tests {
     #[test]
     fn concurrently_learned_agents_are_all_counted() {
         let metrics = crate::metrics::MesosMetrics::default();
-        let h = Handle::new(&crate::config::MesosConfig::default(), metrics.clone());
+        let h = Handle::new(&MesosConfig::default(), metrics.clone());
         std::thread::scope(|s| {
             for t in 0..4 {
                 let h = &h;

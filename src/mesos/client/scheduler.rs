@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use super::config::MesosContentType;
 use super::{
     decode_event, encode_call, open_subscription, post_call, Credentials, Opened, MAX_REDIRECTS,
 };
-use crate::config::MesosContentType;
 use crate::mesos::recordio::Decoder;
 use crate::mesos::v1::scheduler::{call, event, Call, Event};
 use crate::mesos::v1::{self, offer, resource, FrameworkId, FrameworkInfo};

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::StaticAgent;
+use super::config::{MesosConfig, StaticAgent};
 use crate::mesos::v1;
 use crate::metrics::MesosMetrics;
 
@@ -213,7 +213,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Handle {
-    pub fn new(cfg: &crate::config::MesosConfig, metrics: MesosMetrics) -> Handle {
+    pub fn new(cfg: &MesosConfig, metrics: MesosMetrics) -> Handle {
         let agents: BTreeMap<String, Agent> = cfg
             .agents
             .iter()

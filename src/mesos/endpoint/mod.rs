@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 use super::json;
 use super::v1::scheduler::{call, event, Call, Event};
 use super::v1::{self, resource, value};
-use crate::config::{MesosConfig, OffersConfig};
+use crate::config::OffersConfig;
 use crate::mesos::client;
+use crate::mesos::client::MesosConfig;
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
 use crate::volumes::Manager;
 
