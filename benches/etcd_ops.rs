@@ -13,10 +13,8 @@
 
 #[path = "load/cluster.rs"]
 mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/etcd/mod.rs"]
-mod etcd;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 mod load;
 
 use std::fmt::Write as _;
@@ -24,6 +22,7 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use cluster::Instance;
+use harness::etcd;
 use load::Latencies;
 
 /// The operations timed, in the order of a round.

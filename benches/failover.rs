@@ -23,14 +23,10 @@
 
 #[path = "load/cluster.rs"]
 mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/etcd/mod.rs"]
-mod etcd;
-#[path = "../tests/framework/mod.rs"]
-mod framework;
 #[path = "load/frameworks.rs"]
 mod frameworks;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 mod load;
 
 use std::fmt::Write as _;
@@ -41,6 +37,8 @@ use serde_json::json;
 
 use cluster::Instance;
 use frameworks::{create_disk_call, OfferBook};
+use harness::etcd;
+use harness::fakes::framework;
 use load::Latencies;
 
 /// The longest any step of a run may take before the benchmark fails.

@@ -20,10 +20,10 @@
 //! `POLLY_BENCH_ACCEPT_ONLY=1` runs only the concurrent accepts and prints their figures (no
 //! table), with `POLLY_BENCH_ROUNDS` rounds when set: for bisecting and profiling.
 
-#[path = "../tests/framework/mod.rs"]
-mod framework;
 #[path = "load/frameworks.rs"]
 mod frameworks;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 mod load;
 
 use std::sync::Arc;
@@ -37,6 +37,7 @@ use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 use frameworks::{create_disk_call, OfferBook};
+use harness::fakes::framework;
 
 /// The longest a framework waits for an event on its stream.
 const WAIT: Duration = Duration::from_secs(60);

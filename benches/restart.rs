@@ -9,7 +9,7 @@
 //!    Baseline: the same binary with an empty data dir, start → the first successful list
 //!    (of nothing). Medians of several runs, with min – max.
 //! 2. **RSS.** `polly serve` on the same data dir, subscribed to the fake Mesos master
-//!    (`tests/fake_master`) that offers `agents` agents (and lists them through the
+//!    (`tests/harness/fakes/master.rs`) that offers `agents` agents (and lists them through the
 //!    operator API), after Polly knows every agent, one framework is subscribed to Polly's
 //!    storage-offer endpoint and has received its first OFFERS (one offer round over all
 //!    agents), and the façade has listed every volume once: VmRSS and VmHWM from
@@ -24,8 +24,8 @@
 //! `POLLY_BENCH_WRAP` starts the server through a wrapper program (see `Serve::spawn`);
 //! `POLLY_BENCH_DATA` keeps the populated data dir there for the next run.
 
-#[path = "../tests/fake_master/mod.rs"]
-mod fake_master;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use polly::config::Config;
 use polly::volumes::CreateVolume;
+
+use harness::fakes::master as fake_master;
 
 const BIN: &str = env!("CARGO_BIN_EXE_polly");
 

@@ -28,12 +28,10 @@
 //! `cargo test --all-targets`) a few clients run for a few seconds. Either way the run fails
 //! on any error. One tokio runtime with two worker threads: the clients are tasks.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/framework/mod.rs"]
-mod framework;
 #[path = "load/frameworks.rs"]
 mod frameworks;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 mod load;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -49,6 +47,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant as TokioInstant;
 
 use frameworks::{create_disk_call, OfferBook};
+use harness::fakes::framework;
 use load::Latencies;
 
 /// The libStorage service the REX-Ray clients use, and the one disk offers come from.
@@ -915,7 +914,7 @@ fn rss_course(samples: &[Sample]) -> String {
 // The run
 
 /// The store and the `vfs` roots after the run must hold exactly what the clients hold.
-async fn final_checks(polly: &common::Polly, ends: &[FrameworkEnd], stats: &mut Stats) {
+async fn final_checks(polly: &harness::Polly, ends: &[FrameworkEnd], stats: &mut Stats) {
     const STORE: &str = "store and back-end at the end";
     // Operations a framework stopped waiting for may still run: wait until none is left.
     let mut waited = 0;
@@ -960,7 +959,7 @@ async fn final_checks(polly: &common::Polly, ends: &[FrameworkEnd], stats: &mut 
             ),
         );
     }
-    let on_disk = common::vfs_volume_dirs(&polly.data_dir, REXRAY_SVC).len();
+    let on_disk = harness::vfs_volume_dirs(&polly.data_dir, REXRAY_SVC).len();
     if on_disk != 0 {
         stats.error(
             STORE,
@@ -1006,7 +1005,7 @@ async fn final_checks(polly: &common::Polly, ends: &[FrameworkEnd], stats: &mut 
             ),
         );
     }
-    let on_disk = common::vfs_volume_dirs(&polly.data_dir, POOL_SVC).len();
+    let on_disk = harness::vfs_volume_dirs(&polly.data_dir, POOL_SVC).len();
     if on_disk != held_ids.len() {
         stats.error(
             STORE,
@@ -1066,7 +1065,7 @@ async fn run(p: Params, fd_limit: (u64, u64)) -> (String, Vec<Sample>, u64) {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let polly = common::Polly::start_wrapped(&dir.path().join("data"), Some(&config(&p)), &wrap);
+    let polly = harness::Polly::start_wrapped(&dir.path().join("data"), Some(&config(&p)), &wrap);
     let pid = polly
         .server_pid()
         .expect("the polly process under POLLY_SOAK_WRAP");

@@ -6,8 +6,8 @@
 //! Needs the cargo feature `etcd` and an etcd binary (`cargo bench --features etcd --bench
 //! store_backends`); without etcd only the sled figures run.
 
-#[path = "../tests/etcd/mod.rs"]
-mod etcd;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +16,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use polly::store::{Intent, IntentOp, Op, Store, Volume, VolumeStatus};
+
+use harness::etcd;
 
 fn base_dir() -> PathBuf {
     let base = std::env::var_os("POLLY_BENCH_DIR")

@@ -1,10 +1,10 @@
 //! Admin API round trips and the bad-input matrix, against the real `polly serve`.
 
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 use polly::client::Error as ClientError;
 use polly::volumes::{CreateVolume, Restriction};
 

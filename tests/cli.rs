@@ -1,9 +1,9 @@
 //! CLI round trips: every `polly` command against a real `polly serve`, in table and JSON
 //! form, plus the error contract (one line on stderr, non-zero exit) and config errors.
 
-mod common;
+mod harness;
 
-use common::{Polly, BIN};
+use harness::{Polly, BIN};
 
 #[test]
 fn every_cli_command_round_trips() {
@@ -139,7 +139,7 @@ fn every_cli_command_round_trips() {
     // rm, then the name is free and the back-end is empty
     let (code, _, err) = polly.cli(&["volume", "rm", "web"]);
     assert_eq!(code, 0, "{err}");
-    assert!(common::vfs_volume_dirs(dir.path(), "vfs").is_empty());
+    assert!(harness::vfs_volume_dirs(dir.path(), "vfs").is_empty());
 
     // erase needs --yes; with it, a kept volume becomes an orphan
     polly.cli_json(&["volume", "create", "kept", "--size", "1MiB"]);

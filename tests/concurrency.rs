@@ -5,8 +5,7 @@
 //! what each client was told, which intents remain), never about how long anything took; the
 //! only timeouts are generous ones that turn a deadlock into a failure instead of a hang.
 
-mod common;
-mod support;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use harness::{iid, tx, Polly, Reply, LD};
 use serde_json::Value;
-use support::{iid, tx, Polly, Reply, LD};
 
 /// Long enough for any honest run on a loaded 2-core machine; only a deadlock reaches it.
 const DEADLOCK: Duration = Duration::from_secs(120);
@@ -193,7 +192,7 @@ async fn two_instances_racing_for_one_single_writer_volume() {
             while !stop.load(Ordering::Acquire) {
                 let s = store_holders(&p, &id).await;
                 assert!(s.len() <= 1, "store: {id} held by {s:?} at once");
-                let b = backend_holders(p.data_dir(), &did);
+                let b = backend_holders(&p.data_dir, &did);
                 assert!(b.len() <= 1, "back-end: {did} held by {b:?} at once");
                 samples += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -241,7 +240,7 @@ async fn two_instances_racing_for_one_single_writer_volume() {
             (true, false) => assert_eq!(held, [a], "round {round}: the forced attach lost"),
             (false, true) => assert_eq!(held, [b], "round {round}: the forced attach lost"),
         }
-        assert_eq!(backend_holders(p.data_dir(), &did), held, "round {round}");
+        assert_eq!(backend_holders(&p.data_dir, &did), held, "round {round}");
         assert!(intents(&p).await.is_empty(), "round {round}: intent left");
     }
     stop.store(true, Ordering::Release);
@@ -305,7 +304,7 @@ async fn attach_detach_storms_on_one_node() {
             for (id, did) in &vols {
                 let v = all.iter().find(|v| &v["id"] == id).unwrap();
                 let s = holders(&v["attachments"]);
-                assert_eq!(s, backend_holders(p.data_dir(), did), "{id}");
+                assert_eq!(s, backend_holders(&p.data_dir, did), "{id}");
                 assert!(s.iter().all(|h| h == NODE), "{id}: {s:?}");
                 if let Some(attached) = want {
                     assert_eq!(s.len(), usize::from(attached), "{id}: {s:?}");
@@ -484,7 +483,7 @@ hang_only = ["{stuck_did}", "stuck-new"]
     bulk.sort();
     bulk.dedup();
     assert_eq!(bulk.len(), OPS / 5);
-    let backend = common::vfs_volume_dirs(p.data_dir(), "vfs").len();
+    let backend = harness::vfs_volume_dirs(&p.data_dir, "vfs").len();
     assert_eq!(
         backend,
         1 + OTHERS + OPS / 5,

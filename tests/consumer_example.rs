@@ -4,12 +4,12 @@
 //! `--destroy` it creates and destroys one; an impossible size ends in a clear timeout with a
 //! non-zero exit. So the example cannot rot unnoticed.
 
-mod common;
+mod harness;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 
 const CONFIG: &str = r#"
 [[services]]

@@ -3,11 +3,11 @@
 //! burst of acknowledged creates; restart; check that nothing is duplicated, lost, orphaned
 //! or double-attached and that every intent is resolved.
 
-mod common;
+mod harness;
 
 use std::time::Duration;
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 use polly::store::VolumeStatus;
 use polly::volumes::CreateVolume;
 

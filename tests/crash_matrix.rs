@@ -14,16 +14,15 @@
 //! Cases are independent (one temp dir and server each) and run concurrently.
 #![cfg(feature = "failpoints")]
 
-mod common;
-mod framework;
+mod harness;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{stderr_log, vfs_volume_dirs, Polly};
-use framework::{create_disk, subscribe, Framework};
+use harness::fakes::framework::{create_disk, subscribe, Framework};
+use harness::{stderr_log, vfs_volume_dirs, Polly};
 use polly::client::AdminClient;
 use polly::mesos::client::MesosContentType;
 use polly::store::{Volume, VolumeStatus};

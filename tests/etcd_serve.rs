@@ -5,14 +5,13 @@
 //! of the state is in the data dir (no sled store).
 #![cfg(feature = "etcd")]
 
-mod common;
-mod etcd;
-mod support;
+mod harness;
 
+use harness::etcd;
+use harness::{refs, Polly};
 use polly::client::AdminClient;
 use polly::volumes::CreateVolume;
 use serde_json::json;
-use support::{refs, Polly};
 
 fn config(url: &str, prefix: &str) -> String {
     format!(
@@ -32,7 +31,7 @@ prefix = "{prefix}"
 }
 
 fn ls_headers(instance: &str) -> Vec<(&'static str, String)> {
-    support::ls_headers("vfs", instance)
+    harness::ls_headers("vfs", instance)
 }
 
 /// The volumes as the admin API and the façade show them after a restart.
@@ -125,7 +124,7 @@ async fn serve_keeps_its_state_in_etcd_across_restarts() {
     let dump = c.dump().await.unwrap();
     assert_eq!(dump.volumes.len(), 2);
     assert!(
-        !p.data_dir().join("store").exists(),
+        !p.data_dir.join("store").exists(),
         "a sled store was created beside the etcd one"
     );
     // The records are in etcd, under the prefix.
@@ -177,7 +176,7 @@ fn serve_refuses_to_start_without_etcd() {
         + "request_timeout_secs = 2\nconnect_timeout_secs = 1\n";
     let path = dir.path().join("polly.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(harness::BIN)
         .arg("serve")
         .arg("--data-dir")
         .arg(dir.path().join("data"))

@@ -5,14 +5,13 @@
 //! its own only when configured; a fence interrupted by SIGKILL is resumed without repeating
 //! the detach; bad fence requests change nothing.
 
-mod common;
-mod fake_master;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::Polly;
-use fake_master::{default_agents, Cluster};
+use harness::fakes::master::{default_agents, Cluster};
+use harness::Polly;
 use serde_json::{json, Value};
 
 const FRAMEWORK: &str = "fw-fence";

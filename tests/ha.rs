@@ -5,22 +5,21 @@
 //! lease is revoked behind its back has its next store write refused by the fence.
 #![cfg(feature = "etcd")]
 
-mod common;
-mod etcd;
-mod framework;
-mod support;
+mod harness;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::etcd;
+use harness::fakes::framework;
+use harness::{refs, Polly};
 use polly::client::AdminClient;
 use polly::store::election::{Campaign, Election};
 use polly::store::EtcdConfig;
 use polly::store::{Error, Op, Store};
 use polly::volumes::CreateVolume;
 use serde_json::Value;
-use support::{refs, Polly};
 
 fn etcd_config(url: &str, prefix: &str) -> EtcdConfig {
     EtcdConfig {
@@ -166,7 +165,7 @@ lease_ttl_secs = 2
 }
 
 fn ls_headers(instance: &str) -> Vec<(&'static str, String)> {
-    support::ls_headers("vfs", instance)
+    harness::ls_headers("vfs", instance)
 }
 
 async fn health(p: &Polly) -> Value {
@@ -897,7 +896,7 @@ async fn ls_attach(ls: String, service: String, volume: String, instance: String
     let start = Instant::now();
     loop {
         let mut r = http.post(format!("{ls}/volumes/{service}/{volume}?attach"));
-        for (k, v) in support::ls_headers(&service, &instance) {
+        for (k, v) in harness::ls_headers(&service, &instance) {
             r = r.header(k, v);
         }
         let (status, body) = match r.body(r#"{"nextDeviceName":"/dev/xvda"}"#).send().await {
@@ -1018,7 +1017,7 @@ async fn a_burst_of_accepts_and_attaches_survives_killing_the_leader() {
     let mut attaches = Vec::new();
     let mut n = 0u64;
     let mut attach = |vol: &str, instance: String, via: usize| {
-        let (ls, id) = (ps[via].ls.clone(), ls_vols[vol].clone());
+        let (ls, id) = (ps[via].libstorage.clone(), ls_vols[vol].clone());
         let delay = Duration::from_millis(30 * n);
         n += 1;
         let vol = vol.to_string();
@@ -1428,20 +1427,28 @@ async fn a_follower_forwards_to_a_leader_serving_tls() {
     let body =
         r#"{"name":"tls1","availabilityZone":"","encrypted":false,"iops":0,"size":1,"type":""}"#;
     let (status, created) = https
-        .call(&ps[fi].ls, "POST", "/volumes/vfs", &h, body)
+        .call(&ps[fi].libstorage, "POST", "/volumes/vfs", &h, body)
         .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     // The leader has it; the follower's list (forwarded again) shows it.
     let (status, on_leader) = https
-        .call(&ps[li].ls, "GET", &format!("/volumes/vfs/{id}"), &h, "")
+        .call(
+            &ps[li].libstorage,
+            "GET",
+            &format!("/volumes/vfs/{id}"),
+            &h,
+            "",
+        )
         .await;
     assert_eq!(
         (status, &on_leader["name"]),
         (200, &Value::from("tls1")),
         "{on_leader}"
     );
-    let (status, listed) = https.call(&ps[fi].ls, "GET", "/volumes/vfs", &h, "").await;
+    let (status, listed) = https
+        .call(&ps[fi].libstorage, "GET", "/volumes/vfs", &h, "")
+        .await;
     assert_eq!(status, 200, "{listed}");
     assert!(listed.get(&id).is_some(), "{listed}");
 
@@ -1457,7 +1464,9 @@ async fn a_follower_forwards_to_a_leader_serving_tls() {
         assert!(start.elapsed() < Duration::from_secs(10), "no follower");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = https.call(&p4.ls, "GET", "/volumes/vfs", &h, "").await;
+    let (status, body) = https
+        .call(&p4.libstorage, "GET", "/volumes/vfs", &h, "")
+        .await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["status"], 502, "{body}");
     let msg = body["message"].as_str().unwrap();
@@ -1548,7 +1557,7 @@ async fn a_server_whose_stdout_is_closed_still_takes_over() {
     .await;
     let cfg = cluster.root.path().join("second.toml");
     std::fs::write(&cfg, &cluster.config).unwrap();
-    let mut second = Command::new(common::BIN)
+    let mut second = Command::new(harness::BIN)
         .arg("serve")
         .arg("--data-dir")
         .arg(cluster.root.path().join("second-data"))

@@ -2,15 +2,14 @@
 //! the bad-token matrix (each refused with the reference's exact 401 body and the store left
 //! unchanged), global versus per-service scope, and a TLS listener that answers TLS only.
 
-mod common;
-mod support;
+mod harness;
 
 use std::sync::Arc;
 
+use harness::{iid, Polly};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
-use support::{iid, Polly};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "polly-test-secret";
@@ -46,7 +45,7 @@ fn bearer(t: &str) -> String {
 }
 
 /// The reference's 401, to the byte.
-fn check_401(r: &support::Reply, what: &str) {
+fn check_401(r: &harness::Reply, what: &str) {
     r.check_servername();
     assert_eq!(r.status, 401, "{what}: {}", r.raw);
     assert_eq!(
@@ -68,7 +67,7 @@ async fn global_auth_refuses_every_bad_token_and_changes_nothing() {
         "[libstorage.auth]\nkey = {:?}\nallow = [\"Alice\", \"bob\", {carol_entry:?}]\ndeny = [{bob_tag:?}]\n",
         key_file.display().to_string()
     );
-    let p = Polly::start(&["vfs"], &cfg);
+    let p = Polly::start_services(&["vfs"], &cfg);
     let alice = bearer(&token(KEY, "alice"));
     let vol_headers = |auth: &str| {
         vec![
@@ -169,7 +168,7 @@ async fn per_service_auth_guards_only_its_service() {
     let cfg = format!(
         "[libstorage.auth]\nkey = {KEY:?}\n[libstorage.services.vfs2.auth]\nallow = [\"bob\"]\n"
     );
-    let p = Polly::start(&["vfs", "vfs2"], &cfg);
+    let p = Polly::start_services(&["vfs", "vfs2"], &cfg);
     let bob = bearer(&token(KEY, "bob"));
     let alice = bearer(&token(KEY, "alice"));
     let forged = bearer(&token("not-the-key", "bob"));
@@ -261,7 +260,7 @@ async fn tls_listener_speaks_tls_only() {
         c.display().to_string(),
         k.display().to_string()
     );
-    let server = common::Polly::start_with(&dir.path().join("data"), Some(&cfg), None);
+    let server = Polly::start_with(&dir.path().join("data"), Some(&cfg), None);
     let addr = server
         .libstorage
         .strip_prefix("https://")

@@ -2,11 +2,10 @@
 //! reference (§6) request by request, the attachments mask, service restrictions,
 //! single-writer with pre-emption, idempotency and a bad-input matrix.
 
-mod common;
-mod support;
+mod harness;
 
+use harness::{iid, ls_headers as h, refs, tx, Polly, IID_META};
 use serde_json::{json, Value};
-use support::{iid, ls_headers as h, refs, tx, Polly, IID_META};
 
 const GIB: u64 = 1 << 30;
 
@@ -68,7 +67,7 @@ async fn dial(p: &Polly, services: &[&str]) {
 
 #[tokio::test]
 async fn rexray_session_replay() {
-    let p = Polly::start(&["vfs", "vfs2"], "");
+    let p = Polly::start_services(&["vfs", "vfs2"], "");
     let svcs = ["vfs", "vfs2"];
     let hv = h("vfs", "vm");
     let hv = refs(&hv);
@@ -276,7 +275,7 @@ async fn rexray_session_replay() {
 
     // Root and help.
     let r = p.req("GET", "/", &[], None).await;
-    let host = p.ls.strip_prefix("http://").unwrap();
+    let host = p.libstorage.strip_prefix("http://").unwrap();
     assert_eq!(
         r.json,
         json!(["services", "snapshots", "tasks", "help", "volumes"]
@@ -295,7 +294,7 @@ async fn rexray_session_replay() {
 /// Three volumes: free, attached to "me", attached to "other"; each mask REX-Ray sends.
 #[tokio::test]
 async fn attachments_mask_filters_like_the_reference() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let me = h("vfs", "me");
     let me = refs(&me);
     let other = h("vfs", "other");
@@ -405,7 +404,7 @@ async fn attachments_mask_filters_like_the_reference() {
 
 #[tokio::test]
 async fn service_restrictions_hide_volumes_from_other_services() {
-    let p = Polly::start(&["svcA", "svcB"], "");
+    let p = Polly::start_services(&["svcA", "svcB"], "");
     let ha = h("svcA", "host1");
     let ha = refs(&ha);
     let hb = h("svcB", "host1");
@@ -470,7 +469,7 @@ async fn service_restrictions_hide_volumes_from_other_services() {
 
 #[tokio::test]
 async fn single_writer_refuses_other_instances_unless_forced() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let a = h("vfs", "hostA");
     let a = refs(&a);
     let b = h("vfs", "hostB");
@@ -546,7 +545,7 @@ async fn single_writer_refuses_other_instances_unless_forced() {
 
 #[tokio::test]
 async fn create_and_attach_are_idempotent() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let a = h("vfs", "hostA");
     let a = refs(&a);
     let body = r#"{"name":"same","size":3,"opts":{"owner":"me","priority":2}}"#;
@@ -588,7 +587,7 @@ async fn create_and_attach_are_idempotent() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let a = h("vfs", "hostA");
     let a = refs(&a);
     let r = p
@@ -833,7 +832,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_slow_synchronous_request_answers_408_and_finishes_as_a_task() {
     // Every driver call of service `slow` takes 1.5 s; requests may take 0.3 s.
-    let p = Polly::start(
+    let p = Polly::start_services(
         &["vfs"],
         "[[services]]\nname = \"slow\"\ndriver = \"vfs\"\n[services.fault]\nlatency_ms = 1500\n\
          [libstorage]\nexe_timeout_ms = 300\n",

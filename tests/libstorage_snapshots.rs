@@ -1,16 +1,15 @@
 //! Snapshots, copies and `?async` tasks through the libStorage façade of `polly serve`.
 
-mod common;
-mod support;
+mod harness;
 
 use std::time::Duration;
 
+use harness::{iid, Polly};
 use serde_json::{json, Value};
-use support::{iid, Polly};
 
 #[tokio::test]
 async fn snapshot_copy_and_create_from_snapshot() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let me = iid("vfs", "vm");
     let h = [("Libstorage-Instanceid", me.as_str())];
     let r = p
@@ -152,7 +151,7 @@ async fn snapshot_copy_and_create_from_snapshot() {
 
 #[tokio::test]
 async fn async_requests_answer_202_and_finish_as_tasks() {
-    let p = Polly::start(&["vfs"], "");
+    let p = Polly::start_services(&["vfs"], "");
     let r = p
         .req(
             "POST",

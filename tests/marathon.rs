@@ -7,12 +7,12 @@
 //! vfs reports the file system's free space (capped by the quotas in `marathon/polly.toml`),
 //! so the examples ask for at most 1 GiB per pool: the machine needs that much free disk.
 
-mod common;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Polly;
+use harness::Polly;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -179,8 +179,8 @@ fn provision_twice_creates_once_and_then_claims_hold() {
     let images = vols.iter().find(|v| v["name"] == "shop-images").unwrap();
     assert_eq!(images["service"], "fast");
     assert_eq!(images["access_mode"], "multi_writer");
-    assert_eq!(common::vfs_volume_dirs(&p.data_dir, "vfs").len(), 1);
-    assert_eq!(common::vfs_volume_dirs(&p.data_dir, "fast").len(), 1);
+    assert_eq!(harness::vfs_volume_dirs(&p.data_dir, "vfs").len(), 1);
+    assert_eq!(harness::vfs_volume_dirs(&p.data_dir, "fast").len(), 1);
 
     // An existing unclaimed volume is claimed, once.
     let (code, _, err) = p.cli(&["volume", "create", "pgdata", "--size", "1GiB"]);
@@ -217,7 +217,7 @@ fn exit_code_two_for_bad_input_and_unreachable_polly() {
     let (code, _, err) = p.cli(&["marathon", "check", "/nonexistent/app.json"]);
     assert_eq!(code, 2, "{err}");
     let pg = root().join("marathon/postgres.json");
-    let out = Command::new(common::BIN)
+    let out = Command::new(harness::BIN)
         .args(["--admin-url", "http://127.0.0.1:1", "marathon", "check"])
         .arg(&pg)
         .env_remove("POLLY_ADMIN_TOKEN")
@@ -226,7 +226,7 @@ fn exit_code_two_for_bad_input_and_unreachable_polly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach polly"));
     // stdin works as a file.
-    let mut child = Command::new(common::BIN)
+    let mut child = Command::new(harness::BIN)
         .args(["--admin-url", &p.admin, "marathon", "check", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

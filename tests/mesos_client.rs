@@ -1,14 +1,14 @@
-//! The Mesos scheduler client against the fake master (tests/fake_master): subscription
+//! The Mesos scheduler client against the fake master (tests/harness/fakes/master.rs): subscription
 //! over JSON and protobuf, agents and zones, DECLINE filters and SUPPRESS, leader change,
 //! 503, dropped streams, missed heartbeats, garbage from the master, refusals, removed
 //! frameworks, acknowledgements, REVIVE and the operator API. Also checks the fake itself
 //! against the reference's status-code rules.
 
-mod fake_master;
+mod harness;
 
 use std::time::Duration;
 
-use fake_master::{default_agents, Cluster, FakeAgent};
+use harness::fakes::master::{self, default_agents, Cluster, FakeAgent};
 use polly::mesos::client::{AgentSource, Client, ConnState, Handle, FRAMEWORK_ID_KEY};
 use polly::mesos::client::{MesosConfig, MesosContentType};
 use polly::store::Store;
@@ -143,12 +143,12 @@ async fn subscribe_flow(ct: MesosContentType, wire: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribes_over_json_learns_agents_declines_and_suppresses() {
-    subscribe_flow(MesosContentType::Json, fake_master::JSON).await;
+    subscribe_flow(MesosContentType::Json, master::JSON).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribes_over_protobuf_learns_agents_declines_and_suppresses() {
-    subscribe_flow(MesosContentType::Protobuf, fake_master::PROTOBUF).await;
+    subscribe_flow(MesosContentType::Protobuf, master::PROTOBUF).await;
 }
 
 /// Wait for one more successful subscription than `before`, and check it kept `fid`.
@@ -487,8 +487,8 @@ async fn probes_past_a_refused_connection_and_a_master_that_never_answers() {
 /// The fake master itself follows the reference's rules (so the tests above mean something).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_master_follows_the_reference() {
-    use fake_master::JSON;
     use futures::StreamExt;
+    use master::JSON;
     let cluster = Cluster::start(2, HEARTBEAT, default_agents()).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -1,14 +1,14 @@
 //! The one-subscription scheduler connection (`polly::mesos::client::scheduler`, what the
-//! example framework uses) against the fake master (tests/fake_master): a 307 from a
+//! example framework uses) against the fake master (tests/harness/fakes/master.rs): a 307 from a
 //! non-leader is followed, events arrive over JSON and protobuf, calls carry the stream id
 //! and framework id, a refusal is `Refused`, a silent stream is `HeartbeatTimeout`, and a
 //! 400 to a call is `Status` with the master's message.
 
-mod fake_master;
+mod harness;
 
 use std::time::Duration;
 
-use fake_master::{default_agents, Cluster};
+use harness::fakes::master::{default_agents, Cluster};
 use polly::mesos::client::MesosContentType;
 use polly::mesos::client::{SubscribeOptions, Subscription};
 use polly::mesos::v1::scheduler::{call, event};

@@ -3,13 +3,12 @@
 //! `polly agent ls`; the client's state is in `/admin/mesos` and `/metrics`. Without a
 //! master Polly runs embedded, with agents from static config only.
 
-mod common;
-mod fake_master;
+mod harness;
 
 use std::time::Duration;
 
-use common::Polly;
-use fake_master::{default_agents, Cluster};
+use harness::fakes::master::{default_agents, Cluster};
+use harness::Polly;
 use polly::mesos::client::ConnState;
 use serde_json::json;
 

@@ -7,14 +7,13 @@
 //! ids checked with the fake master's GET_FRAMEWORKS, bad input, and SIGKILLs between accept
 //! and mapping and during a release.
 
-mod common;
-mod fake_master;
-mod framework;
+mod harness;
 
 use std::time::Duration;
 
-use common::{vfs_volume_dirs, Polly};
-use framework::{create_disk, offer_on, subscribe, subscribe_as, Framework};
+use harness::fakes::framework::{create_disk, offer_on, subscribe, subscribe_as, Framework};
+use harness::fakes::master as fake_master;
+use harness::{vfs_volume_dirs, Polly};
 use polly::mesos::client::encode_call;
 use polly::mesos::client::MesosContentType;
 use polly::mesos::recordio::Decoder;

@@ -21,16 +21,15 @@
 //! The capacity checks run once Polly has seen a change made behind its back (a capacity
 //! poll after it, then a few allocation rounds): before that no scheduler can know.
 
-mod common;
-mod framework;
+mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Polly;
-use framework::{subscribe, Framework};
+use harness::fakes::framework::{subscribe, Framework};
+use harness::Polly;
 use polly::client::AdminClient;
 use polly::mesos::client::MesosContentType;
 use polly::offers::DiskOffer;
@@ -716,7 +715,7 @@ impl Case {
     /// Sizes and attachment counts of the volumes on a vfs back-end, by driver id.
     fn backend(&self, service: &str) -> Result<BTreeMap<String, (u64, usize)>, String> {
         let mut out = BTreeMap::new();
-        for dir in common::vfs_volume_dirs(&self.polly.data_dir, service) {
+        for dir in harness::vfs_volume_dirs(&self.polly.data_dir, service) {
             let Ok(bytes) = std::fs::read(dir.join("volume.json")) else {
                 continue;
             };

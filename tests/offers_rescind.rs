@@ -5,14 +5,13 @@
 //! nothing from it, and an ACCEPT of a rescinded offer is DROPPED; when the back-end answers
 //! again its pool is offered again. Zone-b's offers are untouched throughout.
 
-mod common;
-mod framework;
+mod harness;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::Polly;
-use framework::{create_disk, subscribe, Framework};
+use harness::fakes::framework::{create_disk, subscribe, Framework};
+use harness::Polly;
 use polly::mesos::client::MesosContentType;
 use serde_json::Value;
 

@@ -2,11 +2,11 @@
 //! back is listed, adopted exactly once (a retried create of its name then finds it instead of
 //! making a second), and an orphan can be deleted from its back-end only while it is one.
 
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 use polly::driver::vfs::{VfsConfig, VfsDriver};
 use polly::driver::{CreateRequest, Driver, DriverVolume};
 
@@ -158,7 +158,7 @@ fn periodic_reconciler_reports_orphans_and_missing_volumes_and_deletes_nothing()
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = polly.client();
     let start_runs = rt.block_on(c.reconciler()).unwrap().unwrap().runs;
-    common::wait_until("a reconciler pass to see the leak and the loss", || {
+    harness::wait_until("a reconciler pass to see the leak and the loss", || {
         let st = rt.block_on(c.reconciler()).unwrap().unwrap();
         st.runs > start_runs && st.report.orphans.len() == 1 && st.report.missing.len() == 1
     });
@@ -190,7 +190,7 @@ fn periodic_reconciler_reports_orphans_and_missing_volumes_and_deletes_nothing()
     let (code, _, err) = polly.cli(&["volume", "rm", gone["id"].as_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let runs = reconciler_runs(&polly);
-    common::wait_until("a clean reconciler pass", || {
+    harness::wait_until("a clean reconciler pass", || {
         let st = rt.block_on(c.reconciler()).unwrap().unwrap();
         st.runs > runs && st.report.orphans.is_empty() && st.report.missing.is_empty()
     });
@@ -218,7 +218,7 @@ fn volumes_created_or_deleted_while_the_reconciler_lists_are_neither_orphans_nor
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = polly.client();
     let runs = reconciler_runs(&polly);
-    common::wait_until("a clean reconciler pass", || {
+    harness::wait_until("a clean reconciler pass", || {
         let st = rt.block_on(c.reconciler()).unwrap().unwrap();
         st.runs > runs && st.report.orphans.is_empty() && st.report.missing.is_empty()
     });
@@ -235,7 +235,7 @@ fn volumes_created_or_deleted_while_the_reconciler_lists_are_neither_orphans_nor
 
     // Every report until two passes after the slow one is clean.
     let mut seen = Vec::new();
-    common::wait_until("the slow pass and the next one", || {
+    harness::wait_until("the slow pass and the next one", || {
         let st = rt.block_on(c.reconciler()).unwrap().unwrap();
         if !st.report.orphans.is_empty() || !st.report.missing.is_empty() {
             seen.push(st.report.clone());

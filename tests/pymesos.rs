@@ -9,7 +9,7 @@
 //! The venv's python is `POLLY_PYMESOS_PYTHON`, or `.venv-pymesos/bin/python` at the repo
 //! root. Without it the test fails when `CI` is set and otherwise skips, saying so loudly.
 
-mod common;
+mod harness;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 use serde_json::Value;
 
 const CONFIG: &str = r#"

@@ -1,11 +1,13 @@
 //! The store suite, run against every backend: sled always, etcd with the cargo feature
-//! `etcd` against a real etcd on loopback (`tests/etcd`; each test under its own key prefix
-//! of one shared server, restarts on a server of their own). A model test (random batches
-//! against `BTreeMap`s, then a reopen), durability across a restart of the backend,
+//! `etcd` against a real etcd on loopback (`tests/harness/etcd.rs`; each test under its own
+//! key prefix of one shared server, restarts on a server of their own). A model test (random
+//! batches against `BTreeMap`s, then a reopen), durability across a restart of the backend,
 //! all-or-nothing batches, concurrent writers, and, on etcd, the write fence.
 
-mod etcd;
+mod harness;
 
+#[cfg(feature = "etcd")]
+use harness::etcd;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -2,9 +2,9 @@
 //! message naming both zones, before any driver call, and leaves store and back-end as they
 //! were.
 
-mod common;
+mod harness;
 
-use common::{vfs_volume_dirs, Polly};
+use harness::{vfs_volume_dirs, Polly};
 
 #[test]
 fn create_in_a_zone_the_service_does_not_serve_is_refused_naming_both() {

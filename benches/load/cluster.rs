@@ -1,8 +1,9 @@
 //! Processes of the etcd benchmarks (`failover`, `etcd_ops`): real `polly serve` instances
-//! (through the tests' harness, `tests/common`) with their data dirs on the bench disk, the
+//! (through the tests' harness, `tests/harness`) with their data dirs on the bench disk, the
 //! TOML that puts their store on etcd and makes them an HA group, and their role as
 //! `/admin/health` reports it. The etcd server itself is the tests' harness
-//! (`tests/etcd`). The including bench declares `mod common` and `mod etcd` first.
+//! (`tests/harness/etcd.rs`). The including bench declares `mod harness` and imports
+//! `harness::etcd` at its root first.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::Polly;
+use crate::harness::Polly;
 
 /// Whether the etcd benchmarks can run: an etcd binary is there. Without one they say so
 /// loudly and write a table saying they did not run.

@@ -1,7 +1,8 @@
 //! A framework of the offer load benchmarks (`offer_ops`, `soak`): its connection (the test
-//! framework of `tests/framework`), the offers it holds as its stream tells (OFFERS add,
-//! RESCIND removes), the operation statuses not yet read, and what on the stream broke the
-//! protocol. The including bench declares `mod framework` (`tests/framework/mod.rs`) first.
+//! framework of `tests/harness/fakes/framework.rs`), the offers it holds as its stream tells
+//! (OFFERS add, RESCIND removes), the operation statuses not yet read, and what on the stream
+//! broke the protocol. The including bench declares `mod harness` (`tests/harness/mod.rs`)
+//! and imports `harness::fakes::framework` at its root first.
 #![allow(dead_code)]
 
 use std::time::Duration;

@@ -1,14 +1,12 @@
-//! Test harness: starts the real `polly serve` binary on 127.0.0.1:0 with a data dir of the
-//! test's choosing, learns its addresses from stdout, and kills it with SIGKILL on demand.
-#![allow(dead_code)]
+//! The `polly serve` process under test: started on 127.0.0.1:0 with a data dir of the
+//! test's choosing (or a temp dir it owns), its addresses learnt from stdout, stopped by
+//! SIGKILL or SIGTERM on demand.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-use polly::client::AdminClient;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_polly");
 
@@ -22,6 +20,13 @@ pub struct Polly {
     pub token: Option<String>,
     /// Started under a prefix command ([`Polly::start_wrapped`]).
     wrapped: bool,
+    /// The client of the HTTP helpers ([`Polly::req`], [`Polly::admin_get`], ...). A fresh
+    /// connection per request: after a refused oversize body the server closes the
+    /// connection, and a pooled one would fail the next request client-side.
+    pub(super) http: reqwest::Client,
+    /// The temp dir holding `data_dir` when the harness made it ([`Polly::start_config`]).
+    /// Fields drop after [`Drop::drop`] has killed the process, so it never goes first.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Polly {
@@ -36,9 +41,41 @@ impl Polly {
     }
 
     /// Start with `FAILPOINTS=<failpoints>` armed (a build with `--features failpoints`); its
-    /// stderr goes to [`Polly::stderr_log`] so a test can see which point crashed it.
+    /// stderr goes to [`stderr_log`] so a test can see which point crashed it.
     pub fn start_failing(data_dir: &Path, config: Option<&str>, failpoints: &str) -> Polly {
         Self::launch(data_dir, config, None, Some(failpoints))
+    }
+
+    /// Start with one vfs service per name, then `extra_config`, in a fresh temp dir.
+    pub fn start_services(services: &[&str], extra_config: &str) -> Polly {
+        let mut cfg = String::new();
+        for s in services {
+            cfg.push_str(&format!("[[services]]\nname = \"{s}\"\ndriver = \"vfs\"\n"));
+        }
+        cfg.push_str(extra_config);
+        Self::start_config(&cfg)
+    }
+
+    /// Start with this whole TOML config in a fresh temp dir (`<tmp>/data`), removed when the
+    /// server is dropped.
+    pub fn start_config(config: &str) -> Polly {
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// Stop (SIGKILL) and start again on the same data dir and temp dir, with another config
+    /// and the same admin token.
+    pub fn restart(mut self, config: &str) -> Polly {
+        let (data_dir, token, dir) = (self.data_dir.clone(), self.token.take(), self.dir.take());
+        self.kill9();
+        let mut p = Self::launch(&data_dir, Some(config), token.as_deref(), None);
+        p.dir = dir;
+        p
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: &str) -> Polly {
+        let mut p = Self::start_with(&dir.path().join("data"), Some(config), None);
+        p.dir = Some(dir);
+        p
     }
 
     /// Start under a prefix command (`wrap`, e.g. `["heaptrack", "-o", "/tmp/polly"]`): the
@@ -136,11 +173,12 @@ impl Polly {
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
             wrapped: !wrap.is_empty(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            dir: None,
         }
-    }
-
-    pub fn client(&self) -> AdminClient {
-        AdminClient::new(&self.admin, self.token.clone())
     }
 
     /// SIGKILL: no shutdown hooks, no flush.
@@ -228,32 +266,6 @@ impl Polly {
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
-
-    /// Run the CLI against this server; returns (exit code, stdout, stderr).
-    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--admin-url", &self.admin]).args(args);
-        cmd.env_remove("POLLY_ADMIN_TOKEN")
-            .env_remove("POLLY_ADMIN_URL");
-        if let Some(t) = &self.token {
-            cmd.env("POLLY_ADMIN_TOKEN", t);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Run the CLI with `--json` and parse stdout; panics on a non-zero exit.
-    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let (code, out, err) = self.cli(&a);
-        assert_eq!(code, 0, "polly {args:?} failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
-    }
 }
 
 impl Drop for Polly {
@@ -266,25 +278,4 @@ impl Drop for Polly {
 /// Where a server started with [`Polly::start_failing`] writes its stderr.
 pub fn stderr_log(data_dir: &Path) -> PathBuf {
     data_dir.with_extension("stderr")
-}
-
-/// The vfs back-end's volume directories of the default service in `data_dir`.
-pub fn vfs_volume_dirs(data_dir: &Path, service: &str) -> Vec<PathBuf> {
-    let dir = data_dir.join("vfs").join(service).join("volumes");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Poll `f` every 20 ms for up to 30 s.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
 }

@@ -6,7 +6,6 @@
 //! offers from several agents in two zones, and the operator API's GET_AGENTS and
 //! GET_FRAMEWORKS. Several masters share one cluster state (the
 //! "registry"); tests steer it through [`Cluster`].
-#![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;

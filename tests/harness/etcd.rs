@@ -1,9 +1,8 @@
-//! Test harness: a real etcd (Debian's `etcd-server`, or `POLLY_TEST_ETCD`) on loopback on
-//! free ports with its data in a temp dir. A server is killed when its handle drops, and a
-//! watcher kills it when the test process exits (so the shared one never outlives the run).
-//! Without an etcd binary the tests skip with a loud message, except under `CI`, where a
-//! missing etcd fails them.
-#![allow(dead_code)]
+//! A real etcd (Debian's `etcd-server`, or `POLLY_TEST_ETCD`) on loopback on free ports with
+//! its data in a temp dir. A server is killed when its handle drops, and a watcher kills it
+//! when the test process exits (so the shared one never outlives the run). Without an etcd
+//! binary the tests skip with a loud message, except under `CI`, where a missing etcd fails
+//! them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

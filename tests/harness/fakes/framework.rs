@@ -1,7 +1,6 @@
 //! A consumer framework for the storage-offer tests, written against the wire: it subscribes
 //! over JSON or protobuf (Polly's own Mesos types and RecordIO decoder), reads its event
 //! stream in a task, and sends calls in the encoding it subscribed with.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::time::Duration;
