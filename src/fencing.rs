@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FencingConfig, OffersConfig};
 use crate::mesos::client::{self, Agent, AgentSource};
-use crate::mesos::endpoint::agent_instance;
+use crate::offer_endpoint::agent_instance;
 use crate::store::{self, Instance, NodeRecord, NodeState, Op, Store, Volume};
 use crate::volumes::{now_secs, Error, Manager, Result};
 

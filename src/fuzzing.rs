@@ -15,10 +15,10 @@ use crate::libstorage::types::{
     VolumeDetachRequest, VolumeSnapshotRequest,
 };
 use crate::libstorage::{create_request, parse_body_bytes};
-use crate::mesos::endpoint::{decode_call, Ct};
 use crate::mesos::json;
 use crate::mesos::recordio::{self, Decoder};
 use crate::mesos::Error as MesosError;
+use crate::offer_endpoint::{decode_call, Ct};
 
 /// A target's entry point.
 pub type Entry = fn(&[u8]);

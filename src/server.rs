@@ -125,7 +125,7 @@ pub async fn serve(
         None => None,
     };
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
-    let offers = crate::mesos::endpoint::Endpoint::with_master(
+    let offers = crate::offer_endpoint::Endpoint::with_master(
         manager.clone(),
         mesos.clone(),
         config.offers.clone(),
@@ -150,7 +150,7 @@ pub async fn serve(
                 .agents()
                 .into_iter()
                 .find(|a| {
-                    crate::mesos::endpoint::agent_instance(a, &instances, &cfg).as_deref()
+                    crate::offer_endpoint::agent_instance(a, &instances, &cfg).as_deref()
                         == Some(instance_id)
                 })
                 .and_then(|a| a.zone)

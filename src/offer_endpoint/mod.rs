@@ -29,11 +29,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::json;
-use super::v1::scheduler::{call, event, Call, Event};
-use super::v1::{self, resource, value};
 use crate::config::{MesosConfig, OffersConfig};
 use crate::mesos::client;
+use crate::mesos::json;
+use crate::mesos::v1::scheduler::{call, event, Call, Event};
+use crate::mesos::v1::{self, resource, value};
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
 use crate::volumes::Manager;
 
