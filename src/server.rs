@@ -134,15 +134,15 @@ pub async fn serve(
     let fencing = crate::fencing::Fencing::new(
         manager.clone(),
         mesos.clone(),
-        config.offers.clone(),
+        config.offers.instance_map(),
         config.fencing.clone(),
     );
     // An instance's zone, when REX-Ray did not report one: the Mesos agent standing for it.
     {
-        let (agents, store, cfg) = (
+        let (agents, store, map) = (
             mesos.clone(),
             manager.store().clone(),
-            config.offers.clone(),
+            config.offers.instance_map(),
         );
         manager.set_instance_zones(Arc::new(move |instance_id: &str| {
             let instances = store.instances().ok()?;
@@ -150,7 +150,7 @@ pub async fn serve(
                 .agents()
                 .into_iter()
                 .find(|a| {
-                    crate::offer_endpoint::agent_instance(a, &instances, &cfg).as_deref()
+                    crate::mesos::agents::agent_instance(a, &instances, &map).as_deref()
                         == Some(instance_id)
                 })
                 .and_then(|a| a.zone)

@@ -1,8 +1,9 @@
 //! Mesos v1: the generated protobuf types (from `proto/`), the Mesos JSON mapping, the
-//! RecordIO framing and the scheduler client that subscribes Polly to a Mesos master. The
-//! storage-offer endpoint that serves the scheduler API to frameworks is
-//! `crate::offer_endpoint`.
+//! RecordIO framing, the scheduler client that subscribes Polly to a Mesos master, and which
+//! instance each agent stands for (`agents`). The storage-offer endpoint that serves the
+//! scheduler API to frameworks is `crate::offer_endpoint`.
 
+pub mod agents;
 pub mod client;
 pub mod json;
 pub mod recordio;

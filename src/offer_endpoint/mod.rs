@@ -11,6 +11,7 @@
 //! subscribed, 405 for a method other than POST, 406/415 for media types, 501 for `UNKNOWN`,
 //! 202 with an empty body for every accepted call.
 
+pub mod config;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -29,13 +30,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MesosConfig, OffersConfig};
+use crate::config::MesosConfig;
+use crate::mesos::agents::{agent_instance, InstanceMap};
 use crate::mesos::client;
 use crate::mesos::json;
 use crate::mesos::v1::scheduler::{call, event, Call, Event};
 use crate::mesos::v1::{self, resource, value};
 use crate::offers::{self, DiskOffer, OfferId, Snapshot};
 use crate::volumes::Manager;
+use config::OffersConfig;
 
 /// The version `GET /version` reports: purely numeric (pymesos parses it as integers).
 pub const MESOS_VERSION: &str = "1.11.0";
@@ -111,6 +114,8 @@ struct Inner {
     manager: Manager,
     agents: client::Handle,
     cfg: OffersConfig,
+    /// Which instance each agent stands for (from `cfg`).
+    instance_map: InstanceMap,
     /// The Mesos master config, when one is configured: framework ids are then checked with
     /// its operator API (`GET_FRAMEWORKS`) at SUBSCRIBE.
     mesos: Option<MesosConfig>,
@@ -327,6 +332,7 @@ impl Endpoint {
             inner: Arc::new(Inner {
                 manager,
                 agents,
+                instance_map: cfg.instance_map(),
                 cfg,
                 mesos: mesos.filter(|m| m.enabled()),
                 http,
@@ -977,7 +983,7 @@ impl Endpoint {
         a: &client::Agent,
         instances: &[crate::store::Instance],
     ) -> Option<String> {
-        agent_instance(a, instances, &self.inner.cfg)
+        agent_instance(a, instances, &self.inner.instance_map)
     }
 
     /// Close a framework's stream (if it is still `stream_id`'s) and return its offers.
@@ -998,32 +1004,6 @@ impl Endpoint {
         );
         self.wake();
     }
-}
-
-/// The instance id volumes are attached to for an agent: an instance REX-Ray reported
-/// for the agent's hostname, else the agent's instance attribute, else static config.
-pub fn agent_instance(
-    a: &client::Agent,
-    instances: &[crate::store::Instance],
-    cfg: &OffersConfig,
-) -> Option<String> {
-    if a.source == client::AgentSource::Instance {
-        return Some(a.id.clone());
-    }
-    if !a.hostname.is_empty() {
-        if let Some(i) = instances
-            .iter()
-            .filter(|i| i.hostname.as_deref() == Some(a.hostname.as_str()))
-            .max_by_key(|i| i.last_seen)
-        {
-            return Some(i.instance_id.clone());
-        }
-    }
-    if let Some(v) = a.attributes.get(&cfg.instance_attribute) {
-        return Some(v.clone());
-    }
-    let c = &cfg.instances;
-    c.get(&a.id).or_else(|| c.get(&a.hostname)).cloned()
 }
 
 fn disk_resource(
