@@ -218,7 +218,7 @@ pub fn mesos_call_json(data: &[u8]) {
                 );
             }
         }
-        Err(e) => assert!(!e.is_empty(), "empty error message"),
+        Err(e) => assert!(!e.to_string().is_empty(), "empty error message"),
     }
 }
 
@@ -226,7 +226,7 @@ pub fn mesos_call_json(data: &[u8]) {
 pub fn mesos_call_protobuf(data: &[u8]) {
     match decode_call(Ct::Proto, data) {
         Ok(call) => round_trips(&call),
-        Err(e) => assert!(!e.is_empty(), "empty error message"),
+        Err(e) => assert!(!e.to_string().is_empty(), "empty error message"),
     }
 }
 
