@@ -242,11 +242,11 @@ impl AdminClient {
         self.get("/admin/reconciler").await
     }
 
-    pub async fn frameworks(&self) -> Result<Vec<crate::mesos::endpoint::FrameworkView>> {
+    pub async fn frameworks(&self) -> Result<Vec<crate::offer_endpoint::FrameworkView>> {
         self.get("/admin/frameworks").await
     }
 
-    pub async fn offers(&self) -> Result<Vec<crate::mesos::endpoint::OfferView>> {
+    pub async fn offers(&self) -> Result<Vec<crate::offer_endpoint::OfferView>> {
         self.get("/admin/offers").await
     }
 
@@ -260,7 +260,7 @@ impl AdminClient {
         framework_id: &str,
         volume_id: Option<&str>,
         force: bool,
-    ) -> Result<crate::mesos::endpoint::ReleaseReport> {
+    ) -> Result<crate::offer_endpoint::ReleaseReport> {
         self.post(
             &format!("/admin/frameworks/{}/release", enc(framework_id)),
             &crate::admin::ReleaseBody {

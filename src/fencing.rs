@@ -25,9 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{FencingConfig, FencingConfigError};
 
-use crate::config::OffersConfig;
+use crate::mesos::agents::{agent_instance, InstanceMap};
 use crate::mesos::client::{self, Agent, AgentSource};
-use crate::mesos::endpoint::agent_instance;
 use crate::store::{self, Instance, NodeRecord, NodeState, Op, Store, Volume};
 use crate::volumes::{now_secs, Error, Manager, Result};
 
@@ -71,7 +70,8 @@ impl Held {
 struct Inner {
     manager: Manager,
     agents: client::Handle,
-    offers: OffersConfig,
+    /// Which instance each agent stands for (`[offers]`).
+    instance_map: InstanceMap,
     cfg: FencingConfig,
     /// One fence or check at a time: records are read, changed and written whole.
     lock: tokio::sync::Mutex<()>,
@@ -98,14 +98,14 @@ impl Fencing {
     pub fn new(
         manager: Manager,
         agents: client::Handle,
-        offers: OffersConfig,
+        instance_map: InstanceMap,
         cfg: FencingConfig,
     ) -> Fencing {
         Fencing {
             inner: Arc::new(Inner {
                 manager,
                 agents,
-                offers,
+                instance_map,
                 cfg,
                 lock: tokio::sync::Mutex::new(()),
             }),
@@ -124,7 +124,7 @@ impl Fencing {
     /// The instance ids an agent stands for (itself for a REX-Ray-only host).
     fn instances_of(&self, a: &Agent, instances: &[Instance]) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        if let Some(i) = agent_instance(a, instances, &self.inner.offers) {
+        if let Some(i) = agent_instance(a, instances, &self.inner.instance_map) {
             out.insert(i);
         }
         out

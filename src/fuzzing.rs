@@ -15,10 +15,10 @@ use crate::libstorage::types::{
     VolumeDetachRequest, VolumeSnapshotRequest,
 };
 use crate::libstorage::{create_request, parse_body_bytes};
-use crate::mesos::endpoint::{decode_call, Ct};
 use crate::mesos::json;
 use crate::mesos::recordio::{self, Decoder};
 use crate::mesos::Error as MesosError;
+use crate::offer_endpoint::{decode_call, Ct};
 
 /// A target's entry point.
 pub type Entry = fn(&[u8]);
@@ -218,7 +218,7 @@ pub fn mesos_call_json(data: &[u8]) {
                 );
             }
         }
-        Err(e) => assert!(!e.is_empty(), "empty error message"),
+        Err(e) => assert!(!e.to_string().is_empty(), "empty error message"),
     }
 }
 
@@ -226,7 +226,7 @@ pub fn mesos_call_json(data: &[u8]) {
 pub fn mesos_call_protobuf(data: &[u8]) {
     match decode_call(Ct::Proto, data) {
         Ok(call) => round_trips(&call),
-        Err(e) => assert!(!e.is_empty(), "empty error message"),
+        Err(e) => assert!(!e.to_string().is_empty(), "empty error message"),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod libstorage;
 pub mod marathon;
 pub mod mesos;
 pub mod metrics;
+pub mod offer_endpoint;
 pub mod offers;
 pub mod server;
 pub mod store;

@@ -131,7 +131,7 @@ pub async fn serve(
         None => None,
     };
     let mesos = crate::mesos::client::Handle::new(&config.mesos, manager.metrics().mesos.clone());
-    let offers = crate::mesos::endpoint::Endpoint::with_master(
+    let offers = crate::offer_endpoint::Endpoint::with_master(
         manager.clone(),
         mesos.clone(),
         config.offers.clone(),
@@ -140,15 +140,15 @@ pub async fn serve(
     let fencing = crate::fencing::Fencing::new(
         manager.clone(),
         mesos.clone(),
-        config.offers.clone(),
+        config.offers.instance_map(),
         config.fencing.clone(),
     );
     // An instance's zone, when REX-Ray did not report one: the Mesos agent standing for it.
     {
-        let (agents, store, cfg) = (
+        let (agents, store, map) = (
             mesos.clone(),
             manager.store().clone(),
-            config.offers.clone(),
+            config.offers.instance_map(),
         );
         manager.set_instance_zones(Arc::new(move |instance_id: &str| {
             let instances = store.instances().ok()?;
@@ -156,7 +156,7 @@ pub async fn serve(
                 .agents()
                 .into_iter()
                 .find(|a| {
-                    crate::mesos::endpoint::agent_instance(a, &instances, &cfg).as_deref()
+                    crate::mesos::agents::agent_instance(a, &instances, &map).as_deref()
                         == Some(instance_id)
                 })
                 .and_then(|a| a.zone)

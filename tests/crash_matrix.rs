@@ -731,10 +731,15 @@ fn the_matrix_covers_every_failpoint() {
             in_code.insert(part.split('"').next().unwrap().to_string());
         }
     }
-    let ops = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/mesos/endpoint/ops.rs"),
-    )
-    .unwrap();
+    // The offer operations' steps: one file per operation kind, and the shared finish.
+    let mut ops = String::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/offer_endpoint/ops");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            ops.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
     let kinds = [
         "create_disk",
         "destroy_disk",

@@ -76,9 +76,9 @@ impl From<store::Error> for ApiError {
     }
 }
 
-impl From<crate::mesos::endpoint::ReleaseError> for ApiError {
-    fn from(e: crate::mesos::endpoint::ReleaseError) -> Self {
-        use crate::mesos::endpoint::ReleaseError as E;
+impl From<crate::offer_endpoint::ReleaseError> for ApiError {
+    fn from(e: crate::offer_endpoint::ReleaseError) -> Self {
+        use crate::offer_endpoint::ReleaseError as E;
         match e {
             E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             E::Refused(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),

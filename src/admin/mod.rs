@@ -40,7 +40,7 @@ pub struct AdminState {
     /// The Mesos scheduler client's state (disabled in embedded mode).
     pub mesos: crate::mesos::client::Handle,
     /// The storage-offer endpoint (frameworks and outstanding offers).
-    pub offers: Option<crate::mesos::endpoint::Endpoint>,
+    pub offers: Option<crate::offer_endpoint::Endpoint>,
     /// Lost and fenced nodes.
     pub fencing: Option<crate::fencing::Fencing>,
     /// Leader or follower, with `[ha]` on.
@@ -520,7 +520,7 @@ async fn mesos_status(State(st): State<AdminState>) -> Json<crate::mesos::client
 
 async fn list_frameworks(
     State(st): State<AdminState>,
-) -> Result<Json<Vec<crate::mesos::endpoint::FrameworkView>>, ApiError> {
+) -> Result<Json<Vec<crate::offer_endpoint::FrameworkView>>, ApiError> {
     Ok(Json(match st.offers {
         Some(o) => o.frameworks()?,
         None => Vec::new(),
@@ -543,7 +543,7 @@ async fn release_reservations(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Result<Json<crate::mesos::endpoint::ReleaseReport>, ApiError> {
+) -> Result<Json<crate::offer_endpoint::ReleaseReport>, ApiError> {
     let b: ReleaseBody = body(&bytes)?;
     let Some(offers) = st.offers else {
         return Err(ApiError::new(
@@ -557,7 +557,7 @@ async fn release_reservations(
     ))
 }
 
-async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::mesos::endpoint::OfferView>> {
+async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::offer_endpoint::OfferView>> {
     Json(st.offers.map(|o| o.offers()).unwrap_or_default())
 }
 

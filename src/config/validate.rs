@@ -33,7 +33,7 @@ impl Config {
         }
         self.libstorage.validate()?;
         self.mesos.validate()?;
-        self.offers.validate().map_err(Error::Invalid)?;
+        self.offers.validate()?;
         self.fencing.validate()?;
         self.reconciler.validate()?;
         self.store.validate()?;

@@ -1,9 +1,10 @@
 //! Mesos v1: the generated protobuf types (from `proto/`), the Mesos JSON mapping, the
-//! RecordIO framing, the scheduler client that subscribes Polly to a Mesos master, and the
-//! storage-offer endpoint that serves the scheduler API to frameworks (`endpoint`).
+//! RecordIO framing, the scheduler client that subscribes Polly to a Mesos master, and which
+//! instance each agent stands for (`agents`). The storage-offer endpoint that serves the
+//! scheduler API to frameworks is `crate::offer_endpoint`.
 
+pub mod agents;
 pub mod client;
-pub mod endpoint;
 pub mod json;
 pub mod recordio;
 

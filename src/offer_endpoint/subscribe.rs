@@ -1,0 +1,239 @@
+//! SUBSCRIBE and the subscription streams: the framework's id checked with the master (when
+//! one is configured), SUBSCRIBED then HEARTBEATs on the stream, events sent on it (an
+//! operation status at most once), and the end of a stream when its client goes.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use tokio::sync::mpsc;
+
+use super::state::Framework;
+use super::wire::{bad, encode_event, event_type, Ct, CT_JSON, CT_PROTO, STREAM_ID};
+use super::{rfc3339_ms, Endpoint};
+use crate::mesos::client;
+use crate::mesos::v1;
+use crate::mesos::v1::scheduler::{event, Call, Event};
+
+impl Endpoint {
+    #[allow(deprecated)] // `FrameworkInfo.role`: still what single-role frameworks send.
+    pub(super) async fn subscribe(&self, headers: &HeaderMap, call: Call) -> Response {
+        if headers.contains_key(STREAM_ID) {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Subscribe calls should not include the 'Mesos-Stream-Id' header",
+            );
+        }
+        let Some(sub) = call.subscribe else {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "Expecting 'subscribe' to be present",
+            );
+        };
+        let info = sub.framework_info;
+        let info_id = info.id.as_ref().map(|i| i.value.clone());
+        let call_id = call.framework_id.as_ref().map(|i| i.value.clone());
+        if call_id.is_some() && call_id != info_id {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "'framework_id' differs from 'subscribe.framework_info.id'",
+            );
+        }
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("*/*");
+        let ct = if accept.contains(CT_JSON) || accept.contains("*/*") {
+            Ct::Json
+        } else if accept.contains(CT_PROTO) {
+            Ct::Proto
+        } else {
+            return bad(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("Expecting 'Accept' to allow {CT_JSON} or {CT_PROTO}"),
+            );
+        };
+        if let Some(id) = &info_id {
+            if let Some(refusal) = self.verify_framework(id, ct).await {
+                return refusal;
+            }
+        }
+        let id = info_id.unwrap_or_else(|| format!("polly-{}", uuid::Uuid::new_v4()));
+        let multi_role = info
+            .capabilities
+            .iter()
+            .any(|c| c.r#type == Some(v1::framework_info::capability::Type::MultiRole as i32));
+        let role = if multi_role {
+            info.roles.first().cloned()
+        } else {
+            info.role.clone()
+        }
+        .unwrap_or_else(|| "*".into());
+        let stream_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hb = Duration::from_secs_f64(self.config().heartbeat_interval_secs);
+        let _ = tx.send(Event {
+            r#type: event_type(event::Type::Subscribed),
+            subscribed: Some(event::Subscribed {
+                framework_id: v1::FrameworkId { value: id.clone() },
+                heartbeat_interval_seconds: Some(hb.as_secs_f64()),
+                master_info: None,
+            }),
+            ..Default::default()
+        });
+        // As a master does: a HEARTBEAT right after SUBSCRIBED, then one per interval.
+        let _ = tx.send(Event {
+            r#type: event_type(event::Type::Heartbeat),
+            ..Default::default()
+        });
+        {
+            let mut st = self.state();
+            // A new subscription replaces the old stream; its offers are withdrawn.
+            st.outstanding.retain(|o| o.framework_id != id);
+            st.frameworks.insert(
+                id.clone(),
+                Framework {
+                    name: info.name.clone(),
+                    role,
+                    principal: info.principal.clone(),
+                    multi_role,
+                    stream_id: Some(stream_id.clone()),
+                    tx: Some(tx.clone()),
+                    suppressed: !sub.suppressed_roles.is_empty(),
+                    filters: Vec::new(),
+                    subscribed_at: rfc3339_ms(crate::volumes::now_ms()),
+                    statuses_sent: HashSet::new(),
+                },
+            );
+        }
+        // Back after a TEARDOWN: its reservations are its own again, not releasable.
+        self.back_from_teardown(&id);
+        tracing::info!(framework = %id, name = %info.name, "framework subscribed to the storage-offer endpoint");
+        // Statuses not yet acknowledged are sent again on every subscription.
+        self.resend_unacknowledged(&id);
+        let guard = StreamGuard {
+            ep: self.clone(),
+            framework_id: id,
+            stream_id: stream_id.clone(),
+        };
+        let mut iv = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stream = futures::stream::unfold(
+            (rx, iv, guard),
+            move |(mut rx, mut iv, g)| async move {
+                let ev = tokio::select! {
+                    biased;
+                    ev = rx.recv() => ev?,
+                    _ = iv.tick() => Event { r#type: event_type(event::Type::Heartbeat), ..Default::default() },
+                };
+                Some((Ok::<_, Infallible>(encode_event(ct, &ev)), (rx, iv, g)))
+            },
+        );
+        self.wake();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, ct.mime())
+            .header(STREAM_ID, stream_id)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| bad(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+    }
+
+    /// With a master configured, check a subscribing framework's id with the master's
+    /// operator API. `None`: go ahead. A refusal is what a master answers when it refuses a
+    /// subscription (200, one ERROR event, end of stream); a master that cannot be asked
+    /// gives 503, which scheduler libraries retry, as they do a master still recovering.
+    async fn verify_framework(&self, id: &str, ct: Ct) -> Option<Response> {
+        let cfg = self.inner.mesos.as_ref()?;
+        let current = self.inner.agents.status();
+        let first = (current.state == client::ConnState::Subscribed)
+            .then_some(current.master)
+            .flatten();
+        let timeout = Duration::from_secs_f64(cfg.request_timeout_secs.min(10.0));
+        let status =
+            client::operator_framework_status(&self.inner.http, cfg, first.as_deref(), id, timeout)
+                .await;
+        let message = match status {
+            Ok(client::FrameworkStatus::Known) => return None,
+            Ok(client::FrameworkStatus::Removed) => format!(
+                "Framework {id} has been removed at the Mesos master; subscribe without an id to get a new one"
+            ),
+            Ok(client::FrameworkStatus::Unknown) => format!(
+                "Framework {id} is not known to the Mesos master; subscribe to the master first, or subscribe here without an id"
+            ),
+            Err(e) => {
+                tracing::warn!(framework = id, error = %e, "cannot verify a framework id with the Mesos master");
+                return Some(bad(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Cannot verify framework {id} with the Mesos master ({e}); retry"),
+                ));
+            }
+        };
+        tracing::info!(framework = id, "subscription refused: {message}");
+        let ev = Event {
+            r#type: event_type(event::Type::Error),
+            error: Some(event::Error { message }),
+            ..Default::default()
+        };
+        let body = encode_event(ct, &ev);
+        let stream = futures::stream::once(async move { Ok::<_, Infallible>(body) });
+        Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, ct.mime())
+                .header(STREAM_ID, uuid::Uuid::new_v4().to_string())
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| bad(StatusCode::INTERNAL_SERVER_ERROR, "response")),
+        )
+    }
+
+    /// Send an event on the framework's stream (answers to explicit requests:
+    /// reconciliation, a repeated operation id).
+    pub(super) fn send(&self, fw: &str, ev: Event) {
+        self.state().send(fw, ev);
+    }
+
+    /// Deliver an operation status on the framework's current stream at most once: a status
+    /// (by its uuid) that a subscription resent from the store is not sent again by its
+    /// operation finishing at the same moment, nor the other way round. Answers to explicit
+    /// requests (reconciliation, a repeated operation id) go through [`Endpoint::send`].
+    pub(super) fn send_status(&self, fw: &str, ev: Event) {
+        self.state().send_status(fw, ev);
+    }
+
+    /// Close a framework's stream (if it is still `stream_id`'s) and return its offers.
+    fn disconnected(&self, fw: &str, stream_id: &str) {
+        let mut st = self.state();
+        let Some(f) = st.frameworks.get_mut(fw) else {
+            return;
+        };
+        if f.stream_id.as_deref() != Some(stream_id) {
+            return;
+        }
+        f.tx = None;
+        st.outstanding.retain(|o| o.framework_id != fw);
+        drop(st);
+        tracing::info!(
+            framework = fw,
+            "framework disconnected from the storage-offer endpoint"
+        );
+        self.wake();
+    }
+}
+
+/// Ends a framework's subscription when its response stream is dropped (client gone).
+struct StreamGuard {
+    ep: Endpoint,
+    framework_id: String,
+    stream_id: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.ep.disconnected(&self.framework_id, &self.stream_id);
+    }
+}
