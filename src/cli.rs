@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::VolumeView;
 use crate::client::AdminClient;
 use crate::config::{Config, Overrides};
 use crate::driver::AccessMode;
-use crate::store::Volume;
 use crate::volumes::{CreateVolume, Restriction};
 
 #[derive(Debug, Parser)]
@@ -379,14 +379,14 @@ fn set(v: &BTreeSet<String>) -> String {
 
 /// The STATUS column: the lifecycle state, except that an available volume with an
 /// attachment reads `attached`, as REX-Ray users expect.
-fn display_status(v: &Volume) -> String {
+fn display_status(v: &VolumeView) -> String {
     match v.status {
-        crate::store::VolumeStatus::Available if !v.attachments.is_empty() => "attached".into(),
+        crate::admin::VolumeStatusView::Available if !v.attachments.is_empty() => "attached".into(),
         s => format!("{s:?}").to_lowercase(),
     }
 }
 
-fn volume_rows(vols: &[Volume]) -> Vec<Vec<String>> {
+fn volume_rows(vols: &[VolumeView]) -> Vec<Vec<String>> {
     vols.iter()
         .map(|v| {
             vec![
@@ -432,7 +432,7 @@ const VOLUME_HEADERS: [&str; 9] = [
     "LABELS",
 ];
 
-fn show_volume(json: bool, v: &Volume) -> anyhow::Result<()> {
+fn show_volume(json: bool, v: &VolumeView) -> anyhow::Result<()> {
     if json {
         return print_json(v);
     }

@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::admin::{
-    AttachBody, DetachBody, EraseBody, ErrorBody, LabelBody, UnlabelBody, VersionInfo, VolumeList,
+    AttachBody, DetachBody, EraseBody, ErrorBody, InstanceView, IntentView, LabelBody, NodeView,
+    ReservationView, UnlabelBody, VersionInfo, VolumeList, VolumeView,
 };
-use crate::store::{Dump, Instance, Intent, Volume};
+use crate::store::Dump;
 use crate::volumes::{CreateVolume, ReconcileReport, Restriction, ServiceInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -132,11 +133,11 @@ impl AdminClient {
         .await
     }
 
-    pub async fn create(&self, req: &CreateVolume) -> Result<Volume> {
+    pub async fn create(&self, req: &CreateVolume) -> Result<VolumeView> {
         self.post("/admin/volumes", req).await
     }
 
-    pub async fn inspect(&self, id: &str, service: Option<&str>) -> Result<Volume> {
+    pub async fn inspect(&self, id: &str, service: Option<&str>) -> Result<VolumeView> {
         self.get(&Self::vol_path(id, service, "")).await
     }
 
@@ -154,7 +155,7 @@ impl AdminClient {
         service: Option<&str>,
         instance_id: &str,
         device: Option<String>,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         let b = AttachBody {
             instance_id: instance_id.to_string(),
             device,
@@ -168,7 +169,7 @@ impl AdminClient {
         service: Option<&str>,
         instance_id: Option<String>,
         force: bool,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         let b = DetachBody { instance_id, force };
         self.post(&Self::vol_path(id, service, "/detach"), &b).await
     }
@@ -178,7 +179,7 @@ impl AdminClient {
         id: &str,
         service: Option<&str>,
         r: &Restriction,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         self.post(&Self::vol_path(id, service, "/restrict"), r)
             .await
     }
@@ -188,7 +189,7 @@ impl AdminClient {
         id: &str,
         service: Option<&str>,
         r: &Restriction,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         self.post(&Self::vol_path(id, service, "/unrestrict"), r)
             .await
     }
@@ -198,7 +199,7 @@ impl AdminClient {
         id: &str,
         service: Option<&str>,
         labels: BTreeMap<String, String>,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         self.post(
             &Self::vol_path(id, service, "/label"),
             &LabelBody { labels },
@@ -211,7 +212,7 @@ impl AdminClient {
         id: &str,
         service: Option<&str>,
         keys: Vec<String>,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         self.post(
             &Self::vol_path(id, service, "/unlabel"),
             &UnlabelBody { keys },
@@ -223,7 +224,7 @@ impl AdminClient {
         self.get("/admin/services").await
     }
 
-    pub async fn instances(&self) -> Result<Vec<Instance>> {
+    pub async fn instances(&self) -> Result<Vec<InstanceView>> {
         self.get("/admin/instances").await
     }
 
@@ -232,7 +233,7 @@ impl AdminClient {
     }
 
     /// Fences a node (asserts it is off): its attachments are released.
-    pub async fn fence(&self, id: &str) -> Result<crate::store::NodeRecord> {
+    pub async fn fence(&self, id: &str) -> Result<NodeView> {
         let path = format!("/admin/agents/{}/fence", enc(id));
         self.post(&path, &crate::admin::FenceBody {}).await
     }
@@ -250,7 +251,7 @@ impl AdminClient {
         self.get("/admin/offers").await
     }
 
-    pub async fn reservations(&self) -> Result<Vec<crate::store::Reservation>> {
+    pub async fn reservations(&self) -> Result<Vec<ReservationView>> {
         self.get("/admin/reservations").await
     }
 
@@ -285,7 +286,7 @@ impl AdminClient {
         service: &str,
         driver_id: &str,
         name: Option<String>,
-    ) -> Result<Volume> {
+    ) -> Result<VolumeView> {
         let path = format!("/admin/orphans/{}/{}/adopt", enc(service), enc(driver_id));
         self.post(&path, &crate::admin::AdoptBody { name }).await
     }
@@ -297,10 +298,11 @@ impl AdminClient {
         Ok(())
     }
 
-    pub async fn operations(&self) -> Result<Vec<Intent>> {
+    pub async fn operations(&self) -> Result<Vec<IntentView>> {
         self.get("/admin/operations").await
     }
 
+    /// Every record in the store's own format (its backup format), not the admin views.
     pub async fn dump(&self) -> Result<Dump> {
         self.get("/admin/store/dump").await
     }

@@ -8,7 +8,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{vfs_volume_dirs, Polly};
-use polly::store::VolumeStatus;
+use polly::admin::{VolumeStatusView, VolumeView};
 use polly::volumes::CreateVolume;
 
 fn fault_config(hang: &str, phase: &str) -> String {
@@ -35,7 +35,7 @@ fn req(name: &str) -> CreateVolume {
 
 /// The invariants after a restart: no intents, no orphans, no missing volumes, the store's
 /// volumes and the back-end's match one to one.
-async fn check_invariants(polly: &Polly) -> Vec<polly::store::Volume> {
+async fn check_invariants(polly: &Polly) -> Vec<VolumeView> {
     let c = polly.client();
     assert!(
         c.operations().await.unwrap().is_empty(),
@@ -46,14 +46,14 @@ async fn check_invariants(polly: &Polly) -> Vec<polly::store::Volume> {
     assert!(r.missing.is_empty(), "missing: {:?}", r.missing);
     let vols = c.volumes(false).await.unwrap().volumes;
     for v in &vols {
-        assert_eq!(v.status, VolumeStatus::Available, "{v:?}");
+        assert_eq!(v.status, VolumeStatusView::Available, "{v:?}");
         assert!(v.attachments.len() <= 1, "double attachment: {v:?}");
     }
     assert_eq!(vfs_volume_dirs(&polly.data_dir, "vfs").len(), vols.len());
     vols
 }
 
-async fn sigkill_during_create(phase: &str) -> Vec<polly::store::Volume> {
+async fn sigkill_during_create(phase: &str) -> Vec<VolumeView> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let polly = Polly::start_with(&data, Some(&fault_config("create", phase)), None);
@@ -108,7 +108,7 @@ async fn sigkill_while_create_hangs_before_the_backend_created() {
     assert!(vols.is_empty(), "the unfinished create is rolled back");
 }
 
-async fn sigkill_during_attach(phase: &str) -> polly::store::Volume {
+async fn sigkill_during_attach(phase: &str) -> VolumeView {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let id = {

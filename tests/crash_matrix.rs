@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use harness::fakes::framework::{create_disk, subscribe, Framework};
 use harness::{stderr_log, vfs_volume_dirs, Polly};
+use polly::admin::{VolumeStatusView, VolumeView};
 use polly::client::AdminClient;
 use polly::mesos::client::MesosContentType;
-use polly::store::{Volume, VolumeStatus};
 use polly::volumes::CreateVolume;
 use serde_json::{json, Value};
 
@@ -372,7 +372,7 @@ async fn trigger(op: Operation, polly: &Polly, s: &mut Setup) {
 /// resolved; no orphan or missing volume, and the store's volumes are exactly the back-end's
 /// (driver ids, attachments and sizes); names unique; no volume attached twice; every
 /// reservation names an existing volume, once; no volume left creating or deleting.
-async fn invariants(c: &AdminClient, data: &Path) -> Vec<Volume> {
+async fn invariants(c: &AdminClient, data: &Path) -> Vec<VolumeView> {
     assert!(
         c.operations().await.unwrap().is_empty(),
         "intent left unresolved"
@@ -389,7 +389,7 @@ async fn invariants(c: &AdminClient, data: &Path) -> Vec<Volume> {
     );
     let mut names = BTreeSet::new();
     for v in &vols {
-        assert_eq!(v.status, VolumeStatus::Available, "{v:?}");
+        assert_eq!(v.status, VolumeStatusView::Available, "{v:?}");
         assert!(v.attachments.len() <= 1, "double attachment: {v:?}");
         assert!(names.insert(v.name.clone()), "duplicate name: {v:?}");
         let b = backend
@@ -447,7 +447,7 @@ async fn check_outcome(op: Operation, point: &str, polly: &Polly, s: &Setup) {
     let c = polly.client();
     let data = &polly.data_dir;
     let vol = s.volume.clone().unwrap_or_default();
-    let one = |vols: &[Volume]| -> Volume {
+    let one = |vols: &[VolumeView]| -> VolumeView {
         assert_eq!(vols.len(), 1, "{vols:?}");
         vols[0].clone()
     };

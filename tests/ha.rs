@@ -492,7 +492,7 @@ async fn write_within(
     service: &str,
     killed: Instant,
     bound: Duration,
-) -> polly::store::Volume {
+) -> polly::admin::VolumeView {
     let v = c
         .create(&CreateVolume {
             service: service.into(),

@@ -470,7 +470,7 @@ impl Case {
                     .iter()
                     .filter(|v| {
                         v.labels.get("mesos.operation_id") == Some(&op)
-                            && v.status == polly::store::VolumeStatus::Available
+                            && v.status == polly::admin::VolumeStatusView::Available
                     })
                     .collect();
                 match state.as_str() {

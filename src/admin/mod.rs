@@ -6,6 +6,7 @@
 
 pub mod config;
 mod error;
+mod views;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +24,11 @@ use serde::{Deserialize, Serialize};
 
 pub use config::AdminConfig;
 pub use error::{ApiError, ErrorBody};
+pub use views::{
+    AttachmentView, CreateRequestView, InstanceView, IntentOpView, IntentView, NodeStateView,
+    NodeView, ReservationView, VolumeStatusView, VolumeView,
+};
 
-use crate::store::{Instance, Intent, Volume};
 use crate::volumes::{CreateVolume, Manager, Orphan, ReconcileReport, Restriction, ServiceInfo};
 
 /// The OpenAPI document served at `/admin/openapi.json`.
@@ -220,7 +224,7 @@ struct ListQuery {
 /// Response of `GET /admin/volumes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VolumeList {
-    pub volumes: Vec<Volume>,
+    pub volumes: Vec<VolumeView>,
     /// Back-end volumes Polly does not manage; only with `?all=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmanaged: Option<Vec<Orphan>>,
@@ -236,13 +240,16 @@ async fn list_volumes(
     } else {
         None
     };
-    Ok(Json(VolumeList { volumes, unmanaged }))
+    Ok(Json(VolumeList {
+        volumes: volumes.into_iter().map(VolumeView::from).collect(),
+        unmanaged,
+    }))
 }
 
 async fn create_volume(
     State(st): State<AdminState>,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Volume>), ApiError> {
+) -> Result<(StatusCode, Json<VolumeView>), ApiError> {
     let req: CreateVolume = body(&bytes)?;
     let existed = st
         .manager
@@ -257,7 +264,7 @@ async fn create_volume(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(v)))
+    Ok((status, Json(v.into())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,8 +276,8 @@ async fn inspect_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-) -> Result<Json<Volume>, ApiError> {
-    Ok(Json(st.manager.find(q.service.as_deref(), &id)?))
+) -> Result<Json<VolumeView>, ApiError> {
+    Ok(Json(st.manager.find(q.service.as_deref(), &id)?.into()))
 }
 
 async fn delete_volume(
@@ -297,7 +304,7 @@ async fn attach_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let b: AttachBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
     let attached = st.manager.attach(&v.id, &b.instance_id, b.device).await?;
@@ -306,7 +313,7 @@ async fn attach_volume(
     st.manager
         .record_instance(&driver, &b.instance_id, None, BTreeMap::new())
         .await?;
-    Ok(Json(attached))
+    Ok(Json(attached.into()))
 }
 
 /// Body of `POST /admin/volumes/{id}/detach`: one instance, or `force` for all.
@@ -324,7 +331,7 @@ async fn detach_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let b: DetachBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
     let instance = match (&b.instance_id, b.force) {
@@ -338,7 +345,7 @@ async fn detach_volume(
             ))
         }
     };
-    Ok(Json(st.manager.detach(&v.id, instance).await?))
+    Ok(Json(st.manager.detach(&v.id, instance).await?.into()))
 }
 
 async fn restrict_volume(
@@ -346,10 +353,10 @@ async fn restrict_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let r: Restriction = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
-    Ok(Json(st.manager.restrict(&v.id, &r).await?))
+    Ok(Json(st.manager.restrict(&v.id, &r).await?.into()))
 }
 
 async fn unrestrict_volume(
@@ -357,10 +364,10 @@ async fn unrestrict_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let r: Restriction = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
-    Ok(Json(st.manager.unrestrict(&v.id, &r).await?))
+    Ok(Json(st.manager.unrestrict(&v.id, &r).await?.into()))
 }
 
 /// Body of `POST /admin/volumes/{id}/label`.
@@ -375,10 +382,10 @@ async fn label_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let b: LabelBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
-    Ok(Json(st.manager.label(&v.id, &b.labels).await?))
+    Ok(Json(st.manager.label(&v.id, &b.labels).await?.into()))
 }
 
 /// Body of `POST /admin/volumes/{id}/unlabel`.
@@ -393,18 +400,21 @@ async fn unlabel_volume(
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
     bytes: Bytes,
-) -> Result<Json<Volume>, ApiError> {
+) -> Result<Json<VolumeView>, ApiError> {
     let b: UnlabelBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
-    Ok(Json(st.manager.unlabel(&v.id, &b.keys).await?))
+    Ok(Json(st.manager.unlabel(&v.id, &b.keys).await?.into()))
 }
 
 async fn list_services(State(st): State<AdminState>) -> Result<Json<Vec<ServiceInfo>>, ApiError> {
     Ok(Json(st.manager.service_infos().await?))
 }
 
-async fn list_instances(State(st): State<AdminState>) -> Result<Json<Vec<Instance>>, ApiError> {
-    Ok(Json(st.manager.store().instances()?))
+async fn list_instances(State(st): State<AdminState>) -> Result<Json<Vec<InstanceView>>, ApiError> {
+    let instances = st.manager.store().instances()?;
+    Ok(Json(
+        instances.into_iter().map(InstanceView::from).collect(),
+    ))
 }
 
 async fn list_orphans(State(st): State<AdminState>) -> Result<Json<ReconcileReport>, ApiError> {
@@ -424,7 +434,7 @@ async fn adopt_orphan(
     State(st): State<AdminState>,
     Path((service, driver_id)): Path<(String, String)>,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Volume>), ApiError> {
+) -> Result<(StatusCode, Json<VolumeView>), ApiError> {
     let b: AdoptBody = if bytes.is_empty() {
         AdoptBody::default()
     } else {
@@ -434,7 +444,7 @@ async fn adopt_orphan(
         .manager
         .adopt_orphan(&service, &driver_id, b.name)
         .await?;
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((StatusCode::CREATED, Json(v.into())))
 }
 
 async fn remove_orphan(
@@ -445,10 +455,13 @@ async fn remove_orphan(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_operations(State(st): State<AdminState>) -> Result<Json<Vec<Intent>>, ApiError> {
-    Ok(Json(st.manager.store().intents()?))
+async fn list_operations(State(st): State<AdminState>) -> Result<Json<Vec<IntentView>>, ApiError> {
+    let intents = st.manager.store().intents()?;
+    Ok(Json(intents.into_iter().map(IntentView::from).collect()))
 }
 
+/// The store's own backup format (`store::Dump`, stamped with its schema version), not the
+/// admin views: a dump is every record exactly as the store keeps it.
 async fn store_dump(State(st): State<AdminState>) -> Result<Json<crate::store::Dump>, ApiError> {
     Ok(Json(st.manager.store().dump()?))
 }
@@ -496,7 +509,7 @@ async fn fence_agent(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Result<Json<crate::store::NodeRecord>, ApiError> {
+) -> Result<Json<NodeView>, ApiError> {
     let _: FenceBody = body(&bytes)?;
     let Some(f) = &st.fencing else {
         return Err(ApiError::new(
@@ -505,7 +518,9 @@ async fn fence_agent(
             "fencing is not running in this server",
         ));
     };
-    Ok(Json(f.fence(&id, crate::fencing::BY_OPERATOR).await?))
+    Ok(Json(
+        f.fence(&id, crate::fencing::BY_OPERATOR).await?.into(),
+    ))
 }
 
 async fn reconciler_status(
@@ -563,8 +578,14 @@ async fn list_offers(State(st): State<AdminState>) -> Json<Vec<crate::offer_endp
 
 async fn list_reservations(
     State(st): State<AdminState>,
-) -> Result<Json<Vec<crate::store::Reservation>>, ApiError> {
-    Ok(Json(st.manager.store().reservations()?))
+) -> Result<Json<Vec<ReservationView>>, ApiError> {
+    let reservations = st.manager.store().reservations()?;
+    Ok(Json(
+        reservations
+            .into_iter()
+            .map(ReservationView::from)
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Cluster, CLAIM_LABEL};
+use crate::admin::VolumeView;
 use crate::client::{AdminClient, Result};
-use crate::store::Volume;
 
 /// What Polly looks like now: services with live capacity, and every volume.
 pub async fn snapshot(client: &AdminClient) -> Result<Cluster> {
@@ -20,9 +20,9 @@ pub async fn snapshot(client: &AdminClient) -> Result<Cluster> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProvisionOutcome {
     /// Volumes created now.
-    pub created: Vec<Volume>,
+    pub created: Vec<VolumeView>,
     /// Existing volumes labelled with their claim now.
-    pub claimed: Vec<Volume>,
+    pub claimed: Vec<VolumeView>,
     /// Actions that lost a race (someone else created or claimed the volume meanwhile).
     pub conflicts: Vec<String>,
 }

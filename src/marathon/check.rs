@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{App, Definition, External, Persistent, UpgradeStrategy, VolumeDef};
 use super::{CLAIM_LABEL, POOL_OPTION, SERVICE_OPTION};
+use crate::admin::VolumeView;
 use crate::driver::AccessMode;
-use crate::store::Volume;
 use crate::volumes::{valid_name, CreateVolume, ServiceInfo};
 
 /// What Polly looks like right now, as the admin API reports it.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
     pub services: Vec<ServiceInfo>,
-    pub volumes: Vec<Volume>,
+    pub volumes: Vec<VolumeView>,
 }
 
 /// Choices the definition cannot express.
@@ -430,7 +430,7 @@ impl<'a> Checker<'a> {
         &mut self,
         app: &App,
         e: &External,
-        x: &Volume,
+        x: &VolumeView,
         access: AccessMode,
         zones: &[ZoneRule],
         mut vc: VolumeCheck,

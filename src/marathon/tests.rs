@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
+use crate::admin::{VolumeStatusView, VolumeView};
 use crate::driver::{AccessMode, PoolCapacity};
-use crate::store::{Volume, VolumeStatus};
 use crate::volumes::ServiceInfo;
 
 const GIB: u64 = 1 << 30;
@@ -28,8 +28,8 @@ fn service(name: &str, pool: &str, zone: Option<&str>, free_gib: u64) -> Service
     }
 }
 
-fn volume(service: &str, name: &str, gib: u64) -> Volume {
-    Volume {
+fn volume(service: &str, name: &str, gib: u64) -> VolumeView {
+    VolumeView {
         id: format!("pv-{name}"),
         service: service.into(),
         driver_id: Some("vfs-000001".into()),
@@ -41,7 +41,7 @@ fn volume(service: &str, name: &str, gib: u64) -> Volume {
         labels: BTreeMap::new(),
         restrict_services: BTreeSet::new(),
         restrict_frameworks: BTreeSet::new(),
-        status: VolumeStatus::Available,
+        status: VolumeStatusView::Available,
         attachments: vec![],
         created_at: 0,
         path: None,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Manager;
 use crate::driver::PoolCapacity;
+use crate::store::Volume;
 
 /// Readings in a row set aside because Polly changed the service's volumes during the poll;
 /// the next such one is taken (conservatively), so changes made outside Polly still show.
@@ -143,6 +144,11 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF.max(interval))
 }
 
+/// Bytes as a signed delta (sizes are at most `MAX_SIZE_BYTES`, far below `i64::MAX`).
+pub(super) fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 impl Manager {
     fn capacity(&self) -> std::sync::MutexGuard<'_, Capacity> {
         self.inner
@@ -217,6 +223,17 @@ impl Manager {
             zone: zone.map(str::to_string),
             delta,
         });
+    }
+
+    /// Tell the capacity ledger (`capacity.rs`) that `v` changed its pool's free space.
+    pub(super) fn account_volume(&self, v: &Volume, delta: i64, claim: Option<&CapacityClaim>) {
+        self.account(
+            &v.service,
+            v.pool.as_deref(),
+            v.zone.as_deref(),
+            delta,
+            claim,
+        );
     }
 
     /// Poll one service now and record the outcome; true when it answered.

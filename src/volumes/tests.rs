@@ -1,14 +1,14 @@
 //! Manager tests on a real vfs driver (optionally behind the fault injector) and a real
 //! sled store in temp dirs: races, timeouts, failed and uncertain driver calls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::driver::fault::{FaultConfig, FaultDriver, HangPhase};
 use crate::driver::vfs::{VfsConfig, VfsDriver};
-use crate::driver::Driver;
+use crate::driver::{AccessMode, Driver};
 
 struct Fixture {
     _dir: tempfile::TempDir,
