@@ -12,6 +12,9 @@ use crate::admin::{
 use crate::store::{Dump, Instance, Intent, Volume};
 use crate::volumes::{CreateVolume, ReconcileReport, Restriction, ServiceInfo};
 
+mod size;
+pub use size::{human_size, parse_size, SizeError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach polly at {url}: {source}; is `polly serve` running?")]
