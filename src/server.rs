@@ -175,7 +175,7 @@ pub async fn serve(
     let admin_app = match &role {
         Some(r) => admin_app.layer(axum::middleware::from_fn_with_state(
             r.clone(),
-            crate::ha::proxy_admin,
+            crate::ha::proxy_admin::<admin::ApiError>,
         )),
         None => admin_app,
     };
@@ -189,7 +189,7 @@ pub async fn serve(
     let ls_app = match &role {
         Some(r) => ls_app.layer(axum::middleware::from_fn_with_state(
             r.clone(),
-            crate::ha::proxy_libstorage,
+            crate::ha::proxy_libstorage::<libstorage::LsError>,
         )),
         None => ls_app,
     };
