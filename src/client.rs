@@ -13,6 +13,9 @@ use crate::admin::{
 use crate::store::Dump;
 use crate::volumes::{CreateVolume, ReconcileReport, Restriction, ServiceInfo};
 
+mod size;
+pub use size::{human_size, parse_size, SizeError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach polly at {url}: {source}; is `polly serve` running?")]

@@ -262,7 +262,7 @@ fn no_leader_text() -> Response {
         .into_response()
 }
 
-/// Which API a forwarded request belongs to (its leader address and error format).
+/// Which API a forwarded request belongs to (which of the leader's addresses it goes to).
 #[derive(Clone, Copy)]
 pub enum Surface {
     LibStorage,
@@ -277,24 +277,54 @@ fn local_admin_path(path: &str) -> bool {
     )
 }
 
-/// libStorage façade on a follower.
-pub async fn proxy_libstorage(State(role): State<Role>, req: Request, next: Next) -> Response {
-    proxy(role, Surface::LibStorage, req, next).await
+/// Why a follower could not hand a request to the leader. Each surface renders it in its
+/// own error format with [`ProxyError::status`]: `E` of [`proxy_libstorage`] and
+/// [`proxy_admin`] is that surface's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no polly leader is elected yet; retry shortly")]
+    NoLeader,
+    #[error("request body not forwarded to the leader: {0}")]
+    BodyNotForwarded(String),
+    /// `leader`: the base URL of the leader's surface.
+    #[error("cannot reach the polly leader at {leader}: {reason}")]
+    Unreachable { leader: String, reason: String },
+    #[error("the polly leader at {leader} broke off its answer: {reason}")]
+    BrokeOff { leader: String, reason: String },
 }
 
-/// Admin API on a follower (except the paths describing this instance).
-pub async fn proxy_admin(State(role): State<Role>, req: Request, next: Next) -> Response {
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyNotForwarded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Unreachable { .. } | ProxyError::BrokeOff { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// libStorage façade on a follower; `E` renders a [`ProxyError`] in libStorage's format.
+pub async fn proxy_libstorage<E>(State(role): State<Role>, req: Request, next: Next) -> Response
+where
+    E: From<ProxyError> + IntoResponse,
+{
+    proxy(role, Surface::LibStorage, req, next)
+        .await
+        .unwrap_or_else(|e| E::from(e).into_response())
+}
+
+/// Admin API on a follower (except the paths describing this instance); `E` renders a
+/// [`ProxyError`] in the admin API's format.
+pub async fn proxy_admin<E>(State(role): State<Role>, req: Request, next: Next) -> Response
+where
+    E: From<ProxyError> + IntoResponse,
+{
     if local_admin_path(req.uri().path()) {
         return next.run(req).await;
     }
-    proxy(role, Surface::Admin, req, next).await
-}
-
-fn surface_error(surface: Surface, status: StatusCode, message: String) -> Response {
-    match surface {
-        Surface::LibStorage => crate::libstorage::LsError::plain(status, message).into_response(),
-        Surface::Admin => crate::admin::ApiError::new(status, "no_leader", message).into_response(),
-    }
+    proxy(role, Surface::Admin, req, next)
+        .await
+        .unwrap_or_else(|e| E::from(e).into_response())
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those the transport recomputes.
@@ -313,17 +343,16 @@ fn forwardable(name: &HeaderName) -> bool {
     )
 }
 
-async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Response {
+async fn proxy(
+    role: Role,
+    surface: Surface,
+    req: Request,
+    next: Next,
+) -> Result<Response, ProxyError> {
     let leader = match role.get() {
-        RoleState::Leader => return next.run(req).await,
+        RoleState::Leader => return Ok(next.run(req).await),
         RoleState::Follower(Some(l)) => l,
-        _ => {
-            return surface_error(
-                surface,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no polly leader is elected yet; retry shortly".into(),
-            )
-        }
+        _ => return Err(ProxyError::NoLeader),
     };
     let (parts, body) = req.into_parts();
     let base = match surface {
@@ -336,16 +365,9 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
         .map_or("/", |p| p.as_str())
         .to_string();
     let url = format!("{base}{pq}");
-    let body = match axum::body::to_bytes(body, PROXY_BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(e) => {
-            return surface_error(
-                surface,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body not forwarded to the leader: {e}"),
-            )
-        }
-    };
+    let body = axum::body::to_bytes(body, PROXY_BODY_LIMIT)
+        .await
+        .map_err(|e| ProxyError::BodyNotForwarded(e.to_string()))?;
     let mut headers = HeaderMap::new();
     for (k, v) in parts.headers.iter().filter(|(k, _)| forwardable(k)) {
         headers.append(k.clone(), v.clone());
@@ -361,18 +383,16 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
         Ok(a) => a,
         Err(Hop::Unreachable(e)) => {
             tracing::warn!(%url, error = %e, "cannot forward to the leader");
-            return surface_error(
-                surface,
-                StatusCode::BAD_GATEWAY,
-                format!("cannot reach the polly leader at {base}: {e}"),
-            );
+            return Err(ProxyError::Unreachable {
+                leader: base,
+                reason: e,
+            });
         }
         Err(Hop::BrokeOff(e)) => {
-            return surface_error(
-                surface,
-                StatusCode::BAD_GATEWAY,
-                format!("the polly leader at {base} broke off its answer: {e}"),
-            )
+            return Err(ProxyError::BrokeOff {
+                leader: base,
+                reason: e,
+            })
         }
     };
     let mut out_headers = HeaderMap::new();
@@ -382,7 +402,7 @@ async fn proxy(role: Role, surface: Surface, req: Request, next: Next) -> Respon
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
-    out
+    Ok(out)
 }
 
 /// The host of `host:port` or `[v6]:port`, without brackets.
@@ -407,5 +427,30 @@ mod tests {
         assert_eq!(l.offers, "polly-2:7001");
         let l = LeaderInfo::new(Some("::1"), w, w, false, w).unwrap();
         assert_eq!(l.admin, "[::1]:7001");
+    }
+
+    #[test]
+    fn proxy_errors_carry_their_status() {
+        assert_eq!(
+            ProxyError::NoLeader.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ProxyError::NoLeader.to_string(),
+            "no polly leader is elected yet; retry shortly"
+        );
+        let e = ProxyError::Unreachable {
+            leader: "http://10.0.0.2:7978".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the polly leader at http://10.0.0.2:7978: connection refused"
+        );
+        assert_eq!(
+            ProxyError::BodyNotForwarded("length limit exceeded".into()).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 }

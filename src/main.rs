@@ -44,7 +44,7 @@ fn main() -> std::process::ExitCode {
             // One line: the error and its causes.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("polly: error: {}", msg.join(": "));
-            let code = e.downcast_ref::<polly::cli::Exit>().map_or(1, |x| x.code);
+            let code = polly::cli::exit_code(&e);
             std::process::ExitCode::from(code)
         }
     }

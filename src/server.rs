@@ -30,6 +30,13 @@ macro_rules! announce {
     }};
 }
 
+/// `serve` stopped because this instance no longer leads; the binary exits with
+/// [`crate::ha::EXIT_LOST_LEADERSHIP`] so that a supervisor restarts it as a follower. Every
+/// other failure is an `anyhow` error with its context.
+#[derive(Debug, thiserror::Error)]
+#[error("lost leadership (lease expired or fenced): stopping; restart to rejoin as a follower")]
+pub struct LostLeadership;
+
 /// Everything opened before any socket is bound: config errors, a locked or newer store and
 /// driver set-up failures all surface here.
 pub struct Prepared {
@@ -174,7 +181,7 @@ pub async fn serve(
     let admin_app = match &role {
         Some(r) => admin_app.layer(axum::middleware::from_fn_with_state(
             r.clone(),
-            crate::ha::proxy_admin,
+            crate::ha::proxy_admin::<admin::ApiError>,
         )),
         None => admin_app,
     };
@@ -188,7 +195,7 @@ pub async fn serve(
     let ls_app = match &role {
         Some(r) => ls_app.layer(axum::middleware::from_fn_with_state(
             r.clone(),
-            crate::ha::proxy_libstorage,
+            crate::ha::proxy_libstorage::<libstorage::LsError>,
         )),
         None => ls_app,
     };
@@ -360,11 +367,7 @@ pub async fn serve(
         // etcd refuses anyway (the fence); a supervisor restarts it as a follower.
         Some(lost) => tokio::select! {
             r = work => r,
-            _ = lost.cancelled() => Err(crate::cli::Exit {
-                code: crate::ha::EXIT_LOST_LEADERSHIP,
-                message: "lost leadership (lease expired or fenced): stopping; restart to rejoin as a follower".into(),
-            }
-            .into()),
+            _ = lost.cancelled() => Err(LostLeadership.into()),
         },
         None => work.await,
     }

@@ -76,6 +76,13 @@ impl From<store::Error> for ApiError {
     }
 }
 
+/// A follower that cannot hand a request to the leader (see `ha::proxy_admin`).
+impl From<crate::ha::ProxyError> for ApiError {
+    fn from(e: crate::ha::ProxyError) -> Self {
+        ApiError::new(e.status(), "no_leader", e.to_string())
+    }
+}
+
 impl From<crate::offer_endpoint::ReleaseError> for ApiError {
     fn from(e: crate::offer_endpoint::ReleaseError) -> Self {
         use crate::offer_endpoint::ReleaseError as E;

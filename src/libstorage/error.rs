@@ -115,6 +115,13 @@ impl From<volumes::Error> for LsError {
     }
 }
 
+/// A follower that cannot hand a request to the leader (see `ha::proxy_libstorage`).
+impl From<crate::ha::ProxyError> for LsError {
+    fn from(e: crate::ha::ProxyError) -> Self {
+        LsError::plain(e.status(), e.to_string())
+    }
+}
+
 impl From<store::Error> for LsError {
     fn from(e: store::Error) -> Self {
         volumes::Error::from(e).into()

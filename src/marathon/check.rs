@@ -488,7 +488,7 @@ impl<'a> Checker<'a> {
                     format!(
                         "\"size\": {gib} is ignored: volume {}/{name} exists with {}",
                         x.service,
-                        crate::cli::human_size(x.size_bytes)
+                        crate::client::human_size(x.size_bytes)
                     ),
                 );
             }
@@ -678,7 +678,7 @@ impl<'a> Checker<'a> {
             }
         }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-        let human = crate::cli::human_size;
+        let human = crate::client::human_size;
         match candidates.first() {
             Some((free, key)) if *free >= size => {
                 let key = key.clone();

@@ -7,8 +7,7 @@ use std::io::Read;
 
 use clap::{Args, Subcommand};
 
-use super::{check, parse, provision, render, snapshot, Options};
-use crate::cli::Exit;
+use super::{check, parse, provision, render, snapshot, Options, ParseError};
 use crate::client::AdminClient;
 
 #[derive(Debug, Subcommand)]
@@ -36,16 +35,61 @@ pub struct CheckArgs {
     pub zone_attributes: Vec<String>,
 }
 
-fn usage(message: String) -> anyhow::Error {
-    Exit { code: 2, message }.into()
+/// Why `polly marathon check|provision` did not succeed. Each has its exit code
+/// ([`CommandError::exit_code`]), for deploy pipelines.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot read the definition from stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error("cannot read {file}: {error}")]
+    Read { file: String, error: std::io::Error },
+    /// `input`: the file name, or `<stdin>`.
+    #[error("{input}: {error}")]
+    Parse { input: String, error: ParseError },
+    #[error("cannot read polly's state: {0}")]
+    Unreachable(crate::client::Error),
+    /// The check found problems (with `provision`, nothing was provisioned).
+    #[error(
+        "{input}: {count} problem(s) found{}",
+        if *provisioning { "; nothing provisioned" } else { "" }
+    )]
+    Problems {
+        input: String,
+        count: usize,
+        provisioning: bool,
+    },
+    #[error("provisioning {input}")]
+    Provision {
+        input: String,
+        #[source]
+        error: crate::client::Error,
+    },
+    /// Provisioning found volumes another app claims.
+    #[error("{input}: {count} conflict(s)")]
+    Conflicts { input: String, count: usize },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
-fn unreachable(e: crate::client::Error) -> anyhow::Error {
-    usage(format!("cannot read polly's state: {e}"))
+impl CommandError {
+    /// 1: problems or conflicts found (or the plan failed half-way); 2: usage error
+    /// (unreadable or invalid definition) or Polly unreachable / refusing the admin call.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Stdin(_)
+            | CommandError::Read { .. }
+            | CommandError::Parse { .. }
+            | CommandError::Unreachable(_) => 2,
+            CommandError::Problems { .. }
+            | CommandError::Provision { .. }
+            | CommandError::Conflicts { .. }
+            | CommandError::Json(_) => 1,
+        }
+    }
 }
 
 /// Run `polly marathon ...`.
-pub async fn run(client: &AdminClient, json: bool, cmd: Command) -> anyhow::Result<()> {
+pub async fn run(client: &AdminClient, json: bool, cmd: Command) -> Result<(), CommandError> {
     let (provisioning, a) = match cmd {
         Command::Check(a) => (false, a),
         Command::Provision(a) => (true, a),
@@ -54,33 +98,26 @@ pub async fn run(client: &AdminClient, json: bool, cmd: Command) -> anyhow::Resu
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| usage(format!("cannot read the definition from stdin: {e}")))?;
+            .map_err(CommandError::Stdin)?;
         s
     } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| usage(format!("cannot read {}: {e}", a.file)))?
+        std::fs::read_to_string(&a.file).map_err(|error| CommandError::Read {
+            file: a.file.clone(),
+            error,
+        })?
     };
     let source = if a.file == "-" { "<stdin>" } else { &a.file };
-    let def = parse(&text).map_err(|e| usage(format!("{source}: {e}")))?;
+    let def = parse(&text).map_err(|error| CommandError::Parse {
+        input: source.to_string(),
+        error,
+    })?;
     let opts = Options {
         default_service: a.service,
         drivers: a.drivers,
         zone_attributes: a.zone_attributes,
     };
-    let cluster = snapshot(client).await.map_err(unreachable)?;
+    let cluster = snapshot(client).await.map_err(CommandError::Unreachable)?;
     let report = check(&def, &cluster, &opts);
-    let problems = || Exit {
-        code: 1,
-        message: format!(
-            "{source}: {} problem(s) found{}",
-            report.problems.len(),
-            if provisioning {
-                "; nothing provisioned"
-            } else {
-                ""
-            }
-        ),
-    };
     if !provisioning || !report.ok {
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -90,12 +127,20 @@ pub async fn run(client: &AdminClient, json: bool, cmd: Command) -> anyhow::Resu
         return if report.ok {
             Ok(())
         } else {
-            Err(problems().into())
+            Err(CommandError::Problems {
+                input: source.to_string(),
+                count: report.problems.len(),
+                provisioning,
+            })
         };
     }
-    let outcome = provision(client, &report.actions)
-        .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("provisioning {source}")))?;
+    let outcome =
+        provision(client, &report.actions)
+            .await
+            .map_err(|error| CommandError::Provision {
+                input: source.to_string(),
+                error,
+            })?;
     if json {
         println!(
             "{}",
@@ -112,10 +157,9 @@ pub async fn run(client: &AdminClient, json: bool, cmd: Command) -> anyhow::Resu
     if outcome.conflicts.is_empty() {
         Ok(())
     } else {
-        Err(Exit {
-            code: 1,
-            message: format!("{source}: {} conflict(s)", outcome.conflicts.len()),
-        }
-        .into())
+        Err(CommandError::Conflicts {
+            input: source.to_string(),
+            count: outcome.conflicts.len(),
+        })
     }
 }

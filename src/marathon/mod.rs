@@ -23,7 +23,7 @@ pub use apply::{provision, snapshot, ProvisionOutcome};
 pub use check::{
     check, Action, Cluster, Finding, Options, Report, Rule, VolumeCheck, VolumeKind, VolumeState,
 };
-pub use command::{run, CheckArgs, Command};
+pub use command::{run, CheckArgs, Command, CommandError};
 
 /// Volume label recording which Marathon app claims a volume.
 pub const CLAIM_LABEL: &str = "marathon.app";

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{Action, ProvisionOutcome, Report, VolumeState};
-use crate::cli::human_size;
+use crate::client::human_size;
 
 fn dash(o: &Option<String>) -> String {
     o.clone().unwrap_or_else(|| "-".into())
