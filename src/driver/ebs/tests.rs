@@ -1,10 +1,13 @@
 //! The `ebs` driver's state machine against the fake cloud: attach races, zones, stuck
 //! attachments, device names, pagination, idempotency, bad input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use super::attach::{device_names, device_slot};
 use super::fake::{FakeCloud, FakeCloudConfig, FakeInstanceConfig};
 use super::*;
 
