@@ -103,32 +103,24 @@ impl EbsConfig {
         }
     }
 
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.zones.is_empty() {
-            return Err("ebs.zones must name at least one availability zone".into());
+            return Err(ConfigError::NoZones);
         }
         let types = |t: &str| VOLUME_TYPES.contains(&t);
         if !types(&self.default_type) {
-            return Err(format!(
-                "ebs.default_type {:?} is not an EBS volume type ({})",
-                self.default_type,
-                VOLUME_TYPES.join(", ")
-            ));
+            return Err(ConfigError::DefaultType(self.default_type.clone()));
         }
         for q in &self.quotas {
             if !types(&q.volume_type) {
-                return Err(format!(
-                    "ebs.quotas: volume_type {:?} is not an EBS volume type ({})",
-                    q.volume_type,
-                    VOLUME_TYPES.join(", ")
-                ));
+                return Err(ConfigError::QuotaType(q.volume_type.clone()));
             }
             if let Some(z) = &q.zone {
                 if !self.zones.contains(z) {
-                    return Err(format!(
-                        "ebs.quotas: zone {z:?} is not one of ebs.zones {:?}",
-                        self.zones
-                    ));
+                    return Err(ConfigError::QuotaZone {
+                        zone: z.clone(),
+                        zones: self.zones.clone(),
+                    });
                 }
             }
         }
@@ -137,21 +129,41 @@ impl EbsConfig {
             ("call_timeout_secs", self.call_timeout_secs),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 1e6) {
-                return Err(format!("ebs.{name} must be a positive number of seconds"));
+                return Err(ConfigError::Timeout(name));
             }
         }
         if self.poll_interval_ms == 0 {
-            return Err("ebs.poll_interval_ms must be positive".into());
+            return Err(ConfigError::PollInterval);
         }
         if !(5..=500).contains(&self.page_size) {
-            return Err(format!(
-                "ebs.page_size {} must be between 5 and 500 (EC2's MaxResults range)",
-                self.page_size
-            ));
+            return Err(ConfigError::PageSize(self.page_size));
         }
         if let Some(f) = &self.fake_cloud {
-            f.validate()?;
+            f.validate().map_err(ConfigError::FakeCloud)?;
         }
         Ok(())
     }
+}
+
+/// What is wrong with an `[services.ebs]` section; the message names the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ebs.zones must name at least one availability zone")]
+    NoZones,
+    #[error("ebs.default_type {0:?} is not an EBS volume type ({types})", types = VOLUME_TYPES.join(", "))]
+    DefaultType(String),
+    #[error("ebs.quotas: volume_type {0:?} is not an EBS volume type ({types})", types = VOLUME_TYPES.join(", "))]
+    QuotaType(String),
+    #[error("ebs.quotas: zone {zone:?} is not one of ebs.zones {zones:?}")]
+    QuotaZone { zone: String, zones: Vec<String> },
+    /// The key (`attach_timeout_secs`, `call_timeout_secs`) is not a usable number of seconds.
+    #[error("ebs.{0} must be a positive number of seconds")]
+    Timeout(&'static str),
+    #[error("ebs.poll_interval_ms must be positive")]
+    PollInterval,
+    #[error("ebs.page_size {0} must be between 5 and 500 (EC2's MaxResults range)")]
+    PageSize(u32),
+    /// `[services.ebs.fake_cloud]`, in the fake cloud's words.
+    #[error("{0}")]
+    FakeCloud(String),
 }

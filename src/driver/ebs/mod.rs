@@ -53,7 +53,7 @@ use super::{
 };
 use crate::keyed_lock::KeyedLocks;
 
-pub use self::config::{EbsConfig, EbsQuota, VOLUME_TYPES};
+pub use self::config::{ConfigError, EbsConfig, EbsQuota, VOLUME_TYPES};
 
 /// Tag naming the owner (one Polly service) of a volume or snapshot.
 pub const TAG_OWNER: &str = "polly:owner";
