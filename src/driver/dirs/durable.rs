@@ -20,7 +20,7 @@ pub(in crate::driver) fn create_dir(dir: &Path) -> Result<()> {
     fs::create_dir(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))
 }
 
-pub(in crate::driver) fn rename(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to)
         .map_err(|e| Error::io(format!("rename {} to {}", from.display(), to.display()), e))
 }
@@ -31,15 +31,12 @@ pub(in crate::driver) fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
-pub(in crate::driver) fn parse_json<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Io(format!("parse {}: {e}", path.display())))
 }
 
 /// Replaces `path` so that a crash leaves either the old or the new contents, never a mix.
-pub(in crate::driver) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Io(format!("encode {}: {e}", path.display())))?;
     let dir = path
