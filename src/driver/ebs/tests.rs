@@ -1,10 +1,13 @@
 //! The `ebs` driver's state machine against the fake cloud: attach races, zones, stuck
 //! attachments, device names, pagination, idempotency, bad input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use super::attach::{device_names, device_slot};
 use super::fake::{FakeCloud, FakeCloudConfig, FakeInstanceConfig};
 use super::*;
 
@@ -537,20 +540,33 @@ fn config_validation_names_the_problem() {
     ok.validate().unwrap();
     let mut c = ok.clone();
     c.zones.clear();
-    assert!(c.validate().unwrap_err().contains("zones"));
+    assert!(c.validate().unwrap_err().to_string().contains("zones"));
     let mut c = ok.clone();
     c.default_type = "gp9".into();
-    assert!(c.validate().unwrap_err().contains("gp9"));
+    assert!(c.validate().unwrap_err().to_string().contains("gp9"));
     let mut c = ok.clone();
     c.quotas.push(EbsQuota {
         volume_type: "gp3".into(),
         zone: Some("us-west-2a".into()),
         gib: 1,
     });
-    assert!(c.validate().unwrap_err().contains("us-west-2a"));
+    assert!(c.validate().unwrap_err().to_string().contains("us-west-2a"));
     let mut c = ok;
     c.page_size = 1000;
-    assert!(c.validate().unwrap_err().contains("page_size"));
+    assert!(c.validate().unwrap_err().to_string().contains("page_size"));
+    // The texts operators see are the ones they always saw.
+    assert_eq!(
+        ConfigError::DefaultType("gp9".into()).to_string(),
+        "ebs.default_type \"gp9\" is not an EBS volume type (gp3, gp2, io1, io2, st1, sc1, standard)"
+    );
+    assert_eq!(
+        ConfigError::QuotaZone {
+            zone: "us-west-2a".into(),
+            zones: vec![ZONE_A.into()],
+        }
+        .to_string(),
+        "ebs.quotas: zone \"us-west-2a\" is not one of ebs.zones [\"us-east-1a\"]"
+    );
 }
 
 #[tokio::test]
