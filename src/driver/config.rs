@@ -90,8 +90,11 @@ pub enum ServiceConfigError {
     #[error("service {service:?}: driver ebs needs a [services.ebs] section with zones")]
     EbsWithoutSection { service: String },
     /// The `[services.ebs]` section's own check failed.
-    #[error("service {service:?}: {message}")]
-    Ebs { service: String, message: String },
+    #[error("service {service:?}: {problem}")]
+    Ebs {
+        service: String,
+        problem: super::ebs::ConfigError,
+    },
     #[error("service {service:?}: ebs.attach_timeout_secs ({attach_timeout_secs}) must be below driver_timeout_secs ({driver_timeout_secs}), or Polly gives up before the driver does")]
     EbsAttachTimeout {
         service: String,
@@ -154,9 +157,9 @@ impl ServiceConfig {
                 return Err(ServiceConfigError::EbsWithoutSection { service: service() })
             }
             (DriverKind::Ebs, Some(e)) => {
-                e.validate().map_err(|message| ServiceConfigError::Ebs {
+                e.validate().map_err(|problem| ServiceConfigError::Ebs {
                     service: service(),
-                    message,
+                    problem,
                 })?;
                 if e.attach_timeout_secs >= driver_timeout_secs as f64 {
                     return Err(ServiceConfigError::EbsAttachTimeout {
