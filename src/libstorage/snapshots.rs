@@ -10,13 +10,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 
+use super::routes::no_route;
+use super::services::Svc;
 use super::types::{
     SnapshotCopyRequest, VolumeCopyRequest, VolumeCreateRequest, VolumeSnapshotRequest,
     WireSnapshot,
 };
-use super::{
-    flags, json, mask, masked, no_route, parse_body, visible, Client, LsError, LsState, Svc,
-};
+use super::view::{masked, visible};
+use super::volumes::labels_of;
+use super::{flags, json, mask, parse_body, Client, ClientHeaders, LsError, LsState, GIB};
 use crate::volumes::{CreateVolume, SnapshotInfo, Source};
 
 impl LsState {
@@ -111,7 +113,7 @@ pub(super) async fn snapshot_post(
         let req: VolumeCreateRequest = parse_body(body)?;
         let s = st.visible_snapshot(&svc.name, &id).await?;
         let size_bytes = match req.size {
-            Some(n) if n > 0 => (n as u64).saturating_mul(super::GIB),
+            Some(n) if n > 0 => (n as u64).saturating_mul(GIB),
             _ => s.snapshot.size_bytes,
         };
         let iid = st.instance(&client, &svc, false).await?;
@@ -122,7 +124,7 @@ pub(super) async fn snapshot_post(
                     service: s.service.clone(),
                     name: req.name,
                     size_bytes,
-                    labels: super::labels_of(&req.opts),
+                    labels: labels_of(&req.opts),
                     ..CreateVolume::default()
                 },
                 Source::Snapshot(s.snapshot.id.clone()),
@@ -146,7 +148,7 @@ pub(super) async fn snapshot_post(
 /// `POST /volumes/{svc}/{id}?copy`.
 pub(super) async fn volume_copy(
     st: &LsState,
-    client: &super::ClientHeaders,
+    client: &ClientHeaders,
     svc: &Svc,
     volume: &str,
     req: VolumeCopyRequest,
@@ -154,7 +156,7 @@ pub(super) async fn volume_copy(
     let v = st.visible_volume(&svc.name, volume)?;
     let iid = st.instance(client, svc, false).await?;
     let mut labels = v.labels.clone();
-    labels.extend(super::labels_of(&req.opts));
+    labels.extend(labels_of(&req.opts));
     let copy = st
         .manager
         .create_from(

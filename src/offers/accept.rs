@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::round::Ledger;
+use super::ledger::Ledger;
 use super::{
     AcceptError, Accepted, DiskOffer, Offer, OfferId, Rescind, RescindReason, Reservation,
     Snapshot, Use,

@@ -51,9 +51,11 @@
 //!    capacity shrank are rescinded.
 
 mod accept;
+mod ledger;
 mod round;
 #[cfg(test)]
 mod tests;
+mod waterfill;
 
 use std::collections::BTreeMap;
 use std::fmt;
