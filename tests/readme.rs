@@ -1,6 +1,8 @@
 //! The README's two commands work as written: `serve` with no flags comes up on the
 //! documented defaults (./polly-data, 127.0.0.1:7978, 127.0.0.1:7979) and stops cleanly on
-//! SIGTERM; the test command is what CI runs.
+//! SIGTERM; the test command is what CI runs. The server test runs in a network namespace
+//! of its own, so the default ports it binds never clash with a `polly serve` the user runs
+//! beside the suite.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -44,10 +46,63 @@ fn readme_gives_exactly_two_commands_and_ci_runs_the_test_one() {
     }
 }
 
+/// A network namespace of this test's own (loopback up), removed when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    /// `None` (after saying so loudly) where namespaces cannot be made: not root, or no
+    /// `ip`. Under CI that is a failure, never a skip.
+    fn new() -> Option<NetNs> {
+        let name = format!("polly-readme-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .map(|o| {
+                    (
+                        o.status.success(),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                })
+                .unwrap_or_else(|e| (false, e.to_string()))
+        };
+        let (ok, err) = ip(&["netns", "add", &name]);
+        if !ok {
+            let why = format!("cannot make a network namespace (root and iproute2 needed): {err}");
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("*** SKIPPED: the README serve test did NOT run: {why} ***");
+            return None;
+        }
+        let ns = NetNs(name);
+        let (ok, err) = ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        assert!(ok, "loopback up in {}: {err}", ns.0);
+        Some(ns)
+    }
+
+    /// `program args…` run inside the namespace (`ip netns exec` execs it: same pid).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[test]
 fn serve_with_no_flags_uses_the_documented_defaults_and_stops_on_sigterm() {
+    let Some(ns) = NetNs::new() else {
+        return;
+    };
     let cwd = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_polly"))
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_polly"))
         .arg("serve")
         .current_dir(cwd.path())
         .env_remove("POLLY_CONFIG")
@@ -86,7 +141,8 @@ fn serve_with_no_flags_uses_the_documented_defaults_and_stops_on_sigterm() {
     );
     assert!(cwd.path().join("polly-data/store").is_dir());
     assert!(cwd.path().join("polly-data/vfs/vfs").is_dir());
-    let resp = std::process::Command::new(env!("CARGO_BIN_EXE_polly"))
+    let resp = ns
+        .command(env!("CARGO_BIN_EXE_polly"))
         .args(["--json", "service", "ls"])
         .env_remove("POLLY_ADMIN_URL")
         .env_remove("POLLY_ADMIN_TOKEN")
