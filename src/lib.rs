@@ -17,6 +17,7 @@ pub mod libstorage;
 pub mod marathon;
 pub mod mesos;
 pub mod metrics;
+pub mod mount;
 pub mod offer_endpoint;
 pub mod offers;
 pub mod server;
