@@ -1,6 +1,7 @@
 //! A typed client of the admin API, used by the `polly` CLI and by tests.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -8,7 +9,7 @@ use serde::Serialize;
 
 use crate::admin::{
     AttachBody, DetachBody, EraseBody, ErrorBody, InstanceView, IntentView, LabelBody, NodeView,
-    ReservationView, UnlabelBody, VersionInfo, VolumeList, VolumeView,
+    ReportBody, ReservationView, SourceView, UnlabelBody, VersionInfo, VolumeList, VolumeView,
 };
 use crate::store::Dump;
 use crate::volumes::{CreateVolume, ReconcileReport, Restriction, ServiceInfo};
@@ -59,6 +60,21 @@ impl AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token,
             http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client whose every call (connect included) gives up after `timeout`: what a node
+    /// agent uses, so a hung central cannot hang a `docker run`.
+    pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> AdminClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .unwrap_or_default();
+        AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
         }
     }
 
@@ -175,6 +191,22 @@ impl AdminClient {
     ) -> Result<VolumeView> {
         let b = DetachBody { instance_id, force };
         self.post(&Self::vol_path(id, service, "/detach"), &b).await
+    }
+
+    /// What `instance_id`, which holds the volume, mounts.
+    pub async fn source(&self, id: &str, instance_id: &str) -> Result<SourceView> {
+        let path = format!(
+            "/admin/volumes/{}/source?instance_id={}",
+            enc(id),
+            enc(instance_id)
+        );
+        self.get(&path).await
+    }
+
+    /// A node agent's report of itself (instance id, hostname, zone).
+    pub async fn report(&self, report: &ReportBody) -> Result<()> {
+        let _: serde_json::Value = self.post("/admin/instances", report).await?;
+        Ok(())
     }
 
     pub async fn restrict(

@@ -18,6 +18,7 @@ pub mod marathon;
 pub mod mesos;
 pub mod metrics;
 pub mod mount;
+pub mod node;
 pub mod offer_endpoint;
 pub mod offers;
 pub mod server;

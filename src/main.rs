@@ -11,7 +11,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = polly::cli::Cli::parse();
-    if !matches!(cli.command, polly::cli::Command::Serve(_)) {
+    if !matches!(
+        cli.command,
+        polly::cli::Command::Serve(_) | polly::cli::Command::Node(_)
+    ) {
         // Client commands print to stdout; piped into `head` or `grep -q`, they end quietly
         // when the reader goes away, as other command-line tools do, instead of panicking on
         // EPIPE (Rust ignores SIGPIPE by default). The server keeps ignoring it: a peer that

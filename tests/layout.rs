@@ -27,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     // The typed admin-API client, and what runs on top of it.
     &["client"],
-    &["marathon"],
+    &["marathon", "node"],
     &["cli", "fuzzing"],
 ];
 

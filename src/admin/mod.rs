@@ -26,7 +26,7 @@ pub use config::AdminConfig;
 pub use error::{ApiError, ErrorBody};
 pub use views::{
     AttachmentView, CreateRequestView, InstanceView, IntentOpView, IntentView, NodeStateView,
-    NodeView, ReservationView, VolumeStatusView, VolumeView,
+    NodeView, ReservationView, SourceView, VolumeStatusView, VolumeView,
 };
 
 use crate::volumes::{CreateVolume, Manager, Orphan, ReconcileReport, Restriction, ServiceInfo};
@@ -62,12 +62,16 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/admin/volumes/{id}/attach", post(attach_volume))
         .route("/admin/volumes/{id}/detach", post(detach_volume))
+        .route("/admin/volumes/{id}/source", get(volume_source))
         .route("/admin/volumes/{id}/restrict", post(restrict_volume))
         .route("/admin/volumes/{id}/unrestrict", post(unrestrict_volume))
         .route("/admin/volumes/{id}/label", post(label_volume))
         .route("/admin/volumes/{id}/unlabel", post(unlabel_volume))
         .route("/admin/services", get(list_services))
-        .route("/admin/instances", get(list_instances))
+        .route(
+            "/admin/instances",
+            get(list_instances).post(report_instance),
+        )
         .route("/admin/orphans", get(list_orphans))
         .route(
             "/admin/orphans/{service}/{driver_id}/adopt",
@@ -414,6 +418,50 @@ async fn list_instances(State(st): State<AdminState>) -> Result<Json<Vec<Instanc
     let instances = st.manager.store().instances()?;
     Ok(Json(
         instances.into_iter().map(InstanceView::from).collect(),
+    ))
+}
+
+/// Body of `POST /admin/instances`: a node agent (`polly node`) reporting itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub instance_id: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+async fn report_instance(
+    State(st): State<AdminState>,
+    bytes: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let b: ReportBody = body(&bytes)?;
+    st.manager
+        .record_node(&b.instance_id, b.hostname, b.zone, b.fields)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /admin/volumes/{id}/source`.
+#[derive(Debug, Deserialize)]
+struct SourceQuery {
+    instance_id: String,
+    #[serde(default)]
+    service: Option<String>,
+}
+
+/// What the node the volume is attached to mounts (409 for any other instance).
+async fn volume_source(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    Query(q): Query<SourceQuery>,
+) -> Result<Json<SourceView>, ApiError> {
+    let v = st.manager.find(q.service.as_deref(), &id)?;
+    Ok(Json(
+        st.manager.node_source(&v.id, &q.instance_id).await?.into(),
     ))
 }
 

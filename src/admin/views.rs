@@ -6,10 +6,12 @@
 //! the exception: it is the store's own backup format and serializes the store's records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{self, AccessMode};
+use crate::mount;
 use crate::store;
 
 /// Lifecycle of a volume, as the admin API spells it.
@@ -624,5 +626,113 @@ mod tests {
         )
         .unwrap();
         assert!(i.fields.is_empty());
+    }
+}
+
+/// Where a node finds an attached volume's data, `GET /admin/volumes/{id}/source`: what
+/// `polly node` mounts. Tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceView {
+    /// A directory on central's file system (a vfs volume's data): bind-mounted.
+    Directory { path: PathBuf },
+    /// An image file holding a file system (a loop volume), with the loop device central
+    /// attached for the node.
+    Image {
+        path: PathBuf,
+        filesystem: String,
+        device: Option<PathBuf>,
+    },
+    /// A Ceph RBD image, mapped on the node.
+    Rbd {
+        pool: String,
+        image: String,
+        user: Option<String>,
+        conf: Option<PathBuf>,
+        filesystem: String,
+    },
+    /// An EBS volume attached to the node's EC2 instance.
+    Ebs {
+        volume_id: String,
+        device_hint: Option<String>,
+        filesystem: String,
+    },
+}
+
+impl From<mount::Source> for SourceView {
+    fn from(s: mount::Source) -> Self {
+        match s {
+            mount::Source::Directory { path } => SourceView::Directory { path },
+            mount::Source::Image {
+                path,
+                filesystem,
+                device,
+            } => SourceView::Image {
+                path,
+                filesystem,
+                device,
+            },
+            mount::Source::Rbd {
+                pool,
+                image,
+                user,
+                conf,
+                filesystem,
+            } => SourceView::Rbd {
+                pool,
+                image,
+                user,
+                conf,
+                filesystem,
+            },
+            mount::Source::Ebs {
+                volume_id,
+                device_hint,
+                filesystem,
+            } => SourceView::Ebs {
+                volume_id,
+                device_hint,
+                filesystem,
+            },
+        }
+    }
+}
+
+impl From<SourceView> for mount::Source {
+    fn from(s: SourceView) -> Self {
+        match s {
+            SourceView::Directory { path } => mount::Source::Directory { path },
+            SourceView::Image {
+                path,
+                filesystem,
+                device,
+            } => mount::Source::Image {
+                path,
+                filesystem,
+                device,
+            },
+            SourceView::Rbd {
+                pool,
+                image,
+                user,
+                conf,
+                filesystem,
+            } => mount::Source::Rbd {
+                pool,
+                image,
+                user,
+                conf,
+                filesystem,
+            },
+            SourceView::Ebs {
+                volume_id,
+                device_hint,
+                filesystem,
+            } => mount::Source::Ebs {
+                volume_id,
+                device_hint,
+                filesystem,
+            },
+        }
     }
 }

@@ -6,6 +6,7 @@ mod agent;
 mod exit;
 mod framework;
 mod instance;
+mod node;
 mod offer;
 mod operation;
 mod orphan;
@@ -56,6 +57,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (admin API, libStorage façade, reconciler).
     Serve(ServeArgs),
+    /// Run the node agent: a Docker volume plugin that mounts Polly volumes on this host.
+    Node(NodeArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
@@ -110,6 +113,47 @@ pub struct ServeArgs {
     /// Storage-offer endpoint (Mesos v1 scheduler API) listen address. Default 127.0.0.1:7980.
     #[arg(long, env = "POLLY_OFFERS_LISTEN")]
     pub offers_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// TOML config file; its `[node]` table is read (the rest is the server's).
+    #[arg(long, env = "POLLY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Central polly's admin API. Default http://127.0.0.1:7978.
+    #[arg(long, env = "POLLY_SERVER")]
+    pub server: Option<String>,
+    /// This node's instance id. Default: the hostname.
+    #[arg(long, env = "POLLY_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// This node's availability zone.
+    #[arg(long, env = "POLLY_ZONE")]
+    pub zone: Option<String>,
+    /// Docker plugin socket. Default /run/docker/plugins/polly.sock (plugin name `polly`).
+    #[arg(long, env = "POLLY_PLUGIN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Health and metrics listen address. Default 127.0.0.1:7982.
+    #[arg(long, env = "POLLY_NODE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where volumes are mounted. Default /var/lib/polly/mounts.
+    #[arg(long)]
+    pub mount_root: Option<PathBuf>,
+    /// Where the node keeps its state file. Default /var/lib/polly/node.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Service for volumes created without `-o service`. Default: central's only service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Size of volumes created without `-o size`. Default 1GiB.
+    #[arg(long)]
+    pub default_size: Option<String>,
+    /// CENTRAL_PATH=LOCAL_PATH: where central's vfs/loop root is on this node (an NFS
+    /// mount); repeatable.
+    #[arg(long = "path-map")]
+    pub path_map: Vec<String>,
+    /// Seconds between reports to central (and retries of pending detaches). Default 30.
+    #[arg(long)]
+    pub report_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +336,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Serve(a) => serve::run(a, cli.token).await,
+        Command::Node(a) => node::run(a, cli.token).await,
         Command::Version => version::run(&client, json).await,
         Command::Volume(cmd) => volume::run(&client, json, cmd).await,
         Command::Marathon(cmd) => Ok(crate::marathon::run(&client, json, cmd).await?),

@@ -238,6 +238,11 @@ impl Driver for FaultDriver {
         self.inner.take_over().await
     }
 
+    /// A lookup, not a back-end call: no fault applies.
+    async fn node_source(&self, id: &str, device: Option<&str>) -> Result<crate::mount::Source> {
+        self.inner.node_source(id, device).await
+    }
+
     async fn capacity(&self) -> Result<Vec<PoolCapacity>> {
         self.before("capacity", None).await?;
         let out = self.inner.capacity().await;

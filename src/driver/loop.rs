@@ -220,11 +220,23 @@ impl Inner {
             }
             None => {
                 set_len(&image, req.size_bytes)?;
-                mkfs(&self.cfg.filesystem, &image)?;
+                mkfs(self.filesystem(req)?, &image)?;
             }
         }
         sync_file(&image)?;
         self.publish_volume(&staging, &id, req)
+    }
+
+    /// The file system a new volume gets: its own `filesystem` field (`-o fs=` through
+    /// `polly node`), else the service's.
+    fn filesystem<'a>(&'a self, req: &'a CreateRequest) -> Result<&'a str> {
+        match req.fields.get("filesystem") {
+            None => Ok(&self.cfg.filesystem),
+            Some(fs) if FILESYSTEMS.contains(&fs.as_str()) => Ok(fs),
+            Some(fs) => Err(Error::InvalidArgument(format!(
+                "file system {fs:?} is not supported by loop volumes; use one of {FILESYSTEMS:?}"
+            ))),
+        }
     }
 
     fn attach(&self, id: &str, instance_id: &str) -> Result<DriverAttachment> {
@@ -381,6 +393,27 @@ impl Driver for LoopDriver {
     async fn force_detach(&self, id: &str) -> Result<()> {
         let id = id.to_string();
         self.mutate(move |i| i.detach(&id, None)).await
+    }
+
+    /// The image file and its file system, with the loop device attached for the node: a
+    /// node on this host mounts that device; a node elsewhere (reaching the root over NFS)
+    /// attaches its own.
+    async fn node_source(&self, id: &str, device: Option<&str>) -> Result<crate::mount::Source> {
+        let id = id.to_string();
+        let (vol, path) = self
+            .read(move |i| Ok((i.get_volume(&id)?, i.payload(&id)?)))
+            .await?;
+        // A volume created with a file system of its own (`-o fs` through `polly node`).
+        let filesystem = vol
+            .fields
+            .get("filesystem")
+            .cloned()
+            .unwrap_or_else(|| self.inner.cfg.filesystem.clone());
+        Ok(crate::mount::Source::Image {
+            path,
+            filesystem,
+            device: device.filter(|d| !d.is_empty()).map(Into::into),
+        })
     }
 
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {

@@ -244,6 +244,16 @@ pub trait Driver: Send + Sync + 'static {
     async fn take_over(&self) -> Result<()> {
         Ok(())
     }
+    /// Where a node finds the data of volume `id` once it is attached there: what
+    /// `polly node` mounts. `device` is the device or token of the node's attachment, as
+    /// the back-end recorded it. Back-ends whose volumes no node can mount keep the default.
+    async fn node_source(&self, id: &str, device: Option<&str>) -> Result<crate::mount::Source> {
+        let _ = device;
+        Err(Error::InvalidArgument(format!(
+            "volume {id:?} lives on a {:?} back-end, which nodes cannot mount",
+            self.kind()
+        )))
+    }
 }
 
 pub type DynDriver = Arc<dyn Driver>;

@@ -303,6 +303,19 @@ impl Driver for VfsDriver {
             .await
     }
 
+    /// The volume's data directory, bind-mounted by the node (which reaches it on the same
+    /// host or through an NFS export of the vfs root).
+    async fn node_source(&self, id: &str, _device: Option<&str>) -> Result<crate::mount::Source> {
+        let id = id.to_string();
+        let path = self
+            .read(move |i| {
+                i.get_volume(&id)?;
+                i.payload(&id)
+            })
+            .await?;
+        Ok(crate::mount::Source::Directory { path })
+    }
+
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         let (volume_id, name) = (volume_id.to_string(), name.to_string());
         self.mutate(vec![format!("vol:{volume_id}")], move |i| {

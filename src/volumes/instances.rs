@@ -45,6 +45,40 @@ impl Manager {
         self.write(vec![Op::PutInstance(inst)]).await
     }
 
+    /// Record a `polly node` agent's report of itself, once per driver kind the services
+    /// use (instance records are keyed by kind, as REX-Ray reports them), so zone checks,
+    /// Mesos agent mapping and fencing see a node agent as they see a REX-Ray agent. The
+    /// zone, when given, is the `zone` field.
+    pub async fn record_node(
+        &self,
+        instance_id: &str,
+        hostname: Option<String>,
+        zone: Option<String>,
+        mut fields: BTreeMap<String, String>,
+    ) -> Result<()> {
+        if instance_id.is_empty() || instance_id.len() > 256 {
+            return Err(super::Error::InvalidArgument(
+                "instance_id must be 1-256 characters".into(),
+            ));
+        }
+        if let Some(z) = zone.filter(|z| !z.is_empty()) {
+            fields.insert("zone".into(), z);
+        }
+        let mut kinds: Vec<String> = self
+            .inner
+            .services
+            .values()
+            .map(|s| s.driver.kind().to_string())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            self.record_instance(&kind, instance_id, hostname.clone(), fields.clone())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Unix seconds this process started: no report could be heard before.
     pub fn started_at(&self) -> u64 {
         self.inner.started_at

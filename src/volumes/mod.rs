@@ -23,6 +23,7 @@ mod reconcile;
 mod restrictions;
 mod services;
 mod snapshots;
+mod source;
 mod zones;
 
 use std::collections::{BTreeMap, HashMap};

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod etcd;
 pub mod fakes;
 pub mod libstorage;
+pub mod node;
 pub mod polly;
 pub mod vfs;
 pub mod wait;

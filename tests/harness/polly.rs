@@ -95,12 +95,29 @@ impl Polly {
         Self::launch_cmd(data_dir, config, token, failpoints, &[])
     }
 
+    /// Start with the admin API on `admin_listen` (an address a previous instance had, so
+    /// that clients that know it by address find the restarted server).
+    pub fn start_admin_on(data_dir: &Path, config: &str, admin_listen: &str) -> Polly {
+        Self::launch_full(data_dir, Some(config), None, None, &[], admin_listen)
+    }
+
     fn launch_cmd(
         data_dir: &Path,
         config: Option<&str>,
         token: Option<&str>,
         failpoints: Option<&str>,
         wrap: &[String],
+    ) -> Polly {
+        Self::launch_full(data_dir, config, token, failpoints, wrap, "127.0.0.1:0")
+    }
+
+    fn launch_full(
+        data_dir: &Path,
+        config: Option<&str>,
+        token: Option<&str>,
+        failpoints: Option<&str>,
+        wrap: &[String],
+        admin_listen: &str,
     ) -> Polly {
         let mut cmd = match wrap.split_first() {
             Some((prog, args)) => {
@@ -113,7 +130,7 @@ impl Polly {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", admin_listen])
             .args(["--libstorage-listen", "127.0.0.1:0"])
             .args(["--offers-listen", "127.0.0.1:0"])
             .env_remove("POLLY_CONFIG")

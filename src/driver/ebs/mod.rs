@@ -281,6 +281,17 @@ impl Driver for EbsDriver {
         self.force_detach_all(id).await
     }
 
+    /// The EC2 volume id and the device name it was attached as; the node finds it under
+    /// `/dev/disk/by-id` (NVMe instances) or that name, and formats it only when blank.
+    async fn node_source(&self, id: &str, device: Option<&str>) -> Result<crate::mount::Source> {
+        let vol = self.get(id).await?;
+        Ok(crate::mount::Source::Ebs {
+            volume_id: vol.id.clone(),
+            device_hint: device.filter(|d| !d.is_empty()).map(str::to_string),
+            filesystem: "ext4".to_string(),
+        })
+    }
+
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         self.create_snapshot(volume_id, name).await
     }

@@ -165,6 +165,19 @@ impl Driver for RbdDriver {
         self.unlock(id, None).await
     }
 
+    /// The pool and image, with the cluster config and client id this back-end uses: the
+    /// node maps it with `rbd map`, formats it only when blank, and mounts it.
+    async fn node_source(&self, id: &str, _device: Option<&str>) -> Result<crate::mount::Source> {
+        let (img, _) = self.get(id).await?;
+        Ok(crate::mount::Source::Rbd {
+            pool: img.pool,
+            image: img.name,
+            user: self.cfg.client_id.clone(),
+            conf: Some(self.cfg.conf.clone()),
+            filesystem: "ext4".to_string(),
+        })
+    }
+
     async fn snapshot_create(&self, volume_id: &str, name: &str) -> Result<Snapshot> {
         self.create_snapshot(volume_id, name).await
     }

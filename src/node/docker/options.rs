@@ -1,0 +1,126 @@
+//! `docker volume create -o …` options as `polly node` takes them: `size` (Docker-style,
+//! a bare number meaning GiB as with REX-Ray), `service`, `fs`, `label.K=V`. Anything else
+//! is refused by name.
+
+use std::collections::BTreeMap;
+
+use crate::node::agent::CreateOptions;
+
+/// The options `docker volume create --driver polly -o KEY=VALUE` understands.
+pub const KNOWN: &str = "size, service, fs, label.<key>";
+
+/// File systems a block volume can be created with.
+pub const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4"];
+
+/// A size as Docker writes them: `1` (GiB, as REX-Ray reads a bare number), `512m`, `1g`,
+/// `10GiB`, `1.5GB`, `100MB`. Units are binary, as Docker's own size parser reads them.
+pub fn parse_docker_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!("invalid size {s:?}: write a number of GiB (size=10) or a number with a unit (size=512MiB, size=10g)")
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let mult: u64 = match unit {
+        "" if t.len() == num.len() => 1 << 30,
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return Err(bad()),
+    };
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}: out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Docker's `Opts` map as create options.
+pub fn parse(opts: &BTreeMap<String, String>) -> Result<CreateOptions, String> {
+    let mut out = CreateOptions::default();
+    for (k, v) in opts {
+        match k.as_str() {
+            "size" => out.size_bytes = Some(parse_docker_size(v)?),
+            "service" if !v.is_empty() => out.service = Some(v.clone()),
+            "service" => return Err("option service needs a value: -o service=NAME".into()),
+            "fs" if FILESYSTEMS.contains(&v.as_str()) => out.filesystem = Some(v.clone()),
+            "fs" => {
+                return Err(format!(
+                    "option fs={v:?} is not supported; use one of {FILESYSTEMS:?}"
+                ))
+            }
+            _ => match k.strip_prefix("label.") {
+                Some(key) if !key.is_empty() => {
+                    out.labels.insert(key.to_string(), v.clone());
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown option {k:?} for polly volumes; known options: {KNOWN}"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_docker_and_rexray_users_write_them() {
+        const G: u64 = 1 << 30;
+        for (s, want) in [
+            ("1", G),
+            ("10", 10 * G),
+            ("1g", G),
+            ("1G", G),
+            ("1GB", G),
+            ("1GiB", G),
+            ("512m", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("1.5g", G + G / 2),
+            ("2t", 2 << 40),
+            ("4096b", 4096),
+        ] {
+            assert_eq!(parse_docker_size(s), Ok(want), "{s}");
+        }
+        for bad in ["", "g", "1x", "-1", "0", "1 GiBs", "ten"] {
+            assert!(parse_docker_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_are_parsed_and_unknown_ones_refused_by_name() {
+        let opts: BTreeMap<String, String> = [
+            ("size", "2"),
+            ("service", "fast"),
+            ("fs", "ext4"),
+            ("label.team", "db"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let o = parse(&opts).unwrap();
+        assert_eq!(o.size_bytes, Some(2 << 30));
+        assert_eq!(o.service.as_deref(), Some("fast"));
+        assert_eq!(o.filesystem.as_deref(), Some("ext4"));
+        assert_eq!(o.labels.get("team").map(String::as_str), Some("db"));
+        let e = parse(&[("sise".to_string(), "1".to_string())].into()).unwrap_err();
+        assert!(e.contains("\"sise\"") && e.contains("known options"), "{e}");
+        let e = parse(&[("fs".to_string(), "ntfs".to_string())].into()).unwrap_err();
+        assert!(e.contains("ntfs"), "{e}");
+        let e = parse(&[("label.".to_string(), "x".to_string())].into()).unwrap_err();
+        assert!(e.contains("unknown option"), "{e}");
+    }
+}

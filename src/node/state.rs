@@ -1,0 +1,174 @@
+//! The node's own small state file: for each volume it holds here, the Docker mount ids
+//! using it and what was mounted, written durably (temp file, fsync, rename, fsync of the
+//! directory) before a call is answered, so a restarted `polly node` (kill -9 included)
+//! knows what to unmount and detach. It records intents: a volume enters as `Mounting`
+//! before central is asked to attach, and turns `Unmounting` before the local unmount.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mount::Published;
+
+const FILE: &str = "mounts.json";
+const VERSION: u32 = 1;
+
+/// Where a volume is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Attach asked of central, the local mount maybe made: undone at restart.
+    Mounting,
+    /// Mounted, used by `mount_ids`.
+    Mounted,
+    /// The last user left: the local unmount and central's detach are (still) to be done.
+    Unmounting,
+}
+
+/// One volume this node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub volume_id: String,
+    pub service: String,
+    pub phase: Phase,
+    /// Docker's mount ids (one per container using the volume).
+    pub mount_ids: BTreeSet<String>,
+    pub target: PathBuf,
+    /// What the local mount did, once done.
+    pub published: Option<Published>,
+}
+
+/// Everything the node remembers, by volume name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub volumes: BTreeMap<String, Entry>,
+}
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("node state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node state file {path} is not valid ({source}); move it away to start afresh, after unmounting what it lists")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("node state file {path} has version {found}, this polly reads version {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// The state file in its directory.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    dir: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(dir: &Path) -> StateFile {
+        StateFile {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    fn io(&self, source: std::io::Error) -> StateError {
+        StateError::Io {
+            path: self.path(),
+            source,
+        }
+    }
+
+    /// The saved state; empty when there is no file yet.
+    pub fn load(&self) -> Result<State, StateError> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: VERSION,
+                    volumes: BTreeMap::new(),
+                })
+            }
+            Err(e) => return Err(self.io(e)),
+        };
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        if state.version != VERSION {
+            return Err(StateError::Version {
+                path,
+                found: state.version,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Replace the file with `state`, durably: once this returns, a crash keeps it.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
+            path: tmp.clone(),
+            source,
+        })?;
+        let mut f = File::create(&tmp).map_err(|e| self.io(e))?;
+        f.write_all(&bytes).map_err(|e| self.io(e))?;
+        f.sync_all().map_err(|e| self.io(e))?;
+        drop(f);
+        fs::rename(&tmp, self.path()).map_err(|e| self.io(e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_state_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(&dir.path().join("node"));
+        assert!(f.load().unwrap().volumes.is_empty());
+        let mut s = f.load().unwrap();
+        s.volumes.insert(
+            "data".into(),
+            Entry {
+                volume_id: "v-1".into(),
+                service: "vfs".into(),
+                phase: Phase::Mounted,
+                mount_ids: ["m1".to_string(), "m2".to_string()].into(),
+                target: "/var/lib/polly/mounts/data".into(),
+                published: None,
+            },
+        );
+        f.save(&s).unwrap();
+        assert_eq!(f.load().unwrap(), s);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path());
+        fs::write(f.path(), b"{not json").unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("mounts.json") && e.contains("not valid"), "{e}");
+        fs::write(f.path(), br#"{"version":9,"volumes":{}}"#).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("version 9"), "{e}");
+    }
+}
