@@ -12,11 +12,15 @@
 //!   volumes on the back-end) minus the headroom, and an unavailable pool is not offered;
 //! - no volume is in the outstanding offers of two frameworks, or offered to a framework it
 //!   is neither restricted to nor reserved by;
-//! - no volume is attached twice (store and back-end), every held volume is attached to the
-//!   instance of the agent it was accepted on, and the reservations are exactly the ones the
-//!   finished operations made;
+//! - no volume is attached twice (store and back-end), the store and the back-ends agree on
+//!   every volume's attachments, every held volume is attached to the instance of the agent
+//!   it was accepted on, and the reservations are exactly the ones the finished operations
+//!   made;
 //! - every accepted operation ends with exactly one terminal status, which matches the
-//!   store; a DECLINE filter is honoured; a RESCIND names an offer the framework was made.
+//!   store; a DECLINE filter is honoured; a RESCIND names an offer the framework was made;
+//! - an operation on a pool, or on a volume in a pool, whose back-end Polly knows is down
+//!   (the outage began and a capacity poll saw it) is DROPPED, never attempted: it does not
+//!   end FAILED, and what it would have changed (the reservation, the attachment) stays.
 //!
 //! The capacity checks run once Polly has seen a change made behind its back (a capacity
 //! poll after it, then a few allocation rounds): before that no scheduler can know.
@@ -164,6 +168,8 @@ struct Model {
     held: BTreeMap<String, (String, String)>,
     /// Every status received, by (framework id, operation id), in order.
     statuses: BTreeMap<(String, String), Vec<String>>,
+    /// The message of the last status received, by (framework id, operation id).
+    messages: BTreeMap<(String, String), String>,
     /// Operations accepted (with an id), by (framework id, operation id).
     accepted: BTreeSet<(String, String)>,
     /// Filler volumes created through the admin API.
@@ -265,6 +271,8 @@ impl Case {
                     .unwrap_or("")
                     .to_string();
                 let state = st["state"].as_str().unwrap_or("").to_string();
+                let message = st["message"].as_str().unwrap_or("").to_string();
+                self.m.messages.insert((fw_id.clone(), op.clone()), message);
                 self.m
                     .statuses
                     .entry((fw_id.clone(), op.clone()))
@@ -385,7 +393,11 @@ impl Case {
         }
         self.m.accepted.insert((fw_id.clone(), op.clone()));
         let state = self.terminal(&fw_id, &op).await?;
-        self.note(format!("{op} on {offer_id}: {state}"));
+        let message = self.m.messages.get(&(fw_id, op.clone())).cloned();
+        self.note(format!(
+            "{op} on {offer_id}: {state} ({})",
+            message.unwrap_or_default()
+        ));
         Ok(state)
     }
 
@@ -492,11 +504,9 @@ impl Case {
                         if !made.is_empty() {
                             return Err(format!("{op} ended {other} but made {made:?}"));
                         }
-                        let expected = mb > offered
-                            || other == "OPERATION_DROPPED"
-                            || (other == "OPERATION_FAILED"
-                                && pool == pool_id("pa")
-                                && self.m.down);
+                        // Never FAILED for a pool that is down: Polly knows (the outage
+                        // step waits for a capacity poll), so it does not try (DROPPED).
+                        let expected = mb > offered || other == "OPERATION_DROPPED";
                         if !expected {
                             return Err(format!(
                                 "{op} of {mb} MB (offered {offered}) ended {other}"
@@ -573,6 +583,14 @@ impl Case {
                 }
                 let vol = held[pick % held.len()].clone();
                 let offer = offers[pick % offers.len()].clone();
+                // Its back-end is down and Polly knows it: the operation must not be tried.
+                let service = self
+                    .client
+                    .inspect(&vol, None)
+                    .await
+                    .map_err(|e| format!("held volume {vol}: {e}"))?
+                    .service;
+                let down = service == "pa" && self.m.down;
                 let disk = json!({"name": "disk", "type": "SCALAR", "scalar": {"value": 1.0},
                     "disk": {"source": {"type": "MOUNT", "id": vol, "vendor": "polly"}}});
                 let op = self.op_id();
@@ -586,6 +604,12 @@ impl Case {
                         "unreserve": {"resources": [disk]}})
                 };
                 let state = self.accept(i, &offer, operation).await?;
+                if down && state != "OPERATION_DROPPED" {
+                    return Err(format!(
+                        "{op} on held volume {vol}, whose back-end {service} is known to be down, ended {state}; it must be DROPPED, not attempted"
+                    ));
+                }
+                // DROPPED: nothing changed, so the volume is still held and mapped (`check`).
                 match state.as_str() {
                     "OPERATION_FINISHED" => {
                         self.m.held.remove(&vol);
@@ -712,8 +736,8 @@ impl Case {
         });
     }
 
-    /// Sizes and attachment counts of the volumes on a vfs back-end, by driver id.
-    fn backend(&self, service: &str) -> Result<BTreeMap<String, (u64, usize)>, String> {
+    /// Sizes and attached instances of the volumes on a vfs back-end, by driver id.
+    fn backend(&self, service: &str) -> Result<BTreeMap<String, (u64, Vec<String>)>, String> {
         let mut out = BTreeMap::new();
         for dir in harness::vfs_volume_dirs(&self.polly.data_dir, service) {
             let Ok(bytes) = std::fs::read(dir.join("volume.json")) else {
@@ -721,7 +745,13 @@ impl Case {
             };
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
             let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let attached = v["attachments"].as_array().map_or(0, Vec::len);
+            let mut attached: Vec<String> = v["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| a["instance_id"].as_str().unwrap_or("").to_string())
+                .collect();
+            attached.sort();
             out.insert(id, (v["size_bytes"].as_u64().unwrap_or(0), attached));
         }
         Ok(out)
@@ -805,10 +835,45 @@ impl Case {
                 ));
             }
         }
+        let mut backends = BTreeMap::new();
         for service in POOLS {
-            for (id, (_, n)) in self.backend(service)? {
-                if n > 1 {
-                    return Err(format!("back-end volume {service}/{id} attached {n} times"));
+            let b = self.backend(service)?;
+            for (id, (_, at)) in &b {
+                if at.len() > 1 {
+                    return Err(format!("back-end volume {service}/{id} attached to {at:?}"));
+                }
+            }
+            backends.insert(service, b);
+        }
+        // The store and the back-ends agree on where each volume is attached (nothing left
+        // half done by an operation that failed or was refused).
+        for v in &vols {
+            let (Some(driver_id), Some(b)) = (&v.driver_id, backends.get(v.service.as_str()))
+            else {
+                continue;
+            };
+            if v.status != polly::admin::VolumeStatusView::Available {
+                continue;
+            }
+            let mut stored: Vec<String> = v
+                .attachments
+                .iter()
+                .map(|a| a.instance_id.clone())
+                .collect();
+            stored.sort();
+            match b.get(driver_id) {
+                Some((_, at)) if *at == stored => {}
+                Some((_, at)) => {
+                    return Err(format!(
+                    "volume {} is attached to {stored:?} in the store but to {at:?} on back-end {}",
+                    v.id, v.service
+                ))
+                }
+                None => {
+                    return Err(format!(
+                        "volume {} ({driver_id}) is in the store but not on back-end {}",
+                        v.id, v.service
+                    ))
                 }
             }
         }

@@ -7,7 +7,8 @@ use crate::offers::AcceptError;
 
 /// Why an offer operation did not happen. Its status says so with [`OpError::state`]:
 /// OPERATION_ERROR for an operation or ACCEPT that is invalid as asked, OPERATION_DROPPED
-/// for one whose offers are gone, OPERATION_FAILED for one that went wrong while carried out.
+/// for one that was not attempted (its offers are gone, or a back-end it needs is known to be
+/// down), OPERATION_FAILED for one that went wrong while carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
     /// A field the operation needs is missing or of the wrong kind: the text says which, and
@@ -29,6 +30,16 @@ pub enum OpError {
     OfferGone,
     #[error("all offers of one ACCEPT must be on one agent")]
     ManyAgents,
+    /// The back-end of a pool the ACCEPT works on (the pool a CREATE_DISK or GROW_VOLUME
+    /// takes from, the pool of the volume a RESERVE, UNRESERVE, DESTROY_DISK or GROW_VOLUME
+    /// acts on) failed its last capacity poll, so the ACCEPT was refused before anything was
+    /// done. `error` is what that poll said.
+    #[error("{}", unavailable_message(.pool, .volume.as_deref(), .error.as_deref()))]
+    PoolUnavailable {
+        pool: String,
+        volume: Option<String>,
+        error: Option<String>,
+    },
     /// The offer engine refused the ACCEPT.
     #[error(transparent)]
     Refused(#[from] AcceptError),
@@ -130,6 +141,18 @@ fn undo_note(undo: &Option<Box<crate::volumes::Error>>) -> String {
     }
 }
 
+fn unavailable_message(pool: &str, volume: Option<&str>, error: Option<&str>) -> String {
+    let why = error.map(|e| format!(" ({e})")).unwrap_or_default();
+    match volume {
+        Some(v) => format!(
+            "volume {v} lives in pool {pool}, whose back-end failed the last capacity poll{why}; nothing was done: retry once Polly offers the volume again"
+        ),
+        None => format!(
+            "pool {pool} is unavailable: its back-end failed the last capacity poll{why}; nothing was done: retry once Polly offers the pool again"
+        ),
+    }
+}
+
 impl OpError {
     /// The state of the operation status that reports this error.
     pub fn state(&self) -> OperationState {
@@ -141,7 +164,9 @@ impl OpError {
             | OpError::ManyAgents
             | OpError::Check(_)
             | OpError::Record(_) => OperationState::OperationError,
-            OpError::OfferGone => OperationState::OperationDropped,
+            OpError::OfferGone | OpError::PoolUnavailable { .. } => {
+                OperationState::OperationDropped
+            }
             OpError::Refused(e) => match e {
                 AcceptError::UnknownOffer(_) | AcceptError::WrongFramework { .. } => {
                     OperationState::OperationDropped

@@ -1,9 +1,12 @@
 //! ACCEPT: every operation checked ([`plan`]), the offers and what the operations take from
-//! them checked by the offer engine under the state lock, each operation with an id recorded
-//! PENDING (and answered so) before it runs; the operations then run on their own tasks.
+//! them checked by the offer engine under the state lock, and the back-ends they work on
+//! checked against the last capacity poll (one found down refuses the ACCEPT: DROPPED,
+//! nothing done), each operation with an id recorded PENDING (and answered so) before it
+//! runs; the operations then run on their own tasks.
 
 use std::collections::BTreeSet;
 
+use super::lookup::Target;
 use super::plan::{plan, Plan};
 use super::status::{new_uuid, status_event, transient_status};
 use super::Operation;
@@ -24,6 +27,8 @@ struct Planned {
     plan: Plan,
     /// The operation id, or a generated one.
     key: String,
+    /// The back-end it works on, looked up before the state lock is taken.
+    target: Option<Target>,
 }
 
 /// An ACCEPT the engine took: the agent its offers were on, the framework's role and
@@ -91,6 +96,7 @@ impl Endpoint {
                         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
                     planned.push(Planned {
                         op: op.clone(),
+                        target: self.target(&p),
                         plan: p,
                         key,
                     })
@@ -125,7 +131,10 @@ impl Endpoint {
                 );
             }
         }
-        for (Planned { op, plan: p, key }, claim) in planned.into_iter().zip(claims) {
+        for (planned, claim) in planned.into_iter().zip(claims) {
+            let Planned {
+                op, plan: p, key, ..
+            } = planned;
             let rec = match &op.id {
                 None => None,
                 Some(id) => {
@@ -172,9 +181,9 @@ impl Endpoint {
     }
 
     /// Under the state lock: check the ACCEPT's offers and what its operations take from
-    /// them with the engine and, when it takes them, withdraw the offers, count the
-    /// operations as in flight and keep the agent out of the framework's offers as the
-    /// ACCEPT's filters ask.
+    /// them with the engine, and that no back-end they work on is down, and, when it takes
+    /// them, withdraw the offers, count the operations as in flight and keep the agent out of
+    /// the framework's offers as the ACCEPT's filters ask. A refused ACCEPT changes nothing.
     fn take_offers(
         &self,
         fw: &str,
@@ -196,6 +205,7 @@ impl Endpoint {
         let uses: Vec<Use> = planned.iter().filter_map(|p| p.plan.offer_use()).collect();
         let snap = self.snapshot(&st, view, now).map_err(OpError::Check)?;
         let acc = offers::apply_accept_offers(&snap, fw, &offer_ids, &uses)?;
+        self.check_available(planned.iter().filter_map(|p| p.target.as_ref()))?;
         let used: BTreeSet<OfferId> = ids.iter().flatten().copied().collect();
         let gone: BTreeSet<OfferId> = acc.rescinds.iter().map(|r| r.offer_id).collect();
         st.remove_offers(&used);

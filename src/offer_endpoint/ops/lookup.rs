@@ -1,7 +1,19 @@
 //! Where an operation lands: the instance an agent stands for (volumes are attached to it),
-//! the service, pool and zone of a pool id, and whether the framework holds a volume.
+//! the service, pool and zone of a pool id, the back-end an operation works on and whether
+//! the last capacity poll found it up, and whether the framework holds a volume.
 
+use super::plan::Plan;
+use super::volume_pool;
 use crate::offer_endpoint::{pool_id, Endpoint, OpError};
+
+/// The back-end an operation works on: the service and pool, and the existing volume it acts
+/// on (none for a CREATE_DISK).
+#[derive(Debug)]
+pub(super) struct Target {
+    service: String,
+    pool_id: String,
+    volume_id: Option<String>,
+}
 
 /// A pool as the volume manager names it.
 pub(super) struct PoolParts {
@@ -120,5 +132,63 @@ impl Endpoint {
                 volume: volume_id.to_string(),
             })
         }
+    }
+
+    /// The back-end `p` works on: the pool a CREATE_DISK or GROW_VOLUME takes from, the pool
+    /// of the volume a RESERVE, UNRESERVE or DESTROY_DISK acts on. `None` when that is not
+    /// known (a pool no reading lists, a volume with no record): the operation then fails,
+    /// or only releases a volume that is gone, as it would anyway. Reads the store, so it is
+    /// called before the state lock is taken.
+    pub(super) fn target(&self, p: &Plan) -> Option<Target> {
+        match p {
+            Plan::CreateDisk { pool_id, .. } => Some(Target {
+                service: self.known_pool(pool_id).ok()?.service,
+                pool_id: pool_id.clone(),
+                volume_id: None,
+            }),
+            Plan::GrowVolume {
+                volume_id, pool_id, ..
+            } => Some(Target {
+                service: self.known_pool(pool_id).ok()?.service,
+                pool_id: pool_id.clone(),
+                volume_id: Some(volume_id.clone()),
+            }),
+            Plan::Reserve { volume_id }
+            | Plan::Unreserve { volume_id }
+            | Plan::DestroyDisk { volume_id, .. } => {
+                let v = self.manager().volume(volume_id).ok()?;
+                Some(Target {
+                    pool_id: volume_pool(&v).0,
+                    service: v.service,
+                    volume_id: Some(volume_id.clone()),
+                })
+            }
+        }
+    }
+
+    /// Refuse an ACCEPT that works on a back-end the last capacity poll found down (its
+    /// offers are rescinded, its volumes not offered): every driver call would fail, so
+    /// nothing is attempted and the operations are DROPPED, not FAILED half way; the
+    /// framework retries once Polly offers the pool or volume again. A back-end that goes
+    /// down after that poll can still fail an operation while it runs (OPERATION_FAILED).
+    pub(super) fn check_available<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a Target>,
+    ) -> Result<(), OpError> {
+        let mut targets = targets.into_iter().peekable();
+        if targets.peek().is_none() {
+            return Ok(());
+        }
+        let readings = self.manager().capacity_readings();
+        for t in targets {
+            if let Some(r) = readings.get(&t.service).filter(|r| !r.available) {
+                return Err(OpError::PoolUnavailable {
+                    pool: t.pool_id.clone(),
+                    volume: t.volume_id.clone(),
+                    error: r.last_error.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
