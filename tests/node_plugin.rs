@@ -486,3 +486,125 @@ fn a_mount_gone_at_restart_is_released() {
     let p = ok(&node, "VolumeDriver.Path", json!({"Name": "v"}));
     assert_eq!(p["Mountpoint"], "");
 }
+
+/// A crash in the middle of a Mount (state `mounting`: attached at central, maybe mounted)
+/// or of the last Unmount (state `unmounting`) is put right at the next start: unmounted,
+/// detached, forgotten. The state file is set to what such a crash leaves on disk.
+#[test]
+fn a_crash_mid_mount_or_mid_unmount_is_undone_at_restart() {
+    if !can_mount("a_crash_mid_mount_or_mid_unmount_is_undone_at_restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_config(SERVICES);
+    let mut node = start_node(&polly, dir.path(), "node-a");
+    for phase in ["mounting", "unmounting"] {
+        let name = format!("v-{phase}");
+        ok(
+            &node,
+            "VolumeDriver.Create",
+            json!({"Name": name, "Opts": {"service": "loop", "size": "64m"}}),
+        );
+        ok(
+            &node,
+            "VolumeDriver.Mount",
+            json!({"Name": name, "ID": "c1"}),
+        );
+        node.kill9();
+        let file = node.dirs.state_dir.join("mounts.json");
+        let mut state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let entry = &mut state["volumes"][&name];
+        entry["phase"] = json!(phase);
+        if phase == "mounting" {
+            // Before the mount was recorded.
+            entry["published"] = Value::Null;
+        } else {
+            entry["mount_ids"] = json!([]);
+        }
+        std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(holders(&polly, &name), ["node-a"]);
+        node.kill9_and_restart();
+        assert!(mounts_under(&node.dirs.mount_root).is_empty(), "{phase}");
+        assert!(holders(&polly, &name).is_empty(), "{phase}: detached");
+        let state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(state["volumes"], json!({}), "{phase}: forgotten");
+        // And it mounts again normally.
+        ok(
+            &node,
+            "VolumeDriver.Mount",
+            json!({"Name": name, "ID": "c2"}),
+        );
+        ok(
+            &node,
+            "VolumeDriver.Unmount",
+            json!({"Name": name, "ID": "c2"}),
+        );
+    }
+    // The loop devices central attached were released with the detaches.
+    let loops = std::process::Command::new("losetup")
+        .arg("-a")
+        .output()
+        .unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
+    assert!(
+        !loops.contains(polly.data_dir.to_str().unwrap()),
+        "loop devices left: {loops}"
+    );
+}
+
+/// `-o access=multi_reader`: several nodes mount it at once, read-only; `multi_writer`:
+/// several nodes, read-write.
+#[test]
+fn shared_access_modes_mount_on_several_nodes() {
+    if !can_mount("shared_access_modes_mount_on_several_nodes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_config(SERVICES);
+    let a = start_node(&polly, dir.path(), "node-a");
+    let b = start_node(&polly, dir.path(), "node-b");
+    ok(
+        &a,
+        "VolumeDriver.Create",
+        json!({"Name": "ro", "Opts": {"service": "vfs", "access": "multi_reader"}}),
+    );
+    ok(
+        &a,
+        "VolumeDriver.Create",
+        json!({"Name": "rw", "Opts": {"service": "vfs", "access": "multi_writer"}}),
+    );
+    let e = refused(
+        &a,
+        "VolumeDriver.Create",
+        json!({"Name": "x", "Opts": {"service": "vfs", "access": "shared"}}),
+    );
+    assert!(e.contains("access=\"shared\""), "{e}");
+    for (node, id) in [(&a, "ca"), (&b, "cb")] {
+        for name in ["ro", "rw"] {
+            ok(node, "VolumeDriver.Mount", json!({"Name": name, "ID": id}));
+        }
+    }
+    let mut held = holders(&polly, "ro");
+    held.sort();
+    assert_eq!(held, ["node-a", "node-b"]);
+    for node in [&a, &b] {
+        let ro = node.dirs.mount_root.join("ro");
+        let err = std::fs::write(ro.join("f"), "x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    std::fs::write(a.dirs.mount_root.join("rw/f"), "from a").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(b.dirs.mount_root.join("rw/f")).unwrap(),
+        "from a"
+    );
+    for (node, id) in [(&a, "ca"), (&b, "cb")] {
+        for name in ["ro", "rw"] {
+            ok(
+                node,
+                "VolumeDriver.Unmount",
+                json!({"Name": name, "ID": id}),
+            );
+        }
+    }
+    assert!(holders(&polly, "ro").is_empty() && holders(&polly, "rw").is_empty());
+}

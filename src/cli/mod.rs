@@ -120,7 +120,7 @@ pub struct NodeArgs {
     /// TOML config file; its `[node]` table is read (the rest is the server's).
     #[arg(long, env = "POLLY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Central polly's admin API. Default http://127.0.0.1:7978.
+    /// Central polly's admin API. Default: `[node] server`, else --admin-url.
     #[arg(long, env = "POLLY_SERVER")]
     pub server: Option<String>,
     /// This node's instance id. Default: the hostname.
@@ -154,6 +154,9 @@ pub struct NodeArgs {
     /// Seconds between reports to central (and retries of pending detaches). Default 30.
     #[arg(long)]
     pub report_interval_secs: Option<u64>,
+    /// Seconds one call to central may take. Default 120.
+    #[arg(long)]
+    pub central_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,7 +339,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Serve(a) => serve::run(a, cli.token).await,
-        Command::Node(a) => node::run(a, cli.token).await,
+        Command::Node(a) => node::run(a, cli.admin_url, cli.token).await,
         Command::Version => version::run(&client, json).await,
         Command::Volume(cmd) => volume::run(&client, json, cmd).await,
         Command::Marathon(cmd) => Ok(crate::marathon::run(&client, json, cmd).await?),

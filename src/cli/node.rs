@@ -4,8 +4,13 @@
 use super::NodeArgs;
 use crate::node::{NodeSection, PathMap};
 
-/// Run the node agent; `token` is the global `--token`, central's admin bearer token.
-pub(super) async fn run(a: NodeArgs, token: Option<String>) -> anyhow::Result<()> {
+/// Run the node agent; `admin_url` is the global `--admin-url` (central's admin API when
+/// neither `--server` nor `[node] server` names it), `token` the global `--token`.
+pub(super) async fn run(
+    a: NodeArgs,
+    admin_url: String,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     let shutdown = super::shutdown_signal();
     let file = match &a.config {
         Some(path) => NodeSection::load(path)?,
@@ -34,9 +39,13 @@ pub(super) async fn run(a: NodeArgs, token: Option<String>) -> anyhow::Result<()
         default_size: a.default_size,
         path_map,
         report_interval_secs: a.report_interval_secs,
-        central_timeout_secs: None,
+        central_timeout_secs: a.central_timeout_secs,
     };
-    let cfg = file.overlay(flags).resolve()?;
+    let mut section = file.overlay(flags);
+    if section.server.is_none() {
+        section.server = Some(admin_url);
+    }
+    let cfg = section.resolve()?;
     crate::node::run(cfg, shutdown).await?;
     Ok(())
 }

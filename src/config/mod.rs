@@ -57,6 +57,10 @@ pub struct Config {
     /// High availability (`[ha]`): several instances on one etcd store, one leader.
     #[serde(default)]
     pub ha: HaConfig,
+    /// `[node]`, read by `polly node` (`crate::node::NodeSection`): the server accepts it
+    /// and leaves it alone, so one file can configure both on a host that runs both.
+    #[serde(default, skip_serializing)]
+    pub node: Option<toml::Table>,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             services: vec![ServiceConfig::new("vfs", DriverKind::Vfs)],
             store: StoreConfig::default(),
             ha: HaConfig::default(),
+            node: None,
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
             offers: OffersConfig::default(),

@@ -363,3 +363,19 @@ fn store_section_is_composed_and_checked() {
     assert!(Config::from_toml("[store]\nbackend = \"zk\"").is_err());
     assert!(Config::from_toml("[store.etcd]\nendpoint = []").is_err());
 }
+
+#[test]
+fn a_node_table_is_left_to_polly_node() {
+    // One file may configure `polly serve` and `polly node` on a host that runs both.
+    let c = Config::from_toml(
+        "[admin]\nlisten = \"127.0.0.1:7978\"\n[node]\nserver = \"http://127.0.0.1:7978\"\nzone = \"a\"\n",
+    )
+    .unwrap();
+    assert!(c.validate().is_ok());
+    assert_eq!(
+        c.node.and_then(|n| n.get("zone").cloned()),
+        Some(toml::Value::String("a".into()))
+    );
+    // Other unknown tables are still refused.
+    assert!(Config::from_toml("[nodes]\nx = 1\n").is_err());
+}

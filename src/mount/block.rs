@@ -153,7 +153,11 @@ pub(super) fn parse_probe(export: &str) -> Probe {
 /// The file system on `device`, made first (of type `filesystem`) when the device is blank.
 /// A device holding another file system keeps it (and is mounted as what it holds); one
 /// holding something else is refused. Never formats over anything.
-pub(super) fn ensure_filesystem(device: &Path, filesystem: &str) -> Result<String> {
+pub(super) fn ensure_filesystem(
+    device: &Path,
+    filesystem: &str,
+    read_only: bool,
+) -> Result<String> {
     match probe(device)? {
         Probe::Filesystem(found) => {
             if found != filesystem {
@@ -166,6 +170,10 @@ pub(super) fn ensure_filesystem(device: &Path, filesystem: &str) -> Result<Strin
             device: device.to_path_buf(),
             found,
         }),
+        Probe::Blank if read_only => Err(Error::invalid(
+            format!("device {}", device.display()),
+            "it is blank, and a read-only (multi-reader) volume is never formatted; mount it read-write once first",
+        )),
         Probe::Blank => {
             mkfs(device, filesystem)?;
             Ok(filesystem.to_string())

@@ -140,6 +140,9 @@ pub struct Published {
     /// unpublish must then release.
     pub attached_here: bool,
     pub source: Source,
+    /// Mounted read-only (a multi-reader volume).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Makes `source`'s data appear at `target` (an absolute path; created if missing, mode 0755).
@@ -155,10 +158,17 @@ pub struct Published {
 /// as what it holds. Anything half done (a loop device attached, an rbd image mapped, the
 /// target directory created) is released before an error returns.
 pub fn publish(source: &Source, target: &Path) -> Result<Published> {
+    publish_with(source, target, false)
+}
+
+/// [`publish`], read-only when `read_only` (a multi-reader volume): the bind mount or the
+/// file system is mounted `MS_RDONLY`, and a blank device is refused rather than formatted
+/// (formatting is a write).
+pub fn publish_with(source: &Source, target: &Path, read_only: bool) -> Result<Published> {
     source.validate()?;
     absolute("target", target)?;
     let created = prepare_target(target)?;
-    let result = publish_at(source, target);
+    let result = publish_at(source, target, read_only);
     if result.is_err() && created {
         // Nothing is mounted on it: leave no trace of the failed publish.
         let _ = fs::remove_dir(target);
@@ -186,7 +196,7 @@ pub fn unpublish(p: &Published) -> Result<()> {
     remove_target(&p.target)
 }
 
-fn publish_at(source: &Source, target: &Path) -> Result<Published> {
+fn publish_at(source: &Source, target: &Path, read_only: bool) -> Result<Published> {
     if let Some(entry) = mountinfo::mount_at(target)? {
         return already_published(source, target, &entry);
     }
@@ -195,11 +205,12 @@ fn publish_at(source: &Source, target: &Path) -> Result<Published> {
         device,
         attached_here,
         source: source.clone(),
+        read_only,
     };
     let (attachment, filesystem) = match source {
         Source::Directory { path } => {
             require(path, true)?;
-            syscall::bind(path, target)?;
+            syscall::bind(path, target, read_only)?;
             tracing::info!(%source, target = %target.display(), "bind-mounted");
             return Ok(published(None, false));
         }
@@ -234,8 +245,8 @@ fn publish_at(source: &Source, target: &Path) -> Result<Published> {
         ),
     };
     // On an error below, dropping `attachment` releases what this call attached.
-    let fs_type = block::ensure_filesystem(attachment.device(), filesystem)?;
-    syscall::mount_device(attachment.device(), target, &fs_type)?;
+    let fs_type = block::ensure_filesystem(attachment.device(), filesystem, read_only)?;
+    syscall::mount_device(attachment.device(), target, &fs_type, read_only)?;
     let (device, attached_here) = attachment.keep();
     tracing::info!(%source, device = %device.display(), %fs_type, target = %target.display(),
         attached_here, "mounted");
@@ -303,6 +314,7 @@ fn already_published(source: &Source, target: &Path, entry: &MountEntry) -> Resu
             device,
             attached_here,
             source: source.clone(),
+            read_only: entry.options.split(',').any(|o| o == "ro"),
         }),
         None => Err(Error::TargetInUse {
             target: target.to_path_buf(),

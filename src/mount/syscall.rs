@@ -18,8 +18,9 @@ fn c_path(path: &Path) -> Result<CString> {
 }
 
 /// Bind-mounts the directory `source` on `target` (`MS_BIND`; mounts below `source` are not
-/// carried along).
-pub(super) fn bind(source: &Path, target: &Path) -> Result<()> {
+/// carried along); read-only takes a second call, a bind remount with `MS_RDONLY`, as the
+/// kernel ignores `MS_RDONLY` on the first.
+pub(super) fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     let (src, dst) = (c_path(source)?, c_path(target)?);
     // SAFETY: both strings are NUL-terminated and outlive the call; for MS_BIND the kernel
     // ignores the file system type and data, so null is allowed for both.
@@ -40,11 +41,39 @@ pub(super) fn bind(source: &Path, target: &Path) -> Result<()> {
             source: io::Error::last_os_error(),
         });
     }
+    if read_only {
+        // SAFETY: as above; a remount of the bind just made, no source or data needed.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            let _ = unmount(target);
+            return Err(Error::Mount {
+                from: source.display().to_string(),
+                fs_type: "bind (read-only remount)".into(),
+                target: target.to_path_buf(),
+                source: err,
+            });
+        }
+    }
     Ok(())
 }
 
-/// Mounts the file system of type `fs_type` on block device `device` at `target`.
-pub(super) fn mount_device(device: &Path, target: &Path, fs_type: &str) -> Result<()> {
+/// Mounts the file system of type `fs_type` on block device `device` at `target`
+/// (`MS_RDONLY` when `read_only`).
+pub(super) fn mount_device(
+    device: &Path,
+    target: &Path,
+    fs_type: &str,
+    read_only: bool,
+) -> Result<()> {
     let (src, dst) = (c_path(device)?, c_path(target)?);
     let fs = CString::new(fs_type).map_err(|_| {
         Error::invalid(
@@ -53,7 +82,16 @@ pub(super) fn mount_device(device: &Path, target: &Path, fs_type: &str) -> Resul
         )
     })?;
     // SAFETY: all three strings are NUL-terminated and outlive the call; no mount data.
-    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    let flags = if read_only { libc::MS_RDONLY } else { 0 };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fs.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(Error::Mount {
             from: device.display().to_string(),

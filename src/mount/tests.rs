@@ -316,6 +316,7 @@ fn sources_and_records_are_tagged_json() {
         device: Some("/dev/loop3".into()),
         attached_here: true,
         source: image,
+        read_only: false,
     };
     let back: Published = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
@@ -715,4 +716,46 @@ fn unpublish_finishes_what_a_crash_left_halfway() {
             device.display()
         );
     }
+}
+
+#[test]
+fn read_only_publishes_refuse_writes_and_never_format() {
+    if !root("read_only_publishes_refuse_writes_and_never_format") {
+        return;
+    }
+    let s = Scratch::new();
+    let data = s.path("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("f"), "shared").unwrap();
+    let target = s.path("dir-target");
+    let p = publish_with(&Source::Directory { path: data.clone() }, &target, true).unwrap();
+    assert!(p.read_only);
+    assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "shared");
+    let err = fs::write(target.join("g"), "no").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // The source itself stays writable: only this mount is read-only.
+    fs::write(data.join("g"), "yes").unwrap();
+    unpublish(&p).unwrap();
+
+    let image = s.image("ro.img", Some("ext4"));
+    let target = s.path("img-target");
+    let p = publish_with(&image_source(&image, None), &target, true).unwrap();
+    let entry = mountinfo::mount_at(&target).unwrap().unwrap();
+    assert!(
+        entry.options.split(',').any(|o| o == "ro"),
+        "{}",
+        entry.options
+    );
+    let err = fs::write(target.join("g"), "no").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    unpublish(&p).unwrap();
+    assert!(loop_gone(&image));
+
+    // A blank image is not formatted by a read-only publish, and nothing is left attached.
+    let blank = s.image("blank.img", None);
+    let target = s.path("blank-target");
+    let err = publish_with(&image_source(&blank, None), &target, true).unwrap_err();
+    assert!(err.to_string().contains("never formatted"), "{err}");
+    assert!(loop_gone(&blank));
+    assert!(!target.exists());
 }

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 
 use crate::admin::{ReportBody, VolumeView};
 use crate::client::AdminClient;
+use crate::driver::AccessMode;
 use crate::keyed_lock::KeyedLocks;
 use crate::mount::{self, Published, Source};
 use crate::volumes::CreateVolume;
@@ -38,6 +39,7 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
     pub size_bytes: Option<u64>,
+    pub access_mode: Option<AccessMode>,
     pub service: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub filesystem: Option<String>,
@@ -220,7 +222,7 @@ impl Agent {
             size_bytes: opts.size_bytes.unwrap_or(self.inner.cfg.default_size_bytes),
             pool: None,
             zone,
-            access_mode: Default::default(),
+            access_mode: opts.access_mode.unwrap_or_default(),
             labels: opts.labels,
             restrict_services: Default::default(),
             restrict_frameworks: Default::default(),
@@ -385,7 +387,9 @@ impl Agent {
             .into();
         let source = self.localize(source);
         let target_owned = target.to_path_buf();
-        tokio::task::spawn_blocking(move || mount::publish(&source, &target_owned))
+        // A multi-reader volume is shared by several nodes, none of which may write.
+        let read_only = v.access_mode == AccessMode::MultiReader;
+        tokio::task::spawn_blocking(move || mount::publish_with(&source, &target_owned, read_only))
             .await
             .map_err(|e| NodeError::Internal(format!("mount task: {e}")))?
             .map_err(|source| NodeError::Mount {
@@ -472,6 +476,7 @@ impl Agent {
             source: Source::Directory {
                 path: target.clone(),
             },
+            read_only: false,
         });
         tokio::task::spawn_blocking(move || mount::unpublish(&published))
             .await

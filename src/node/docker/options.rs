@@ -1,13 +1,14 @@
 //! `docker volume create -o …` options as `polly node` takes them: `size` (Docker-style,
-//! a bare number meaning GiB as with REX-Ray), `service`, `fs`, `label.K=V`. Anything else
-//! is refused by name.
+//! a bare number meaning GiB as with REX-Ray), `service`, `fs`, `access`, `label.K=V`.
+//! Anything else is refused by name.
 
 use std::collections::BTreeMap;
 
+use crate::driver::AccessMode;
 use crate::node::agent::CreateOptions;
 
 /// The options `docker volume create --driver polly -o KEY=VALUE` understands.
-pub const KNOWN: &str = "size, service, fs, label.<key>";
+pub const KNOWN: &str = "size, service, fs, access, label.<key>";
 
 /// File systems a block volume can be created with.
 pub const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4"];
@@ -53,6 +54,18 @@ pub fn parse(opts: &BTreeMap<String, String>) -> Result<CreateOptions, String> {
             "service" if !v.is_empty() => out.service = Some(v.clone()),
             "service" => return Err("option service needs a value: -o service=NAME".into()),
             "fs" if FILESYSTEMS.contains(&v.as_str()) => out.filesystem = Some(v.clone()),
+            "access" => {
+                out.access_mode = Some(match v.as_str() {
+                    "single_writer" => AccessMode::SingleWriter,
+                    "multi_reader" => AccessMode::MultiReader,
+                    "multi_writer" => AccessMode::MultiWriter,
+                    _ => {
+                        return Err(format!(
+                    "option access={v:?} is not one of single_writer, multi_reader, multi_writer"
+                ))
+                    }
+                })
+            }
             "fs" => {
                 return Err(format!(
                     "option fs={v:?} is not supported; use one of {FILESYSTEMS:?}"
@@ -107,6 +120,7 @@ mod tests {
             ("service", "fast"),
             ("fs", "ext4"),
             ("label.team", "db"),
+            ("access", "multi_writer"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -116,6 +130,9 @@ mod tests {
         assert_eq!(o.service.as_deref(), Some("fast"));
         assert_eq!(o.filesystem.as_deref(), Some("ext4"));
         assert_eq!(o.labels.get("team").map(String::as_str), Some("db"));
+        assert_eq!(o.access_mode, Some(AccessMode::MultiWriter));
+        let e = parse(&[("access".to_string(), "shared".to_string())].into()).unwrap_err();
+        assert!(e.contains("access=\"shared\""), "{e}");
         let e = parse(&[("sise".to_string(), "1".to_string())].into()).unwrap_err();
         assert!(e.contains("\"sise\"") && e.contains("known options"), "{e}");
         let e = parse(&[("fs".to_string(), "ntfs".to_string())].into()).unwrap_err();
