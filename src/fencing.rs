@@ -323,7 +323,9 @@ impl Fencing {
                     let r = self.new_record(
                         &a,
                         &instances,
-                        format!("no REX-Ray report from the instance for {silent} s"),
+                        format!(
+                            "no report from the instance (REX-Ray or polly node) for {silent} s"
+                        ),
                     );
                     // Lost since it was last heard: a later report brings it back.
                     let r = NodeRecord {

@@ -34,7 +34,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             default_service: "vfs".into(),
-            drivers: vec!["rexray".into()],
+            drivers: vec!["rexray".into(), "polly".into()],
             zone_attributes: vec!["zone".into(), "@zone".into()],
         }
     }

@@ -28,7 +28,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = "vfs")]
     pub service: String,
     /// A `dvdi/driver` value that reaches Polly (repeatable).
-    #[arg(long = "driver", default_values_t = ["rexray".to_string()])]
+    #[arg(long = "driver", default_values_t = ["rexray".to_string(), "polly".to_string()])]
     pub drivers: Vec<String>,
     /// A constraint field holding the agent's zone (repeatable).
     #[arg(long = "zone-attribute", default_values_t = ["zone".to_string(), "@zone".to_string()])]

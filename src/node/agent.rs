@@ -40,6 +40,7 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 pub struct CreateOptions {
     pub size_bytes: Option<u64>,
     pub access_mode: Option<AccessMode>,
+    pub pool: Option<String>,
     pub service: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub filesystem: Option<String>,
@@ -220,7 +221,7 @@ impl Agent {
             service: service.name.clone(),
             name: name.to_string(),
             size_bytes: opts.size_bytes.unwrap_or(self.inner.cfg.default_size_bytes),
-            pool: None,
+            pool: opts.pool,
             zone,
             access_mode: opts.access_mode.unwrap_or_default(),
             labels: opts.labels,

@@ -1,6 +1,8 @@
 //! `docker volume create -o …` options as `polly node` takes them: `size` (Docker-style,
-//! a bare number meaning GiB as with REX-Ray), `service`, `fs`, `access`, `label.K=V`.
-//! Anything else is refused by name.
+//! a bare number meaning GiB as with REX-Ray), `service`, `pool`, `fs`, `access`,
+//! `label.K=V`; `polly.service` and `polly.pool` too, as Mesos' docker/volume isolator
+//! passes a Marathon app's `dvdi/polly.service` and `dvdi/polly.pool`. Anything else is
+//! refused by name.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use crate::driver::AccessMode;
 use crate::node::agent::CreateOptions;
 
 /// The options `docker volume create --driver polly -o KEY=VALUE` understands.
-pub const KNOWN: &str = "size, service, fs, access, label.<key>";
+pub const KNOWN: &str = "size, service, pool, fs, access, label.<key>";
 
 /// File systems a block volume can be created with.
 pub const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4"];
@@ -51,8 +53,11 @@ pub fn parse(opts: &BTreeMap<String, String>) -> Result<CreateOptions, String> {
     for (k, v) in opts {
         match k.as_str() {
             "size" => out.size_bytes = Some(parse_docker_size(v)?),
-            "service" if !v.is_empty() => out.service = Some(v.clone()),
-            "service" => return Err("option service needs a value: -o service=NAME".into()),
+            "service" | "polly.service" if !v.is_empty() => out.service = Some(v.clone()),
+            "pool" | "polly.pool" if !v.is_empty() => out.pool = Some(v.clone()),
+            "service" | "polly.service" | "pool" | "polly.pool" => {
+                return Err(format!("option {k} needs a value: -o {k}=NAME"))
+            }
             "fs" if FILESYSTEMS.contains(&v.as_str()) => out.filesystem = Some(v.clone()),
             "access" => {
                 out.access_mode = Some(match v.as_str() {
@@ -121,6 +126,7 @@ mod tests {
             ("fs", "ext4"),
             ("label.team", "db"),
             ("access", "multi_writer"),
+            ("polly.pool", "fast"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -131,6 +137,9 @@ mod tests {
         assert_eq!(o.filesystem.as_deref(), Some("ext4"));
         assert_eq!(o.labels.get("team").map(String::as_str), Some("db"));
         assert_eq!(o.access_mode, Some(AccessMode::MultiWriter));
+        assert_eq!(o.pool.as_deref(), Some("fast"));
+        let o = parse(&[("polly.service".to_string(), "vfs".to_string())].into()).unwrap();
+        assert_eq!(o.service.as_deref(), Some("vfs"));
         let e = parse(&[("access".to_string(), "shared".to_string())].into()).unwrap_err();
         assert!(e.contains("access=\"shared\""), "{e}");
         let e = parse(&[("sise".to_string(), "1".to_string())].into()).unwrap_err();
