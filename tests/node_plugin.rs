@@ -608,3 +608,59 @@ fn shared_access_modes_mount_on_several_nodes() {
     }
     assert!(holders(&polly, "ro").is_empty() && holders(&polly, "rw").is_empty());
 }
+
+/// A node reports its zone like a REX-Ray agent, so central's zone check applies to it:
+/// a volume in another zone is refused, one in its own zone mounts, and volumes it creates
+/// land in its zone.
+#[test]
+fn zones_reported_by_a_node_are_enforced_by_central() {
+    if !can_mount("zones_reported_by_a_node_are_enforced_by_central") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_config(
+        "[[services]]\nname = \"east\"\ndriver = \"vfs\"\nzone = \"z-east\"\n[[services]]\nname = \"west\"\ndriver = \"vfs\"\nzone = \"z-west\"\n",
+    );
+    let dirs = NodeDirs::new(dir.path(), "node-e", &dir.path().join("e.sock"));
+    let node = Node::start(&polly.admin, &dirs, &["--zone", "z-east"]);
+    wait_until("node-e's zone reported", || {
+        polly
+            .cli_json(&["instance", "ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["instance_id"] == "node-e" && i["fields"]["zone"] == "z-east")
+    });
+    ok(
+        &node,
+        "VolumeDriver.Create",
+        json!({"Name": "here", "Opts": {"service": "east"}}),
+    );
+    ok(
+        &node,
+        "VolumeDriver.Create",
+        json!({"Name": "there", "Opts": {"service": "west"}}),
+    );
+    assert_eq!(
+        polly.cli_json(&["volume", "inspect", "here"])["zone"],
+        "z-east"
+    );
+    let e = refused(
+        &node,
+        "VolumeDriver.Mount",
+        json!({"Name": "there", "ID": "c1"}),
+    );
+    assert!(e.contains("z-west") && e.contains("z-east"), "{e}");
+    assert!(mounts_under(&node.dirs.mount_root).is_empty());
+    assert!(holders(&polly, "there").is_empty());
+    ok(
+        &node,
+        "VolumeDriver.Mount",
+        json!({"Name": "here", "ID": "c1"}),
+    );
+    ok(
+        &node,
+        "VolumeDriver.Unmount",
+        json!({"Name": "here", "ID": "c1"}),
+    );
+}
