@@ -16,15 +16,19 @@ set -euo pipefail
 # HA instances → new leader, first ACCEPT answered 202 and its OPERATION_FINISHED, 20 runs
 # (failover markers); and `--bench etcd_ops` + `--bench store_backends`, libStorage and
 # store operations on the etcd store beside sled in the same run (etcd markers).
+# Then `cargo bench --bench docker_plugin`: `docker volume create`/`rm` and Mount + Unmount
+# (`docker run -v`) through Polly's Docker volume plugin beside Docker's `local` driver in the
+# same run, with the plugin calls alone on its socket (docker markers); it needs root, dockerd
+# and a static busybox, and is skipped with a message, its block left as it is, without them.
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs, restart, rss, soak, failover, etcd) and rewrites only their blocks.
+# offer_ops, ebs, restart, rss, soak, failover, etcd, docker) and rewrites only their blocks.
 
 # The whole script is one compound command, read in full before it runs: editing this file
 # during a run (a full run takes many minutes) cannot change what the run executes.
 {
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak failover etcd} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak failover etcd docker} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -56,6 +60,18 @@ etcd_missing() {
     elif [[ -z "${POLLY_TEST_ETCD:-}" ]] && ! command -v etcd >/dev/null 2>&1 &&
         [[ ! -x /usr/bin/etcd ]]; then
         echo "etcd not installed (apt-get install etcd-server, or set POLLY_TEST_ETCD)"
+    fi
+}
+
+# docker_missing: why the docker part cannot run here (nothing when it can): it starts a
+# private dockerd (tests/harness/docker.rs) and mounts volumes.
+docker_missing() {
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "not root (it runs its own dockerd and mounts volumes)"
+    elif ! command -v dockerd >/dev/null 2>&1 && [[ ! -x /usr/sbin/dockerd ]]; then
+        echo "dockerd not installed (apt-get install docker.io)"
+    elif [[ ! -x /bin/busybox ]]; then
+        echo "no /bin/busybox for the container image (apt-get install busybox-static)"
     fi
 }
 
@@ -433,6 +449,29 @@ PY
 write_block etcd "Store backends: etcd beside sled" "$target_dir/polly-bench/etcd-block.md"
 cat "$target_dir/polly-bench/etcd-block.md"
 echo "wrote the etcd store results into BENCHMARKS.md"
+fi
+fi
+
+if want docker; then
+why=$(docker_missing)
+if [[ -n "$why" ]]; then
+    echo "*** skipped the docker part: $why; its block of BENCHMARKS.md is unchanged ***" >&2
+else
+# Polly's Docker volume plugin beside Docker's `local` driver (its own harness: a private
+# dockerd, one `polly serve`, one `polly node`): the CLI's create/rm, `docker run -v`, and the
+# plugin calls alone on its socket, variants interleaved round by round.
+rm -f "$target_dir/polly-bench/docker_plugin.md"
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench docker_plugin
+if [[ ! -s "$target_dir/polly-bench/docker_plugin.md" ]]; then
+    echo "*** skipped the docker part: the benchmark could not start Docker (see above); its block of BENCHMARKS.md is unchanged ***" >&2
+else
+rounds=""
+if [[ -n "${POLLY_DOCKER_ROUNDS:-}" ]]; then rounds=", POLLY_DOCKER_ROUNDS=$POLLY_DOCKER_ROUNDS"; fi
+{ part_header docker "cargo bench --bench docker_plugin" "$rounds"; echo
+  cat "$target_dir/polly-bench/docker_plugin.md"; } >"$target_dir/polly-bench/docker-block.md"
+write_block docker "Docker volume plugin" "$target_dir/polly-bench/docker-block.md"
+echo "wrote the Docker volume plugin results into BENCHMARKS.md"
+fi
 fi
 fi
 exit
