@@ -1,6 +1,7 @@
-//! Compiles the Mesos v1 `.proto` files in `proto/` with protox (pure Rust, no system
-//! `protoc`) into prost types, and writes the encoded descriptor set that the Mesos JSON
-//! mapping reads at run time.
+//! Compiles the `.proto` files in `proto/` with protox (pure Rust, no system `protoc`): the
+//! Mesos v1 messages into prost types, writing the encoded descriptor set that the Mesos
+//! JSON mapping reads at run time, and CSI v1 into prost types with tonic's gRPC server and
+//! client.
 
 use std::path::PathBuf;
 
@@ -18,5 +19,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .enable_type_names()
         .compile_fds(compiler.file_descriptor_set())?;
+
+    // CSI: the well-known types it imports (timestamp, wrappers) ship with protox and map
+    // to prost-types.
+    let mut csi = protox::Compiler::new(["proto"])?;
+    csi.include_imports(true).include_source_info(false);
+    csi.open_files(["csi/v1/csi.proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(csi.file_descriptor_set())?;
     Ok(())
 }
