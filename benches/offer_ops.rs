@@ -92,7 +92,7 @@ async fn start(config: &str) -> Server {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        polly::server::serve(prepared, admin_l, ls_l, offers_l, s.cancelled_owned())
+        polly::server::serve(prepared, admin_l, ls_l, offers_l, None, s.cancelled_owned())
             .await
             .unwrap()
     });

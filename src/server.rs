@@ -1,5 +1,6 @@
-//! `polly serve`: opens the store and drivers, binds the admin and libStorage listeners,
-//! resolves intents left by a previous run, then serves until the shutdown future fires.
+//! `polly serve`: opens the store and drivers, binds the admin, libStorage, storage-offer
+//! and CSI listeners, resolves intents left by a previous run, then serves until the
+//! shutdown future fires.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +106,7 @@ pub async fn serve(
     admin_listener: TcpListener,
     libstorage_listener: TcpListener,
     offers_listener: TcpListener,
+    csi_listener: Option<crate::csi::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -228,6 +230,13 @@ pub async fn serve(
         }
     };
 
+    // CSI serves from the start too: until this instance leads and has reconciled, its
+    // Controller calls answer UNAVAILABLE (a follower's name the leader).
+    let csi_task = csi_listener.map(|l| {
+        let csi = crate::csi::Csi::new(manager.clone(), ready.clone(), role.clone());
+        tokio::spawn(crate::csi::serve(csi, l, token.clone()))
+    });
+
     // With `[ha]`, the storage-offer endpoint serves from the start: a follower answers 307.
     let mut offers_listener = Some(offers_listener);
     let mut offers_task = None;
@@ -272,7 +281,7 @@ pub async fn serve(
                 term = Some(leadership);
             }
             None => {
-                return finish_follower(admin_task, ls_task, offers_task).await;
+                return finish_follower(admin_task, ls_task, offers_task, csi_task).await;
             }
         }
     }
@@ -341,6 +350,7 @@ pub async fn serve(
 
         admin_task.await?.context("admin server")?;
         ls_task.await?.context("libstorage server")?;
+        finish_csi(csi_task).await?;
         token.cancel();
         let _ = resolver.await;
         let _ = fencer.await;
@@ -376,6 +386,27 @@ pub async fn serve(
 #[cfg(feature = "etcd")]
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
+/// The CSI server's task, when CSI is served.
+type CsiTask = Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>;
+
+/// How long a stopping server waits for CSI connections to close: a client that opened a
+/// connection and never finished its HTTP/2 preface must not hold the shutdown.
+const CSI_DRAIN: Duration = Duration::from_secs(5);
+
+/// Wait for the CSI server to stop (the token is cancelled by now).
+async fn finish_csi(task: CsiTask) -> anyhow::Result<()> {
+    let Some(t) = task else {
+        return Ok(());
+    };
+    match tokio::time::timeout(CSI_DRAIN, t).await {
+        Ok(r) => r?.context("CSI server"),
+        Err(_) => {
+            tracing::warn!("CSI connections still open after {CSI_DRAIN:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
 /// Serve `app` on `listener` until `token` is cancelled. `into_make_service` resolves the
 /// router's routes once: serving a `Router` directly rebuilds its route table for every
 /// accepted connection (about 9 KiB each, 9 MiB with a thousand REX-Ray agents connected).
@@ -395,9 +426,11 @@ async fn finish_follower(
     admin_task: ServerTask,
     ls_task: ServerTask,
     offers_task: Option<ServerTask>,
+    csi_task: CsiTask,
 ) -> anyhow::Result<()> {
     admin_task.await?.context("admin server")?;
     ls_task.await?.context("libstorage server")?;
+    finish_csi(csi_task).await?;
     if let Some(t) = offers_task {
         t.await?.context("storage-offer endpoint")?;
     }
@@ -482,5 +515,13 @@ pub async fn run(
             )
         })?;
     announce!("polly: storage offers on http://{}", offers.local_addr()?);
-    serve(prepared, admin, ls, offers, shutdown).await
+    let csi = if prepared.config.csi.enabled {
+        let endpoint = prepared.config.csi.endpoint(&prepared.config.data_dir);
+        let l = crate::csi::bind(&endpoint).await?;
+        announce!("polly: CSI on {}", l.endpoint()?);
+        Some(l)
+    } else {
+        None
+    };
+    serve(prepared, admin, ls, offers, csi, shutdown).await
 }

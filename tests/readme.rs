@@ -139,6 +139,11 @@ fn serve_with_no_flags_uses_the_documented_defaults_and_stops_on_sigterm() {
         lines.contains(&"polly: libStorage on http://127.0.0.1:7979".to_string()),
         "{lines:?}"
     );
+    assert!(
+        lines.contains(&"polly: CSI on unix://./polly-data/csi.sock".to_string()),
+        "{lines:?}"
+    );
+    assert!(cwd.path().join("polly-data/csi.sock").exists());
     assert!(cwd.path().join("polly-data/store").is_dir());
     assert!(cwd.path().join("polly-data/vfs/vfs").is_dir());
     let resp = ns
@@ -172,4 +177,6 @@ fn serve_with_no_flags_uses_the_documented_defaults_and_stops_on_sigterm() {
         panic!("polly did not stop on SIGTERM")
     });
     assert!(status.success(), "{status:?}");
+    // A clean stop removes the CSI socket.
+    assert!(!cwd.path().join("polly-data/csi.sock").exists());
 }

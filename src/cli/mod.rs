@@ -113,6 +113,9 @@ pub struct ServeArgs {
     /// Storage-offer endpoint (Mesos v1 scheduler API) listen address. Default 127.0.0.1:7980.
     #[arg(long, env = "POLLY_OFFERS_LISTEN")]
     pub offers_listen: Option<SocketAddr>,
+    /// CSI endpoint: unix://PATH or tcp://IP:PORT. Default unix://<data dir>/csi.sock.
+    #[arg(long, env = "POLLY_CSI_LISTEN")]
+    pub csi_listen: Option<crate::csi::CsiEndpoint>,
 }
 
 #[derive(Debug, Args)]

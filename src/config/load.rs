@@ -14,6 +14,7 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     pub libstorage_listen: Option<SocketAddr>,
     pub offers_listen: Option<SocketAddr>,
+    pub csi_listen: Option<crate::csi::CsiEndpoint>,
 }
 
 /// Config TOML that does not parse into [`Config`]: one line naming the offending key.
@@ -69,6 +70,9 @@ impl Overrides {
         }
         if let Some(a) = self.offers_listen {
             cfg.offers.listen = a;
+        }
+        if let Some(e) = &self.csi_listen {
+            cfg.csi.listen = Some(e.clone());
         }
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{Overrides, ParseError};
 
 use crate::admin::AdminConfig;
+use crate::csi::{CsiConfig, CsiConfigError};
 use crate::driver::{DriverKind, ServiceConfig, ServiceConfigError};
 use crate::fencing::{FencingConfig, FencingConfigError};
 use crate::ha::{HaConfig, HaConfigError};
@@ -57,6 +58,9 @@ pub struct Config {
     /// High availability (`[ha]`): several instances on one etcd store, one leader.
     #[serde(default)]
     pub ha: HaConfig,
+    /// The CSI Identity and Controller services (`[csi]`).
+    #[serde(default)]
+    pub csi: CsiConfig,
     /// `[node]`, read by `polly node` (`crate::node::NodeSection`): the server accepts it
     /// and leaves it alone, so one file can configure both on a host that runs both.
     #[serde(default, skip_serializing)]
@@ -72,6 +76,7 @@ impl Default for Config {
             services: vec![ServiceConfig::new("vfs", DriverKind::Vfs)],
             store: StoreConfig::default(),
             ha: HaConfig::default(),
+            csi: CsiConfig::default(),
             node: None,
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -127,6 +132,8 @@ pub enum Error {
     Ha(#[from] HaConfigError),
     #[error("invalid config: {0}")]
     Offers(#[from] crate::offer_endpoint::config::Invalid),
+    #[error("invalid config: {0}")]
+    Csi(#[from] CsiConfigError),
 }
 
 #[cfg(test)]

@@ -14,6 +14,11 @@ fn defaults_match_the_documented_contract() {
     assert_eq!(c.libstorage.listen.to_string(), "127.0.0.1:7979");
     assert_eq!(c.offers.listen.to_string(), "127.0.0.1:7980");
     assert_eq!(c.offers.poll_interval_secs, 10.0);
+    assert!(c.csi.enabled);
+    assert_eq!(
+        c.csi.endpoint(&c.data_dir).to_string(),
+        "unix://./polly-data/csi.sock"
+    );
     assert_eq!(c.services.len(), 1);
     assert_eq!(c.services[0].name, "vfs");
     assert_eq!(c.services[0].driver, DriverKind::Vfs);
@@ -70,8 +75,13 @@ fn overrides_win_over_the_file_and_an_empty_token_is_none() {
         admin_token: Some(String::new()),
         libstorage_listen: Some("127.0.0.1:12".parse().unwrap()),
         offers_listen: Some("127.0.0.1:13".parse().unwrap()),
+        csi_listen: Some("tcp://127.0.0.1:14".parse().unwrap()),
     };
     let c = Config::load(Some(&path), &o).unwrap();
+    assert_eq!(
+        c.csi.endpoint(&c.data_dir).to_string(),
+        "tcp://127.0.0.1:14"
+    );
     assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
     assert_eq!(c.admin.listen.port(), 11);
     assert_eq!(c.admin.token, None);

@@ -38,6 +38,7 @@ impl Config {
         self.reconciler.validate()?;
         self.store.validate()?;
         self.ha.validate(self.store.backend)?;
+        self.csi.validate(&self.data_dir)?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::SharedListener(self.admin.listen));
         }

@@ -29,6 +29,12 @@ impl Manager {
         }
     }
 
+    /// The zones a configured service serves (empty: none, or a service built without a
+    /// config), for a surface that places volumes by zone (CSI topology).
+    pub fn service_zones(&self, service: &str) -> Vec<String> {
+        self.inner.zones.get(service).cloned().unwrap_or_default()
+    }
+
     /// Install the outside source of instance zones (once; later calls are ignored).
     pub fn set_instance_zones(&self, f: InstanceZones) {
         let _ = self.inner.instance_zones.set(f);

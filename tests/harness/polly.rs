@@ -16,6 +16,8 @@ pub struct Polly {
     pub libstorage: String,
     /// The storage-offer endpoint (Mesos v1 scheduler API), `http://ADDR`.
     pub offers: String,
+    /// The CSI endpoint, `unix://PATH` (a socket beside the data dir) or `tcp://ADDR`.
+    pub csi: String,
     pub data_dir: PathBuf,
     pub token: Option<String>,
     /// Started under a prefix command ([`Polly::start_wrapped`]).
@@ -133,6 +135,7 @@ impl Polly {
             .args(["--admin-listen", admin_listen])
             .args(["--libstorage-listen", "127.0.0.1:0"])
             .args(["--offers-listen", "127.0.0.1:0"])
+            .args(["--csi-listen", &csi_listen(data_dir)])
             .env_remove("POLLY_CONFIG")
             .env_remove("POLLY_ADMIN_TOKEN")
             .env("POLLY_LOG", "warn")
@@ -163,7 +166,7 @@ impl Polly {
                 let _ = tx.send(line);
             }
         });
-        let (mut admin, mut libstorage, mut offers) = (None, None, None);
+        let (mut admin, mut libstorage, mut offers, mut csi) = (None, None, None, None);
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => l,
@@ -178,6 +181,8 @@ impl Polly {
                 libstorage = Some(a.to_string());
             } else if let Some(a) = line.strip_prefix("polly: storage offers on ") {
                 offers = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("polly: CSI on ") {
+                csi = Some(a.to_string());
             } else if line == "polly: ready" {
                 break;
             }
@@ -187,6 +192,7 @@ impl Polly {
             admin: admin.expect("admin address printed"),
             libstorage: libstorage.expect("libstorage address printed"),
             offers: offers.expect("storage-offer address printed"),
+            csi: csi.expect("CSI endpoint printed"),
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
             wrapped: !wrap.is_empty(),
@@ -289,6 +295,18 @@ impl Drop for Polly {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The CSI endpoint a server on `data_dir` serves: a unix socket in the data dir (never the
+/// default under the working directory), or any free TCP port when that path would be too
+/// long for a socket.
+pub fn csi_listen(data_dir: &Path) -> String {
+    let sock = data_dir.join("csi.sock");
+    if sock.as_os_str().len() <= 100 {
+        format!("unix://{}", sock.display())
+    } else {
+        "tcp://127.0.0.1:0".to_string()
     }
 }
 
