@@ -1762,3 +1762,69 @@ async fn bad_input_gets_a_status_or_a_clean_close_and_changes_nothing() {
         .unwrap();
     assert_eq!(p.admin_get("/admin/store/dump").await, before);
 }
+
+/// kill -9 of `polly serve` while a CSI CreateVolume is between its intent and its record
+/// (the back-end call held before or after it created the volume), then the orchestrator's
+/// retry with the same name: exactly one volume, no orphan, no intent left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_by_sigkill_and_retried_makes_exactly_one_volume() {
+    for phase in ["before", "after"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let hung = format!(
+            "[[services]]\nname = \"vfs\"\ndriver = \"vfs\"\n[services.fault]\nhang = [\"create\"]\nhang_phase = \"{phase}\"\n"
+        );
+        let p = Polly::start_with(&data, Some(&hung), None);
+        let c = p.csi().await;
+        let req = create_req("pvc-crash", MIB, rwo(), &[]);
+        let mut ctl = c.controller.clone();
+        let r = req.clone();
+        let pending = tokio::spawn(async move { ctl.create_volume(r).await });
+        let admin = p.client();
+        let mut held = false;
+        for _ in 0..1500 {
+            let intents = admin.operations().await.unwrap().len();
+            let backend = harness::vfs_volume_dirs(&data, "vfs").len();
+            if intents == 1 && (phase == "before" || backend == 1) {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(held, "{phase}: the create never reached its hang");
+        p.kill9();
+        assert!(
+            pending.await.unwrap().is_err(),
+            "{phase}: answered before the kill"
+        );
+
+        let p = Polly::start(&data);
+        let mut c = p.csi().await;
+        let v = ten!(c.controller, create_volume, req.clone())
+            .volume
+            .unwrap();
+        let admin = p.client();
+        assert!(
+            admin.operations().await.unwrap().is_empty(),
+            "{phase}: intent left"
+        );
+        let report = admin.orphans().await.unwrap();
+        assert!(
+            report.orphans.is_empty() && report.missing.is_empty(),
+            "{phase}: {:?} {:?}",
+            report.orphans,
+            report.missing
+        );
+        let vols = p.volumes().await;
+        assert_eq!(vols.len(), 1, "{phase}: {vols:?}");
+        assert_eq!(vols[0]["id"], v.volume_id.as_str());
+        assert_eq!(harness::vfs_volume_dirs(&data, "vfs").len(), 1, "{phase}");
+        let listed = c
+            .controller
+            .list_volumes(ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.entries.len(), 1, "{phase}");
+    }
+}

@@ -468,6 +468,69 @@ async fn a_leader_stopped_cleanly_hands_over_at_once() {
     leader_among(&ps, stopped, Duration::from_secs(15)).await;
 }
 
+/// CSI on a follower: Identity answers (Probe: not ready), every Controller call is
+/// UNAVAILABLE naming the leader, and nothing it is asked reaches the store; the leader's
+/// CSI serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_csi_unavailable_naming_the_leader() {
+    use harness::csi::{create_req, rwo};
+    use polly::csi::v1::{ListVolumesRequest, ProbeRequest};
+    let Some(mut cluster) = etcd::cluster(2, "ha-csi", ha_config, Polly::start_config) else {
+        return;
+    };
+    let ps = std::mem::take(&mut cluster.nodes);
+    let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
+    let (leader, follower) = (&ps[li], &ps[1 - li]);
+    let since = Instant::now();
+    while health(follower).await["role"] != "follower" {
+        assert!(since.elapsed() < Duration::from_secs(10), "no follower");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut f = follower.csi().await;
+    let probe = f
+        .identity
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(false));
+    let err = f
+        .controller
+        .create_volume(create_req("on-follower", 1 << 20, rwo(), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains(hostport(&leader.admin)),
+        "{} does not name the leader {}",
+        err.message(),
+        leader.admin
+    );
+    let err = f
+        .controller
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(
+        leader.volumes().await.is_empty(),
+        "the follower created something"
+    );
+    let mut l = leader.csi().await;
+    let probe = l
+        .identity
+        .probe(ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(true));
+    l.controller
+        .create_volume(create_req("on-leader", 1 << 20, rwo(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(leader.volumes().await.len(), 1);
+}
+
 fn offers_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
     ha_config(url, prefix, root).replace(
         "driver = \"vfs\"\n",
