@@ -24,6 +24,8 @@ pub struct Usage {
 }
 
 /// statvfs(3) of `path`.
+// The statvfs fields are u64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::useless_conversion)]
 pub fn usage(path: &Path) -> Result<Usage> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(format!("path {}", path.display()), "it holds a NUL byte"))?;
@@ -36,16 +38,16 @@ pub fn usage(path: &Path) -> Result<Usage> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
-    let total_bytes = st.f_blocks as u64 * frsize;
-    let free_bytes = st.f_bfree as u64 * frsize;
+    let frsize = u64::from(st.f_frsize);
+    let total_bytes = u64::from(st.f_blocks) * frsize;
+    let free_bytes = u64::from(st.f_bfree) * frsize;
     Ok(Usage {
         total_bytes,
-        available_bytes: st.f_bavail as u64 * frsize,
+        available_bytes: u64::from(st.f_bavail) * frsize,
         used_bytes: total_bytes.saturating_sub(free_bytes),
-        total_inodes: st.f_files as u64,
-        free_inodes: st.f_ffree as u64,
-        used_inodes: (st.f_files as u64).saturating_sub(st.f_ffree as u64),
+        total_inodes: u64::from(st.f_files),
+        free_inodes: u64::from(st.f_ffree),
+        used_inodes: u64::from(st.f_files).saturating_sub(u64::from(st.f_ffree)),
     })
 }
 
