@@ -160,6 +160,14 @@ pub struct NodeArgs {
     /// Seconds one call to central may take. Default 120.
     #[arg(long)]
     pub central_timeout_secs: Option<u64>,
+    /// Serve CSI (Identity, Node, and Controller forwarded to --csi-server) on
+    /// unix://PATH or tcp://IP:PORT. Default: `[node] csi_endpoint`, else off.
+    #[arg(long, env = "POLLY_CSI_ENDPOINT")]
+    pub csi_endpoint: Option<crate::csi::CsiEndpoint>,
+    /// Central polly's CSI endpoint (its `[csi] listen`), where Controller calls are
+    /// forwarded. Default: `[node] csi_server`, else Controller calls are UNAVAILABLE.
+    #[arg(long, env = "POLLY_CSI_SERVER")]
+    pub csi_server: Option<crate::csi::CsiEndpoint>,
 }
 
 #[derive(Debug, Subcommand)]

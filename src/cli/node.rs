@@ -40,6 +40,9 @@ pub(super) async fn run(
         path_map,
         report_interval_secs: a.report_interval_secs,
         central_timeout_secs: a.central_timeout_secs,
+        csi_endpoint: a.csi_endpoint,
+        csi_server: a.csi_server,
+        csi_max_volumes: None,
     };
     let mut section = file.overlay(flags);
     if section.server.is_none() {

@@ -1,7 +1,7 @@
 //! Serving CSI: binding the endpoint (a unix socket: a stale socket file left by a process
 //! that died is replaced, a live one is refused; or TCP), serving Identity and Controller
-//! until shutdown (then removing the socket file), and the client side's connector, which
-//! dials a unix socket or TCP for tonic's channel.
+//! until shutdown (then removing the socket file), and the client side's connectors (eager,
+//! and lazy for a node forwarding Controller calls), which dial a unix socket or TCP.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -134,7 +134,29 @@ pub async fn serve(
     }
 }
 
-/// A channel to a CSI endpoint (the tests' client, and a node forwarding Controller calls).
+/// A channel to a CSI endpoint that dials on first use and redials after a failure (a node
+/// forwarding Controller calls to central, which may start later or restart).
+pub fn connect_lazy(endpoint: &CsiEndpoint) -> Result<Channel, tonic::transport::Error> {
+    match endpoint {
+        CsiEndpoint::Tcp(a) => Ok(Endpoint::from_shared(format!("http://{a}"))?.connect_lazy()),
+        CsiEndpoint::Unix(path) => {
+            let path = path.clone();
+            Ok(
+                Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+                    tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = path.clone();
+                        async move {
+                            let s = tokio::net::UnixStream::connect(path).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                        }
+                    }),
+                ),
+            )
+        }
+    }
+}
+
+/// A channel to a CSI endpoint (the tests' client).
 pub async fn connect(endpoint: &CsiEndpoint) -> Result<Channel, tonic::transport::Error> {
     match endpoint {
         CsiEndpoint::Tcp(a) => {

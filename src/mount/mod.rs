@@ -16,7 +16,8 @@
 //!
 //! Files: `mountinfo.rs` (parsing /proc/self/mountinfo), `syscall.rs` (mount(2),
 //! umount2(2)), `block.rs` (loop devices, blkid, mkfs, the release guard), `rbd.rs`, `ebs.rs`,
-//! `command.rs` (running helper programs with a deadline), `error.rs`.
+//! `resize.rs` (growing a mounted file system, statvfs), `command.rs` (running helper
+//! programs with a deadline), `error.rs`.
 
 mod block;
 mod command;
@@ -24,6 +25,7 @@ mod ebs;
 mod error;
 mod mountinfo;
 mod rbd;
+mod resize;
 mod syscall;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,7 @@ use block::{Attachment, Release};
 pub use ebs::{find_ebs_device, find_ebs_device_in};
 pub use error::{Error, Result};
 pub use mountinfo::{is_mounted, mountinfo, parse_mountinfo, MountEntry};
+pub use resize::{grow, usage, Usage};
 
 /// How long publish waits for an attached EBS volume's device to appear (udev links it
 /// shortly after the attachment completes).

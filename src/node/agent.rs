@@ -402,22 +402,7 @@ impl Agent {
 
     /// Central's paths as this node sees them (`[node] path_map`).
     fn localize(&self, source: Source) -> Source {
-        let cfg = &self.inner.cfg;
-        match source {
-            Source::Directory { path } => Source::Directory {
-                path: cfg.local_path(&path),
-            },
-            Source::Image {
-                path,
-                filesystem,
-                device,
-            } => Source::Image {
-                path: cfg.local_path(&path),
-                filesystem,
-                device,
-            },
-            other => other,
-        }
+        self.inner.cfg.localize(source)
     }
 
     /// User `mount_id` is done with `name`. The last user out unmounts and detaches.

@@ -1,10 +1,14 @@
 //! `[node]`: how `polly node` finds central Polly, who it is (instance id, zone), where it
-//! listens (the Docker plugin socket, health and metrics) and where it mounts.
+//! listens (the Docker plugin socket, the CSI endpoint, health and metrics) and where it
+//! mounts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::csi::CsiEndpoint;
+use crate::mount::Source;
 
 /// Where Docker looks for legacy volume plugins; the plugin's name is the file's stem.
 pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/polly.sock";
@@ -57,6 +61,13 @@ pub struct NodeConfig {
     pub report_interval_secs: u64,
     /// How long a call to central may take (attach on a cloud back-end can take a while).
     pub central_timeout_secs: u64,
+    /// Where the CSI Node service is served (off when unset).
+    pub csi_endpoint: Option<CsiEndpoint>,
+    /// Central's CSI endpoint, where Controller calls are forwarded (none: they are
+    /// UNAVAILABLE).
+    pub csi_server: Option<CsiEndpoint>,
+    /// NodeGetInfo's `max_volumes_per_node` (0: no limit).
+    pub csi_max_volumes: i64,
 }
 
 /// Why a `[node]` section or flag was refused.
@@ -94,6 +105,9 @@ pub struct NodeSection {
     pub path_map: Vec<PathMap>,
     pub report_interval_secs: Option<u64>,
     pub central_timeout_secs: Option<u64>,
+    pub csi_endpoint: Option<CsiEndpoint>,
+    pub csi_server: Option<CsiEndpoint>,
+    pub csi_max_volumes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +147,10 @@ impl NodeSection {
             service,
             default_size,
             report_interval_secs,
-            central_timeout_secs
+            central_timeout_secs,
+            csi_endpoint,
+            csi_server,
+            csi_max_volumes
         );
         if !flags.path_map.is_empty() {
             self.path_map = flags.path_map;
@@ -193,6 +210,12 @@ impl NodeSection {
                 "central_timeout_secs must be at least 1".into(),
             ));
         }
+        let csi_max_volumes = self.csi_max_volumes.unwrap_or(0);
+        if csi_max_volumes < 0 {
+            return Err(ConfigError::Invalid(format!(
+                "csi_max_volumes {csi_max_volumes} must be 0 (no limit) or more"
+            )));
+        }
         #[allow(clippy::unwrap_used)] // a constant that parses
         let default_listen: SocketAddr = DEFAULT_LISTEN.parse().unwrap();
         Ok(NodeConfig {
@@ -209,6 +232,9 @@ impl NodeSection {
             path_map: self.path_map,
             report_interval_secs,
             central_timeout_secs,
+            csi_endpoint: self.csi_endpoint,
+            csi_server: self.csi_server,
+            csi_max_volumes,
         })
     }
 }
@@ -228,6 +254,25 @@ impl NodeConfig {
             .max_by_key(|(depth, _)| *depth)
             .map(|(_, p)| p)
             .unwrap_or_else(|| central.to_path_buf())
+    }
+
+    /// Central's description of a volume's data with its paths as this node sees them.
+    pub fn localize(&self, source: Source) -> Source {
+        match source {
+            Source::Directory { path } => Source::Directory {
+                path: self.local_path(&path),
+            },
+            Source::Image {
+                path,
+                filesystem,
+                device,
+            } => Source::Image {
+                path: self.local_path(&path),
+                filesystem,
+                device,
+            },
+            other => other,
+        }
     }
 }
 

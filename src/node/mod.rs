@@ -1,8 +1,9 @@
 //! `polly node`: Polly on every node. The agent owns no volume state: it asks central
 //! Polly (its admin API) to attach or detach volumes for its instance id and mounts them
 //! locally ([`crate::mount`]), keeping only mount ids and mount points in a small state
-//! file. Docker reaches it through the volume plugin socket ([`docker`]); operators and
-//! Prometheus through its health and metrics endpoint.
+//! file. Docker reaches it through the volume plugin socket ([`docker`]); orchestrators
+//! through its CSI socket ([`csi`]: Identity, Node, and Controller forwarded to central);
+//! operators and Prometheus through its health and metrics endpoint.
 //!
 //! It reports itself to central as an instance (id, hostname, zone) at start and every
 //! `report_interval_secs`, as a REX-Ray agent does, so zones, Mesos agent mapping and
@@ -10,6 +11,7 @@
 
 mod agent;
 pub mod config;
+pub mod csi;
 pub mod docker;
 mod error;
 mod health;
@@ -40,6 +42,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("[node] csi_endpoint: {0}")]
+    Csi(#[from] crate::csi::BindError),
 }
 
 /// Listen on the plugin socket: its directory created, a stale socket file (left by a
@@ -84,6 +88,20 @@ pub async fn run(
             addr: cfg.listen.to_string(),
             source,
         })?;
+    // The CSI side, when asked for: its own state recovered before its socket is served.
+    let csi = match &cfg.csi_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let node_csi = csi::NodeCsi::open(cfg.clone())?;
+            node_csi.recover().await?;
+            let listener = crate::csi::bind(endpoint).await?;
+            let at = listener
+                .endpoint()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|_| endpoint.to_string());
+            Some((node_csi, listener, at))
+        }
+    };
     let central = Arc::new(health::CentralStatus::default());
     let health_addr = health
         .local_addr()
@@ -99,6 +117,16 @@ pub async fn run(
         "polly node: instance {} of {}",
         cfg.instance_id, cfg.server
     ));
+    let csi_token = tokio_util::sync::CancellationToken::new();
+    let csi_task = csi.map(|(node_csi, listener, at)| {
+        announce(&format!("polly node: CSI on {at}"));
+        let token = csi_token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = csi::serve(node_csi, listener, token).await {
+                tracing::error!(error = %e, "csi: serving stopped");
+            }
+        })
+    });
     announce("polly node: ready");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -119,7 +147,11 @@ pub async fn run(
     shutdown.await;
     tracing::info!("polly node stopping; volumes stay mounted");
     let _ = stop_tx.send(true);
+    csi_token.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        if let Some(t) = csi_task {
+            let _ = t.await;
+        }
         let _ = plugin_task.await;
         let _ = health_task.await;
         let _ = reporter.await;

@@ -118,21 +118,25 @@ impl StateFile {
 
     /// Replace the file with `state`, durably: once this returns, a crash keeps it.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
-            path: tmp.clone(),
+            path: self.path(),
             source,
         })?;
-        let mut f = File::create(&tmp).map_err(|e| self.io(e))?;
-        f.write_all(&bytes).map_err(|e| self.io(e))?;
-        f.sync_all().map_err(|e| self.io(e))?;
-        drop(f);
-        fs::rename(&tmp, self.path()).map_err(|e| self.io(e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io(e))
+        write_durably(&self.dir, FILE, &bytes).map_err(|e| self.io(e))
     }
+}
+
+/// Replace `dir/name` with `bytes` so that a crash leaves the old or the new content, never
+/// a mix: a temp file written and fsynced, renamed over, and the directory fsynced.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

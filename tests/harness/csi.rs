@@ -1,10 +1,12 @@
-//! The CSI endpoint of a running [`Polly`] as an orchestrator talks to it: the generated
-//! tonic clients on its unix socket (or TCP), and builders of the requests tests send.
+//! The CSI endpoint of a running [`Polly`] (or of a `polly node`) as an orchestrator talks
+//! to it: the generated tonic clients on its unix socket (or TCP), and builders of the
+//! requests tests send.
 
 use std::collections::HashMap;
 
 use polly::csi::v1::controller_client::ControllerClient;
 use polly::csi::v1::identity_client::IdentityClient;
+use polly::csi::v1::node_client::NodeClient;
 use polly::csi::v1::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use polly::csi::v1::{CapacityRange, CreateVolumeRequest, VolumeCapability};
 use polly::csi::CsiEndpoint;
@@ -33,6 +35,26 @@ impl Polly {
             controller: ControllerClient::new(channel.clone()),
             channel,
         }
+    }
+}
+
+/// The clients of a `polly node`'s CSI socket: Identity, Node, and Controller (forwarded to
+/// central).
+pub struct NodeCsiClients {
+    pub identity: IdentityClient<Channel>,
+    pub node: NodeClient<Channel>,
+    pub controller: ControllerClient<Channel>,
+}
+
+/// Clients connected to a node's CSI endpoint (`unix://PATH`).
+pub async fn node_csi(endpoint: &str) -> NodeCsiClients {
+    let channel = polly::csi::connect(&endpoint.parse().unwrap())
+        .await
+        .unwrap();
+    NodeCsiClients {
+        identity: IdentityClient::new(channel.clone()),
+        node: NodeClient::new(channel.clone()),
+        controller: ControllerClient::new(channel),
     }
 }
 
