@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use config::{CsiConfig, CsiConfigError, CsiEndpoint};
 pub use error::{CsiError, Result};
-pub use serve::{bind, connect, connect_lazy, serve, BindError, Listener};
+pub use serve::{bind, connect, connect_lazy, serve, serve_router, server, BindError, Listener};
 
 use crate::ha::{Role, RoleState};
 use crate::store::Volume;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use super::config::CsiEndpoint;
@@ -114,10 +115,23 @@ pub async fn serve(
     listener: Listener,
     token: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+    let router = server()
         .add_service(IdentityServer::new(csi.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(ControllerServer::new(csi).max_decoding_message_size(MAX_REQUEST_BYTES));
+    serve_router(router, listener, token).await
+}
+
+/// The gRPC server every CSI endpoint of Polly's is built on (central's and the node's).
+pub fn server() -> Server {
+    Server::builder().http2_keepalive_interval(Some(Duration::from_secs(60)))
+}
+
+/// Serve `router` on `listener` until `token` is cancelled, then remove the socket file.
+pub async fn serve_router(
+    router: Router,
+    listener: Listener,
+    token: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
     match listener {
         Listener::Tcp(l) => {
             router

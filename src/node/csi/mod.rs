@@ -18,12 +18,9 @@ mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 use crate::csi::v1::controller_client::ControllerClient;
 use crate::csi::v1::controller_server::ControllerServer;
@@ -182,23 +179,9 @@ pub async fn serve(
     listener: Listener,
     token: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+    let router = crate::csi::server()
         .add_service(IdentityServer::new(csi.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(NodeServer::new(csi.clone()).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(ControllerServer::new(csi).max_decoding_message_size(MAX_REQUEST_BYTES));
-    match listener {
-        Listener::Tcp(l) => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), token.cancelled_owned())
-                .await
-        }
-        Listener::Unix(l, path) => {
-            let res = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(l), token.cancelled_owned())
-                .await;
-            let _ = std::fs::remove_file(&path);
-            res
-        }
-    }
+    crate::csi::serve_router(router, listener, token).await
 }
