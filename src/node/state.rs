@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::mount::Published;
@@ -82,48 +83,62 @@ impl StateFile {
         self.dir.join(FILE)
     }
 
-    fn io(&self, source: std::io::Error) -> StateError {
-        StateError::Io {
-            path: self.path(),
-            source,
-        }
-    }
-
     /// The saved state; empty when there is no file yet.
     pub fn load(&self) -> Result<State, StateError> {
-        let path = self.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State {
-                    version: VERSION,
-                    volumes: BTreeMap::new(),
-                })
-            }
-            Err(e) => return Err(self.io(e)),
-        };
-        let state: State =
-            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                path: path.clone(),
-                source,
-            })?;
-        if state.version != VERSION {
-            return Err(StateError::Version {
-                path,
-                found: state.version,
-            });
-        }
-        Ok(state)
+        read_versioned(
+            &self.path(),
+            |s: &State| s.version,
+            || State {
+                version: VERSION,
+                volumes: BTreeMap::new(),
+            },
+        )
     }
 
     /// Replace the file with `state`, durably: once this returns, a crash keeps it.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
-            path: self.path(),
-            source,
-        })?;
-        write_durably(&self.dir, FILE, &bytes).map_err(|e| self.io(e))
+        save_json(&self.dir, FILE, state)
     }
+}
+
+/// A versioned JSON state file of the node's: `empty()` when there is none yet; one that
+/// does not parse, or of another version, is an error naming it.
+pub fn read_versioned<T: DeserializeOwned>(
+    path: &Path,
+    version: fn(&T) -> u32,
+    empty: impl FnOnce() -> T,
+) -> Result<T, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty()),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let state: T = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if version(&state) != VERSION {
+        return Err(StateError::Version {
+            path: path.to_path_buf(),
+            found: version(&state),
+        });
+    }
+    Ok(state)
+}
+
+/// Write `state` as `dir/name`, durably ([`write_durably`]).
+pub fn save_json<T: Serialize>(dir: &Path, name: &str, state: &T) -> Result<(), StateError> {
+    let path = dir.join(name);
+    let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
+        path: path.clone(),
+        source,
+    })?;
+    write_durably(dir, name, &bytes).map_err(|source| StateError::Io { path, source })
 }
 
 /// Replace `dir/name` with `bytes` so that a crash leaves the old or the new content, never

@@ -5,13 +5,12 @@
 //! orchestrator's NodeUnpublish / NodeUnstage from the record.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::mount::{Published, Source};
-use crate::node::state::write_durably;
+use crate::node::state::{read_versioned, save_json};
 use crate::node::StateError;
 
 const FILE: &str = "csi.json";
@@ -79,42 +78,14 @@ impl CsiStateFile {
         self.dir.join(FILE)
     }
 
-    fn io(&self, source: std::io::Error) -> StateError {
-        StateError::Io {
-            path: self.path(),
-            source,
-        }
-    }
-
     /// The saved state; empty when there is no file yet.
     pub fn load(&self) -> Result<CsiState, StateError> {
-        let path = self.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CsiState::default()),
-            Err(e) => return Err(self.io(e)),
-        };
-        let state: CsiState =
-            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                path: path.clone(),
-                source,
-            })?;
-        if state.version != VERSION {
-            return Err(StateError::Version {
-                path,
-                found: state.version,
-            });
-        }
-        Ok(state)
+        read_versioned(&self.path(), |s: &CsiState| s.version, CsiState::default)
     }
 
     /// Replace the file with `state`, durably.
     pub fn save(&self, state: &CsiState) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Corrupt {
-            path: self.path(),
-            source,
-        })?;
-        write_durably(&self.dir, FILE, &bytes).map_err(|e| self.io(e))
+        save_json(&self.dir, FILE, state)
     }
 }
 
