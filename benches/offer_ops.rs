@@ -92,9 +92,17 @@ async fn start(config: &str) -> Server {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        polly::server::serve(prepared, admin_l, ls_l, offers_l, None, s.cancelled_owned())
-            .await
-            .unwrap()
+        polly::server::serve(
+            prepared,
+            admin_l,
+            ls_l,
+            offers_l,
+            None,
+            None,
+            s.cancelled_owned(),
+        )
+        .await
+        .unwrap()
     });
     let http = reqwest::Client::new();
     loop {

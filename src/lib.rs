@@ -1,8 +1,11 @@
 //! Polly: a centralized storage scheduler. It polls storage back-ends for capacity, offers it
 //! to Mesos frameworks, tracks reservations in an embedded store, and serves the same volumes
-//! to REX-Ray agents through a libStorage-compatible façade.
+//! to REX-Ray agents through a libStorage-compatible façade, to Kubernetes and Nomad over CSI,
+//! to Docker and Cloud Foundry cells through `polly node`, and to Cloud Foundry's cloud
+//! controller as an Open Service Broker.
 
 pub mod admin;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,5 +1,5 @@
-//! `polly serve`: opens the store and drivers, binds the admin, libStorage, storage-offer
-//! and CSI listeners, resolves intents left by a previous run, then serves until the
+//! `polly serve`: opens the store and drivers, binds the admin, libStorage, storage-offer,
+//! CSI and (when configured) Open Service Broker listeners, resolves intents left by a previous run, then serves until the
 //! shutdown future fires.
 
 use std::future::Future;
@@ -50,6 +50,8 @@ pub struct Prepared {
     /// With `[ha]`: the instance's role, whose client forwards to the leader (trusting the
     /// leader's TLS certificate as configured).
     pub role: Option<crate::ha::Role>,
+    /// The Open Service Broker's credentials, when `[broker]` has them (else it is off).
+    pub broker: Option<crate::broker::Credentials>,
 }
 
 /// Load the façade's auth keys and TLS files, open the store and the drivers.
@@ -73,6 +75,10 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     } else {
         None
     };
+    let broker = config
+        .broker
+        .credentials()
+        .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = Store::open_config(&config.store, &config.store_dir())?;
@@ -97,6 +103,7 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         auth,
         tls,
         role,
+        broker,
     })
 }
 
@@ -107,6 +114,7 @@ pub async fn serve(
     libstorage_listener: TcpListener,
     offers_listener: TcpListener,
     csi_listener: Option<crate::csi::Listener>,
+    broker_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -115,6 +123,7 @@ pub async fn serve(
         auth,
         tls,
         role,
+        broker,
     } = prepared;
     let token = CancellationToken::new();
     // Watch for shutdown from the start: a stop during start-up reconciliation stops the
@@ -237,6 +246,27 @@ pub async fn serve(
         tokio::spawn(crate::csi::serve(csi, l, token.clone()))
     });
 
+    // The broker too: it answers 503 until this instance leads and has reconciled, then
+    // finishes what a previous run left in progress.
+    let broker = match (broker, broker_listener) {
+        (Some(creds), Some(l)) => {
+            let b = crate::broker::Broker::new(
+                manager.clone(),
+                config.broker.clone(),
+                creds,
+                ready.clone(),
+                role.clone(),
+            );
+            let task = tokio::spawn(crate::broker::serve(b.clone(), l, token.clone()));
+            Some((b, task))
+        }
+        _ => None,
+    };
+    let (broker, broker_task) = match broker {
+        Some((b, t)) => (Some(b), Some(t)),
+        None => (None, None),
+    };
+
     // With `[ha]`, the storage-offer endpoint serves from the start: a follower answers 307.
     let mut offers_listener = Some(offers_listener);
     let mut offers_task = None;
@@ -281,7 +311,8 @@ pub async fn serve(
                 term = Some(leadership);
             }
             None => {
-                return finish_follower(admin_task, ls_task, offers_task, csi_task).await;
+                return finish_follower(admin_task, ls_task, offers_task, csi_task, broker_task)
+                    .await;
             }
         }
     }
@@ -313,6 +344,15 @@ pub async fn serve(
         }
         if !ready.swap(true, Ordering::AcqRel) {
             announce!("polly: ready");
+        }
+        if let Some(b) = &broker {
+            match b.recover() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(operations = n, "broker: finishing interrupted operations"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker: cannot read its instances to finish interrupted operations")
+                }
+            }
         }
 
         let resolver = tokio::spawn(manager.clone().run_reconciler(interval, token.clone()));
@@ -351,6 +391,9 @@ pub async fn serve(
         admin_task.await?.context("admin server")?;
         ls_task.await?.context("libstorage server")?;
         finish_csi(csi_task).await?;
+        if let Some(t) = broker_task {
+            t.await?.context("broker")?;
+        }
         token.cancel();
         let _ = resolver.await;
         let _ = fencer.await;
@@ -427,10 +470,14 @@ async fn finish_follower(
     ls_task: ServerTask,
     offers_task: Option<ServerTask>,
     csi_task: CsiTask,
+    broker_task: Option<ServerTask>,
 ) -> anyhow::Result<()> {
     admin_task.await?.context("admin server")?;
     ls_task.await?.context("libstorage server")?;
     finish_csi(csi_task).await?;
+    if let Some(t) = broker_task {
+        t.await?.context("broker")?;
+    }
     if let Some(t) = offers_task {
         t.await?.context("storage-offer endpoint")?;
     }
@@ -523,5 +570,18 @@ pub async fn run(
     } else {
         None
     };
-    serve(prepared, admin, ls, offers, csi, shutdown).await
+    let broker = if prepared.broker.is_some() {
+        let listen = prepared.config.broker.listen;
+        let l = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind the Open Service Broker on {listen}"))?;
+        announce!("polly: broker on http://{}", l.local_addr()?);
+        Some(l)
+    } else {
+        tracing::info!(
+            "broker: off (set [broker] username and password to serve the Open Service Broker API)"
+        );
+        None
+    };
+    serve(prepared, admin, ls, offers, csi, broker, shutdown).await
 }

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["mesos"],
     &["fencing", "ha"],
     // Surfaces that translate a wire protocol into volume-manager calls.
-    &["libstorage", "offer_endpoint", "csi"],
+    &["libstorage", "offer_endpoint", "csi", "broker"],
     // The operator's surface: it also reads the other surfaces' views.
     &["admin"],
     // Composes every owner's config section, loads and cross-checks them.

@@ -176,6 +176,42 @@ fn vol(id: u8, service: u8, name: u8, size: u64) -> Volume {
     }
 }
 
+fn broker_instance(i: u8, st: u8, size: u64) -> BrokerInstance {
+    BrokerInstance {
+        id: format!("inst{i}"),
+        service_id: "s".into(),
+        plan_id: "p".into(),
+        service: "svc0".into(),
+        volume_name: format!("osb-inst{i}"),
+        volume_id: (st == 1).then(|| format!("pv-{i}")),
+        size_bytes: size,
+        access_mode: AccessMode::MultiWriter,
+        pool: None,
+        organization_guid: "org".into(),
+        space_guid: "space".into(),
+        context: serde_json::Value::Null,
+        parameters: serde_json::json!({ "size": size }),
+        last_operation: BrokerOperation {
+            id: format!("provision-{i}{st}"),
+            kind: BrokerOpKind::Provision,
+            state: [
+                BrokerOpState::InProgress,
+                BrokerOpState::Succeeded,
+                BrokerOpState::Failed,
+            ][st as usize],
+            description: None,
+            failure_status: (st == 2).then_some(500),
+            originating_identity: None,
+            plan_id: None,
+            size_bytes: None,
+            parameters: None,
+            started_at: 1,
+            finished_at: None,
+        },
+        created_at: 1,
+    }
+}
+
 fn intent(id: u64) -> Intent {
     Intent {
         id,
@@ -198,6 +234,8 @@ struct Model {
     reservations: BTreeMap<(String, String), Reservation>,
     operations: BTreeMap<(String, String), OperationRecord>,
     nodes: BTreeMap<String, NodeRecord>,
+    broker_instances: BTreeMap<String, BrokerInstance>,
+    broker_bindings: BTreeMap<(String, String), BrokerBinding>,
 }
 
 impl Model {
@@ -269,6 +307,23 @@ impl Model {
                 }
                 Op::DeleteNode(id) => {
                     next.nodes.remove(id);
+                }
+                Op::PutBrokerInstance(i) => {
+                    next.broker_instances.insert(i.id.clone(), i.clone());
+                }
+                Op::DeleteBrokerInstance(id) => {
+                    next.broker_instances.remove(id);
+                }
+                Op::PutBrokerBinding(b) => {
+                    next.broker_bindings
+                        .insert((b.instance_id.clone(), b.id.clone()), b.clone());
+                }
+                Op::DeleteBrokerBinding {
+                    instance_id,
+                    binding_id,
+                } => {
+                    next.broker_bindings
+                        .remove(&(instance_id.clone(), binding_id.clone()));
                 }
             }
         }
@@ -342,6 +397,27 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             fenced_at: (st == 2).then_some(t),
         })),
         1 => (0u8..3).prop_map(|n| Op::DeleteNode(format!("agent{n}"))),
+        1 => (0u8..3, 0u8..3, 1u64..100).prop_map(|(i, st, size)| Op::PutBrokerInstance(broker_instance(i, st, size))),
+        1 => (0u8..3).prop_map(|i| Op::DeleteBrokerInstance(format!("inst{i}"))),
+        // Instance ids that prefix one another ("inst1", "inst10") keep per-instance scans honest.
+        1 => (prop_oneof![Just("inst1"), Just("inst10"), Just("inst2")], 0u8..3, any::<bool>())
+            .prop_map(|(i, b, ro)| Op::PutBrokerBinding(BrokerBinding {
+                id: format!("bind{b}"),
+                instance_id: i.to_string(),
+                service_id: "s".into(),
+                plan_id: "p".into(),
+                app_guid: Some("app".into()),
+                bind_resource: serde_json::Value::Null,
+                parameters: serde_json::json!({ "readonly": ro }),
+                container_dir: "/data".into(),
+                read_only: ro,
+                originating_identity: None,
+                created_at: 1,
+            })),
+        1 => (prop_oneof![Just("inst1"), Just("inst10"), Just("inst2")], 0u8..3).prop_map(|(i, b)| Op::DeleteBrokerBinding {
+            instance_id: i.to_string(),
+            binding_id: format!("bind{b}"),
+        }),
     ]
 }
 
@@ -393,6 +469,29 @@ fn assert_matches(store: &Store, model: &Model) {
     );
     for n in model.nodes.values() {
         assert_eq!(store.node(&n.id).unwrap().as_ref(), Some(n));
+    }
+    assert_eq!(
+        store.broker_instances().unwrap(),
+        model.broker_instances.values().cloned().collect::<Vec<_>>()
+    );
+    for i in model.broker_instances.values() {
+        assert_eq!(store.broker_instance(&i.id).unwrap().as_ref(), Some(i));
+    }
+    assert_eq!(
+        store.broker_bindings(None).unwrap(),
+        model.broker_bindings.values().cloned().collect::<Vec<_>>()
+    );
+    for iid in ["inst1", "inst10", "inst2"] {
+        let want: Vec<BrokerBinding> = model
+            .broker_bindings
+            .iter()
+            .filter(|((i, _), _)| i == iid)
+            .map(|(_, b)| b.clone())
+            .collect();
+        assert_eq!(store.broker_bindings(Some(iid)).unwrap(), want, "{iid}");
+        for b in &want {
+            assert_eq!(store.broker_binding(iid, &b.id).unwrap().as_ref(), Some(b));
+        }
     }
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }

@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// CSI endpoint: unix://PATH or tcp://IP:PORT. Default unix://<data dir>/csi.sock.
     #[arg(long, env = "POLLY_CSI_LISTEN")]
     pub csi_listen: Option<crate::csi::CsiEndpoint>,
+    /// Open Service Broker listen address (served only when `[broker]` has credentials).
+    /// Default 127.0.0.1:7981.
+    #[arg(long, env = "POLLY_BROKER_LISTEN")]
+    pub broker_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub(super) async fn run(a: ServeArgs, token: Option<String>) -> anyhow::Result<(
         libstorage_listen: a.libstorage_listen,
         offers_listen: a.offers_listen,
         csi_listen: a.csi_listen,
+        broker_listen: a.broker_listen,
     };
     // Before anything slow (store open, start-up reconciliation), so SIGTERM is a
     // graceful stop from the start.

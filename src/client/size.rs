@@ -54,21 +54,7 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     Ok(bytes as u64)
 }
 
-/// `12884901888` → `12 GiB`.
-pub fn human_size(b: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 || v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::volumes::human_size;
 
 #[cfg(test)]
 mod tests {

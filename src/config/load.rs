@@ -15,6 +15,7 @@ pub struct Overrides {
     pub libstorage_listen: Option<SocketAddr>,
     pub offers_listen: Option<SocketAddr>,
     pub csi_listen: Option<crate::csi::CsiEndpoint>,
+    pub broker_listen: Option<SocketAddr>,
 }
 
 /// Config TOML that does not parse into [`Config`]: one line naming the offending key.
@@ -73,6 +74,9 @@ impl Overrides {
         }
         if let Some(e) = &self.csi_listen {
             cfg.csi.listen = Some(e.clone());
+        }
+        if let Some(a) = self.broker_listen {
+            cfg.broker.listen = a;
         }
     }
 }

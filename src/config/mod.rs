@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{Overrides, ParseError};
 
 use crate::admin::AdminConfig;
+use crate::broker::{BrokerConfig, BrokerConfigError};
 use crate::csi::{CsiConfig, CsiConfigError};
 use crate::driver::{DriverKind, ServiceConfig, ServiceConfigError};
 use crate::fencing::{FencingConfig, FencingConfigError};
@@ -61,6 +62,9 @@ pub struct Config {
     /// The CSI Identity and Controller services (`[csi]`).
     #[serde(default)]
     pub csi: CsiConfig,
+    /// The Open Service Broker (`[broker]`), off until it has credentials.
+    #[serde(default)]
+    pub broker: BrokerConfig,
     /// `[node]`, read by `polly node` (`crate::node::NodeSection`): the server accepts it
     /// and leaves it alone, so one file can configure both on a host that runs both.
     #[serde(default, skip_serializing)]
@@ -77,6 +81,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             ha: HaConfig::default(),
             csi: CsiConfig::default(),
+            broker: BrokerConfig::default(),
             node: None,
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -134,6 +139,8 @@ pub enum Error {
     Offers(#[from] crate::offer_endpoint::config::Invalid),
     #[error("invalid config: {0}")]
     Csi(#[from] CsiConfigError),
+    #[error("invalid config: {0}")]
+    Broker(#[from] BrokerConfigError),
 }
 
 #[cfg(test)]

@@ -76,8 +76,10 @@ fn overrides_win_over_the_file_and_an_empty_token_is_none() {
         libstorage_listen: Some("127.0.0.1:12".parse().unwrap()),
         offers_listen: Some("127.0.0.1:13".parse().unwrap()),
         csi_listen: Some("tcp://127.0.0.1:14".parse().unwrap()),
+        broker_listen: Some("127.0.0.1:15".parse().unwrap()),
     };
     let c = Config::load(Some(&path), &o).unwrap();
+    assert_eq!(c.broker.listen.port(), 15);
     assert_eq!(
         c.csi.endpoint(&c.data_dir).to_string(),
         "tcp://127.0.0.1:14"

@@ -39,6 +39,8 @@ impl Config {
         self.store.validate()?;
         self.ha.validate(self.store.backend)?;
         self.csi.validate(&self.data_dir)?;
+        let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        self.broker.validate(&names)?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::SharedListener(self.admin.listen));
         }

@@ -18,11 +18,13 @@ pub(crate) enum Tree {
     Reservations,
     Operations,
     Nodes,
+    BrokerInstances,
+    BrokerBindings,
 }
 
 impl Tree {
     /// Every tree, in the order sled's transaction takes them.
-    pub(crate) const ALL: [Tree; 8] = [
+    pub(crate) const ALL: [Tree; 10] = [
         Tree::Volumes,
         Tree::Names,
         Tree::Intents,
@@ -31,6 +33,8 @@ impl Tree {
         Tree::Reservations,
         Tree::Operations,
         Tree::Nodes,
+        Tree::BrokerInstances,
+        Tree::BrokerBindings,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -43,6 +47,8 @@ impl Tree {
             Tree::Reservations => "reservations",
             Tree::Operations => "offer_operations",
             Tree::Nodes => "nodes",
+            Tree::BrokerInstances => "broker_instances",
+            Tree::BrokerBindings => "broker_bindings",
         }
     }
 
@@ -57,6 +63,8 @@ impl Tree {
             Tree::Reservations => 5,
             Tree::Operations => 6,
             Tree::Nodes => 7,
+            Tree::BrokerInstances => 8,
+            Tree::BrokerBindings => 9,
         }
     }
 }
@@ -216,6 +224,21 @@ pub(crate) fn write_ops<T: TxView>(tx: &mut T, ops: &[Op]) -> Result<(), T::Erro
             }
             Op::PutNode(n) => tx.put(Tree::Nodes, n.id.as_bytes().to_vec(), encode(n))?,
             Op::DeleteNode(id) => tx.delete(Tree::Nodes, id.as_bytes().to_vec())?,
+            Op::PutBrokerInstance(i) => {
+                tx.put(Tree::BrokerInstances, i.id.as_bytes().to_vec(), encode(i))?
+            }
+            Op::DeleteBrokerInstance(id) => {
+                tx.delete(Tree::BrokerInstances, id.as_bytes().to_vec())?
+            }
+            Op::PutBrokerBinding(b) => tx.put(
+                Tree::BrokerBindings,
+                name_key(&b.instance_id, &b.id),
+                encode(b),
+            )?,
+            Op::DeleteBrokerBinding {
+                instance_id,
+                binding_id,
+            } => tx.delete(Tree::BrokerBindings, name_key(instance_id, binding_id))?,
         }
     }
     Ok(())

@@ -25,8 +25,9 @@ use backend::{Backend, Tree};
 
 pub use config::{EtcdConfig, StoreBackend, StoreConfig, StoreConfigError, ETCD_FEATURE_MISSING};
 pub use types::{
-    Attachment, Instance, Intent, IntentOp, NodeRecord, NodeState, OperationRecord, Reservation,
-    Volume, VolumeStatus,
+    Attachment, BrokerBinding, BrokerInstance, BrokerOpKind, BrokerOpState, BrokerOperation,
+    Instance, Intent, IntentOp, NodeRecord, NodeState, OperationRecord, Reservation, Volume,
+    VolumeStatus,
 };
 
 /// The on-disk layout version this build reads and writes.
@@ -120,6 +121,15 @@ pub enum Op {
     /// Insert or replace a lost or fenced node's record (keyed by its id).
     PutNode(NodeRecord),
     DeleteNode(String),
+    /// Insert or replace an Open Service Broker instance's record (keyed by its id).
+    PutBrokerInstance(BrokerInstance),
+    DeleteBrokerInstance(String),
+    /// Insert or replace a broker binding's record (keyed by instance id, binding id).
+    PutBrokerBinding(BrokerBinding),
+    DeleteBrokerBinding {
+        instance_id: String,
+        binding_id: String,
+    },
 }
 
 /// Everything in the store, for `polly store dump` and backups.
@@ -136,6 +146,10 @@ pub struct Dump {
     pub operations: Vec<OperationRecord>,
     #[serde(default)]
     pub nodes: Vec<NodeRecord>,
+    #[serde(default)]
+    pub broker_instances: Vec<BrokerInstance>,
+    #[serde(default)]
+    pub broker_bindings: Vec<BrokerBinding>,
 }
 
 /// The decoded volume list readers share ([`Store::volumes_shared`]): every volume sorted by
@@ -605,6 +619,38 @@ impl Store {
         self.record(Tree::Nodes, id.as_bytes())
     }
 
+    /// The Open Service Broker's instances, sorted by id.
+    pub fn broker_instances(&self) -> Result<Vec<BrokerInstance>> {
+        self.scan(Tree::BrokerInstances)
+    }
+
+    pub fn broker_instance(&self, id: &str) -> Result<Option<BrokerInstance>> {
+        self.record(Tree::BrokerInstances, id.as_bytes())
+    }
+
+    /// The broker's bindings (of one instance, when given), sorted by instance then id.
+    pub fn broker_bindings(&self, instance_id: Option<&str>) -> Result<Vec<BrokerBinding>> {
+        let Some(iid) = instance_id else {
+            return self.scan(Tree::BrokerBindings);
+        };
+        let prefix = name_key(iid, "");
+        let mut out = Vec::new();
+        let tree = Tree::BrokerBindings;
+        self.backend().scan(tree, &prefix, &mut |k, v| {
+            out.push(decode(tree.name(), k, v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub fn broker_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<Option<BrokerBinding>> {
+        self.record(Tree::BrokerBindings, &name_key(instance_id, binding_id))
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .backend()
@@ -647,6 +693,8 @@ impl Store {
             reservations: self.reservations()?,
             operations: self.operations()?,
             nodes: self.nodes()?,
+            broker_instances: self.broker_instances()?,
+            broker_bindings: self.broker_bindings(None)?,
         })
     }
 

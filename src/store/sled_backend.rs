@@ -30,7 +30,7 @@ pub(super) struct SledBackend {
     /// Group commit: which committed writes are durable, and who is flushing.
     pub(super) durability: Durability,
     /// The trees, in [`Tree::ALL`] order.
-    trees: [sled::Tree; 8],
+    trees: [sled::Tree; 10],
 }
 
 /// The bound on sled's page cache (see [`SledBackend::open`]).
@@ -70,6 +70,8 @@ impl SledBackend {
             open(Tree::ALL[5])?,
             open(Tree::ALL[6])?,
             open(Tree::ALL[7])?,
+            open(Tree::ALL[8])?,
+            open(Tree::ALL[9])?,
         ];
         let store = SledBackend {
             log,

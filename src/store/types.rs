@@ -1,5 +1,6 @@
-//! Records the store keeps: volumes, instances, operation intents, and the storage-offer
-//! endpoint's framework reservations and offer operations (serialized as JSON).
+//! Records the store keeps: volumes, instances, operation intents, the storage-offer
+//! endpoint's framework reservations and offer operations, lost nodes, and the Open Service
+//! Broker's instances and bindings (serialized as JSON).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -194,4 +195,107 @@ pub struct NodeRecord {
     pub released: Vec<String>,
     /// Unix seconds the last volume was released.
     pub fenced_at: Option<u64>,
+}
+
+/// What an Open Service Broker operation on an instance does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerOpKind {
+    Provision,
+    Update,
+    Deprovision,
+}
+
+/// Where a broker operation is: the `last_operation` states of the OSB API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerOpState {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+/// The last operation on a broker instance. Saved `in_progress` before the volume manager
+/// is asked, so an operation cut by a crash is found and finished at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerOperation {
+    /// The `operation` handed to the platform with a 202, and asked for in `last_operation`.
+    pub id: String,
+    pub kind: BrokerOpKind,
+    pub state: BrokerOpState,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A failed operation: the HTTP status its error maps to (what a request waiting on it
+    /// answers).
+    #[serde(default)]
+    pub failure_status: Option<u16>,
+    /// The `X-Broker-API-Originating-Identity` header of the request that started it.
+    #[serde(default)]
+    pub originating_identity: Option<String>,
+    /// Update: the plan and the size asked for (the instance's own fields change only
+    /// when the update succeeds), and the parameters as sent.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
+    /// Unix seconds.
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+}
+
+/// An Open Service Broker service instance: the volume it stands for, as the platform
+/// asked for it, and its last operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInstance {
+    /// The platform's instance id.
+    pub id: String,
+    /// The catalog's service and plan ids.
+    pub service_id: String,
+    pub plan_id: String,
+    /// The Polly service the volume lives in, and the volume's name there.
+    pub service: String,
+    pub volume_name: String,
+    /// Set once the volume exists.
+    #[serde(default)]
+    pub volume_id: Option<String>,
+    pub size_bytes: u64,
+    /// The plan's access mode and pool when provisioned (a plan change keeps both).
+    pub access_mode: AccessMode,
+    #[serde(default)]
+    pub pool: Option<String>,
+    pub organization_guid: String,
+    pub space_guid: String,
+    #[serde(default)]
+    pub context: serde_json::Value,
+    /// The provision's parameters, as sent (compared when the same provision comes again).
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+    pub last_operation: BrokerOperation,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// An Open Service Broker binding: where an app mounts its instance's volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerBinding {
+    pub id: String,
+    pub instance_id: String,
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default)]
+    pub app_guid: Option<String>,
+    #[serde(default)]
+    pub bind_resource: serde_json::Value,
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+    /// The path in the app's container.
+    pub container_dir: String,
+    pub read_only: bool,
+    #[serde(default)]
+    pub originating_identity: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
 }

@@ -22,6 +22,7 @@ mod orphans;
 mod reconcile;
 mod restrictions;
 mod services;
+mod size;
 mod snapshots;
 mod source;
 mod zones;
@@ -46,6 +47,7 @@ pub use instances::INSTANCE_SEEN_REFRESH_SECS;
 pub use reconcile::{Missing, Orphan, ReconcileReport, ReconcilerStatus};
 pub use restrictions::Restriction;
 pub use services::ServiceInfo;
+pub use size::{human_size, parse_docker_size};
 pub use snapshots::{SnapshotInfo, Source};
 pub use zones::InstanceZones;
 

@@ -15,37 +15,7 @@ pub const KNOWN: &str = "size, service, pool, fs, access, label.<key>";
 /// File systems a block volume can be created with.
 pub const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4"];
 
-/// A size as Docker writes them: `1` (GiB, as REX-Ray reads a bare number), `512m`, `1g`,
-/// `10GiB`, `1.5GB`, `100MB`. Units are binary, as Docker's own size parser reads them.
-pub fn parse_docker_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || {
-        format!("invalid size {s:?}: write a number of GiB (size=10) or a number with a unit (size=512MiB, size=10g)")
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let mult: u64 = match unit {
-        "" if t.len() == num.len() => 1 << 30,
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return Err(bad()),
-    };
-    let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}: out of range"));
-    }
-    Ok(bytes as u64)
-}
+pub use crate::volumes::parse_docker_size;
 
 /// Docker's `Opts` map as create options.
 pub fn parse(opts: &BTreeMap<String, String>) -> Result<CreateOptions, String> {
