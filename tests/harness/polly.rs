@@ -18,6 +18,9 @@ pub struct Polly {
     pub offers: String,
     /// The CSI endpoint, `unix://PATH` (a socket beside the data dir) or `tcp://ADDR`.
     pub csi: String,
+    /// The Open Service Broker's base URL, `http://ADDR`, when `[broker]` is configured
+    /// (`polly: broker on http://ADDR`); `None` when the server printed no such line.
+    pub broker: Option<String>,
     pub data_dir: PathBuf,
     pub token: Option<String>,
     /// Started under a prefix command ([`Polly::start_wrapped`]).
@@ -166,7 +169,8 @@ impl Polly {
                 let _ = tx.send(line);
             }
         });
-        let (mut admin, mut libstorage, mut offers, mut csi) = (None, None, None, None);
+        let (mut admin, mut libstorage, mut offers, mut csi, mut broker) =
+            (None, None, None, None, None);
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) => l,
@@ -183,6 +187,8 @@ impl Polly {
                 offers = Some(a.to_string());
             } else if let Some(a) = line.strip_prefix("polly: CSI on ") {
                 csi = Some(a.to_string());
+            } else if let Some(a) = line.strip_prefix("polly: broker on ") {
+                broker = Some(a.to_string());
             } else if line == "polly: ready" {
                 break;
             }
@@ -193,6 +199,7 @@ impl Polly {
             libstorage: libstorage.expect("libstorage address printed"),
             offers: offers.expect("storage-offer address printed"),
             csi: csi.expect("CSI endpoint printed"),
+            broker,
             data_dir: data_dir.to_path_buf(),
             token: token.map(String::from),
             wrapped: !wrap.is_empty(),
