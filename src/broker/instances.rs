@@ -116,13 +116,9 @@ impl Broker {
         let service_id = wire::req_str(&m, "service_id")?;
         let plan_id = wire::req_str(&m, "plan_id")?;
         let context = wire::opt_object(&m, "context")?;
-        let from_context = |k: &str| context.get(k).and_then(Value::as_str).map(str::to_string);
-        let org = wire::opt_str(&m, "organization_guid")?
-            .or_else(|| from_context("organization_guid"))
-            .ok_or_else(|| BrokerError::BadRequest("organization_guid is required".into()))?;
-        let space = wire::opt_str(&m, "space_guid")?
-            .or_else(|| from_context("space_guid"))
-            .ok_or_else(|| BrokerError::BadRequest("space_guid is required".into()))?;
+        // Required by the specification even where `context` carries them too.
+        let org = wire::req_str(&m, "organization_guid")?;
+        let space = wire::req_str(&m, "space_guid")?;
         let parameters = wire::opt_object(&m, "parameters")?;
         let offering = self.inner.catalog.offering(&service_id).ok_or_else(|| {
             BrokerError::BadRequest(format!("service_id {service_id:?} is not in the catalog"))

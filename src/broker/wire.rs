@@ -138,17 +138,14 @@ impl BindParams {
                 {
                     out.mount = Some(p.clone())
                 }
-                ("mount", _) => {
-                    return Err(BrokerError::BadRequest(
-                        "parameter mount must be an absolute path in the container, without '..'"
-                            .into(),
-                    ))
-                }
+                ("mount", v) => return Err(BrokerError::BadRequest(format!(
+                    "parameter mount {v}: must be an absolute path in the container, without '..'"
+                ))),
                 ("readonly", Value::Bool(b)) => out.readonly = *b,
-                ("readonly", _) => {
-                    return Err(BrokerError::BadRequest(
-                        "parameter readonly must be true or false".into(),
-                    ))
+                ("readonly", v) => {
+                    return Err(BrokerError::BadRequest(format!(
+                        "parameter readonly {v}: must be true or false"
+                    )))
                 }
                 (other, _) => {
                     return Err(BrokerError::BadRequest(format!(

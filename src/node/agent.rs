@@ -33,6 +33,9 @@ use super::error::NodeError;
 use super::metrics::NodeMetrics;
 use super::state::{Entry, Phase, State, StateFile};
 
+/// The prefix of the mount ids counted for users that mount without one.
+const ANONYMOUS: &str = "anonymous-";
+
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
 /// What a surface asks for when it creates a volume.
@@ -288,9 +291,18 @@ impl Agent {
     }
 
     /// Mount `name` for user `mount_id`; returns the mount point. The first user attaches
-    /// and mounts; later ones share that mount.
+    /// and mounts; later ones share that mount. An empty `mount_id` is a user without one:
+    /// Cloud Foundry's volume manager mounts and unmounts by name alone, once per container,
+    /// so each such mount is counted under an id of its own.
     pub async fn mount(&self, name: &str, mount_id: &str) -> Result<PathBuf> {
         let start = Instant::now();
+        let anonymous;
+        let mount_id = if mount_id.is_empty() {
+            anonymous = format!("{ANONYMOUS}{}", uuid::Uuid::new_v4().simple());
+            anonymous.as_str()
+        } else {
+            mount_id
+        };
         let res = self.mount_inner(name, mount_id).await;
         self.inner
             .metrics
@@ -405,7 +417,8 @@ impl Agent {
         self.inner.cfg.localize(source)
     }
 
-    /// User `mount_id` is done with `name`. The last user out unmounts and detaches.
+    /// User `mount_id` is done with `name` (an empty id: one of the users that mounted
+    /// without one). The last user out unmounts and detaches.
     pub async fn unmount(&self, name: &str, mount_id: &str) -> Result<()> {
         let start = Instant::now();
         let res = self.unmount_inner(name, mount_id).await;
@@ -423,7 +436,13 @@ impl Agent {
         };
         if e.phase == Phase::Mounted {
             let mut ids = e.mount_ids.clone();
-            ids.remove(mount_id);
+            if mount_id.is_empty() {
+                if let Some(anon) = ids.iter().find(|i| i.starts_with(ANONYMOUS)).cloned() {
+                    ids.remove(&anon);
+                }
+            } else {
+                ids.remove(mount_id);
+            }
             if !ids.is_empty() {
                 self.update(|s| {
                     if let Some(e) = s.volumes.get_mut(name) {

@@ -135,12 +135,6 @@ async fn mount(State(agent): State<Agent>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if req.id.is_empty() {
-        return err(
-            StatusCode::BAD_REQUEST,
-            "polly: malformed VolumeDriver.Mount request: missing ID",
-        );
-    }
     match agent.mount(&req.name, &req.id).await {
         Ok(p) => reply(
             StatusCode::OK,
