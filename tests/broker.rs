@@ -1650,3 +1650,64 @@ fn the_cloud_foundry_example_serves_what_its_readme_uses() {
     let o = Offering::of(&b, "polly-vfs");
     o.plan("standard");
 }
+
+/// `X-Broker-API-Originating-Identity` is recorded with each operation and binding, as
+/// sent: the store says which platform user asked for what.
+#[test]
+fn each_operation_records_who_asked_for_it() {
+    let p = Polly::start_config(&config());
+    let b = p.broker();
+    let o = Offering::of(&b, "polly-vfs");
+    let iid = new_id();
+    let alice = harness::broker::cf_identity("alice");
+    let bob = harness::broker::cf_identity("bob");
+    let as_alice = b.clone().with_identity(Some(&alice));
+    let as_bob = b.clone().with_identity(Some(&bob));
+    expect(
+        &as_alice.provision(&iid, &instance_body(&o, "small", Value::Null), false),
+        201,
+        "provision",
+    );
+    let recorded = |p: &Polly| {
+        let d = dump(p, &b);
+        let inst = d["broker_instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == iid.as_str()).cloned())
+            .unwrap_or_else(|| panic!("no instance record: {d}"));
+        inst["last_operation"]["originating_identity"].clone()
+    };
+    assert_eq!(recorded(&p), json!(alice));
+    let bid = new_id();
+    expect(
+        &as_bob.bind(&iid, &bid, &binding_body(&o, "small", Value::Null)),
+        201,
+        "bind",
+    );
+    let d = dump(&p, &b);
+    assert_eq!(
+        d["broker_bindings"][0]["originating_identity"],
+        json!(bob),
+        "{d}"
+    );
+    expect(
+        &as_bob.update(
+            &iid,
+            &json!({"service_id": o.sid(), "plan_id": o.plan("large")}),
+            false,
+        ),
+        200,
+        "update",
+    );
+    assert_eq!(recorded(&p), json!(bob), "the update's asker");
+    // A request without the header records none.
+    expect(
+        &b.update(
+            &iid,
+            &json!({"service_id": o.sid(), "parameters": {"size": "3GiB"}}),
+            false,
+        ),
+        200,
+        "update without an identity",
+    );
+    assert_eq!(recorded(&p), Value::Null);
+}

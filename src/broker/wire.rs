@@ -138,9 +138,11 @@ impl BindParams {
                 {
                     out.mount = Some(p.clone())
                 }
-                ("mount", v) => return Err(BrokerError::BadRequest(format!(
+                ("mount", v) => {
+                    return Err(BrokerError::BadRequest(format!(
                     "parameter mount {v}: must be an absolute path in the container, without '..'"
-                ))),
+                )))
+                }
                 ("readonly", Value::Bool(b)) => out.readonly = *b,
                 ("readonly", v) => {
                     return Err(BrokerError::BadRequest(format!(
