@@ -1684,3 +1684,66 @@ async fn a_server_whose_stdout_is_closed_still_takes_over() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// The Open Service Broker on a follower: the catalog (the same ids as the leader's, derived
+/// from names), and 503 with Retry-After naming the leader for everything else, with nothing
+/// written; the leader's broker provisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_broker_answers_503_naming_the_leader() {
+    fn broker_config(url: &str, prefix: &str, root: &std::path::Path) -> String {
+        format!(
+            "{}\n[broker]\nlisten = \"127.0.0.1:0\"\nusername = \"{}\"\npassword = \"{}\"\n",
+            ha_config(url, prefix, root),
+            harness::broker::USER,
+            harness::broker::PASSWORD
+        )
+    }
+    let Some(mut cluster) = etcd::cluster(2, "ha-broker", broker_config, Polly::start_config)
+    else {
+        return;
+    };
+    let ps = std::mem::take(&mut cluster.nodes);
+    let li = leader_among(&ps, Instant::now(), Duration::from_secs(10)).await;
+    let (leader, follower) = (&ps[li], &ps[1 - li]);
+    let since = Instant::now();
+    while health(follower).await["role"] != "follower" {
+        assert!(since.elapsed() < Duration::from_secs(10), "no follower");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (lb, fb) = (leader.broker(), follower.broker());
+    let leader_admin = hostport(&leader.admin).to_string();
+    let leader_volumes = tokio::task::spawn_blocking(move || {
+        let catalog = lb.catalog();
+        assert_eq!(catalog.status, 200, "{catalog}");
+        let f_catalog = fb.catalog();
+        assert_eq!(f_catalog.status, 200, "{f_catalog}");
+        assert_eq!(catalog.body, f_catalog.body, "the catalogs differ");
+        let service = &catalog.body["services"][0];
+        let body = serde_json::json!({
+            "service_id": service["id"],
+            "plan_id": service["plans"][0]["id"],
+            "organization_guid": "org",
+            "space_guid": "space",
+        });
+        let r = fb.provision("on-follower", &body, true);
+        assert_eq!(r.status, 503, "{r}");
+        assert!(r.header("retry-after").is_some(), "{r}");
+        assert!(
+            r.description().contains(&leader_admin),
+            "{} does not name the leader {leader_admin}",
+            r.description()
+        );
+        let r = fb.fetch("on-follower");
+        assert_eq!(r.status, 503, "{r}");
+        let r = lb.provision("on-leader", &body, false);
+        assert_eq!(r.status, 201, "{r}");
+    });
+    leader_volumes.await.unwrap();
+    let names: Vec<String> = leader
+        .volumes()
+        .await
+        .iter()
+        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, vec!["osb-on-leader".to_string()]);
+}
