@@ -45,6 +45,11 @@ pub struct OffersConfig {
     /// Weight and quota per framework id (`[offers.frameworks.<id>]`). Default: weight 1, no
     /// quota.
     pub frameworks: BTreeMap<String, ShareConfig>,
+    /// Framework authentication: `auto` (default: on when `credentials` are set or `listen`
+    /// is beyond loopback), `required` or `off`.
+    pub authentication: super::auth::AuthMode,
+    /// Framework principals and their secrets (`[[offers.credentials]]`).
+    pub credentials: Vec<super::auth::FrameworkCredential>,
 }
 
 /// A role's or a framework's share of disk offers: its weight in fair sharing and its quota.
@@ -94,6 +99,8 @@ impl Default for OffersConfig {
             operation_retention_secs: 3600.0,
             roles: BTreeMap::new(),
             frameworks: BTreeMap::new(),
+            authentication: super::auth::AuthMode::Auto,
+            credentials: Vec::new(),
         }
     }
 }
@@ -130,7 +137,7 @@ impl OffersConfig {
                 }
             }
         }
-        Ok(())
+        self.validate_auth()
     }
 
     pub fn poll_interval(&self) -> std::time::Duration {
@@ -158,6 +165,18 @@ pub enum Invalid {
     NegativeSecs(&'static str),
     #[error("offers.{kind}.{name}.weight must be a positive number")]
     Weight { kind: &'static str, name: String },
+    #[error("offers.listen {0} is reachable beyond loopback (or offers.authentication = \"required\"), so frameworks must authenticate: add [[offers.credentials]] (principal, secret), or set offers.authentication = \"off\" to leave the storage-offer endpoint open to anyone who can reach it")]
+    NoCredentials(SocketAddr),
+    #[error("offers.credentials: principal {0:?} must be 1-256 characters without ':'")]
+    Principal(String),
+    #[error("offers.credentials: principal {0:?} is configured twice")]
+    PrincipalTwice(String),
+    #[error(
+        "offers.credentials: principal {0:?} needs exactly one non-empty secret or secret_file"
+    )]
+    OneSecret(String),
+    #[error("cannot read offers.credentials secret_file {path}: {message}")]
+    SecretFile { path: String, message: String },
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! API reads), `state` (what the endpoint's one lock guards), `config` (`[offers]`) and
 //! `error`.
 
+mod auth;
 pub mod config;
 mod error;
 mod filters;
@@ -64,6 +65,8 @@ struct Inner {
     run_id: String,
     state: Mutex<State>,
     wake: Notify,
+    /// Framework authentication, when on.
+    auth: Option<auth::Authenticator>,
 }
 
 /// Cheap-to-clone handle on the endpoint; the admin API reads it.
@@ -98,8 +101,18 @@ impl Endpoint {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        // The config was validated (secret files read) before any listener was bound; a
+        // secret file gone since fails closed: every call is refused.
+        let auth = cfg.authenticator().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "framework credentials unreadable: every scheduler call is refused");
+            Some(auth::Authenticator::default())
+        });
+        if auth.is_some() {
+            tracing::info!("storage-offer endpoint: framework authentication on");
+        }
         Endpoint {
             inner: Arc::new(Inner {
+                auth,
                 manager,
                 agents,
                 instance_map: cfg.instance_map(),

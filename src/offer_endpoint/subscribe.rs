@@ -20,7 +20,13 @@ use crate::mesos::v1::scheduler::{event, Call, Event};
 
 impl Endpoint {
     #[allow(deprecated)] // `FrameworkInfo.role`: still what single-role frameworks send.
-    pub(super) async fn subscribe(&self, headers: &HeaderMap, call: Call) -> Response {
+    /// `authenticated`: the principal the call's credentials proved (authentication on).
+    pub(super) async fn subscribe(
+        &self,
+        headers: &HeaderMap,
+        call: Call,
+        authenticated: Option<String>,
+    ) -> Response {
         if headers.contains_key(STREAM_ID) {
             return bad(
                 StatusCode::BAD_REQUEST,
@@ -56,12 +62,47 @@ impl Endpoint {
                 format!("Expecting 'Accept' to allow {CT_JSON} or {CT_PROTO}"),
             );
         };
+        if let (Some(p), Some(fp)) = (&authenticated, &info.principal) {
+            if p != fp {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    format!("Authenticated principal '{p}' does not match principal '{fp}' set in `FrameworkInfo`"),
+                );
+            }
+        }
+        // The principal the framework acts as; a framework id stays bound to the first one.
+        let principal = authenticated.or_else(|| info.principal.clone());
+        let mut bound_already = false;
         if let Some(id) = &info_id {
+            match self.bound_principal(id) {
+                Ok(Some(bound)) if Some(&bound) != principal.as_ref() => {
+                    tracing::warn!(framework = %id, principal = ?principal, "refused a SUBSCRIBE with a framework id registered to another principal");
+                    return bad(
+                        StatusCode::FORBIDDEN,
+                        format!("Framework {id} is registered to another principal; subscribe with its credentials"),
+                    );
+                }
+                Ok(bound) => bound_already = bound.is_some(),
+                Err(e) => {
+                    return bad(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot read the framework's principal: {e}"),
+                    )
+                }
+            }
             if let Some(refusal) = self.verify_framework(id, ct).await {
                 return refusal;
             }
         }
         let id = info_id.unwrap_or_else(|| format!("polly-{}", uuid::Uuid::new_v4()));
+        if let Some(p) = principal.as_ref().filter(|_| !bound_already) {
+            if let Err(e) = self.bind_principal(&id, p).await {
+                return bad(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot record the framework's principal: {e}"),
+                );
+            }
+        }
         let multi_role = info
             .capabilities
             .iter()
@@ -98,7 +139,7 @@ impl Endpoint {
                 Framework {
                     name: info.name.clone(),
                     role,
-                    principal: info.principal.clone(),
+                    principal: principal.clone(),
                     multi_role,
                     stream_id: Some(stream_id.clone()),
                     tx: Some(tx.clone()),

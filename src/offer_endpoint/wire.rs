@@ -208,6 +208,14 @@ impl Endpoint {
 }
 
 async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) -> Response {
+    // Authentication comes first, as a master's HTTP authenticator runs before the handler.
+    let principal = match &ep.inner.auth {
+        Some(a) => match a.check(&headers) {
+            Ok(p) => Some(p),
+            Err(r) => return r,
+        },
+        None => None,
+    };
     let ct = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => {
             return bad(
@@ -241,7 +249,7 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
         return bad(StatusCode::NOT_IMPLEMENTED, "Received 'UNKNOWN' call");
     }
     if t == call::Type::Subscribe {
-        return ep.subscribe(&headers, call).await;
+        return ep.subscribe(&headers, call, principal).await;
     }
     let Some(fw) = call.framework_id.as_ref().map(|f| f.value.clone()) else {
         return bad(
@@ -256,6 +264,16 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
         };
         if f.tx.is_none() {
             return bad(StatusCode::FORBIDDEN, "Framework is not subscribed");
+        }
+        if let Some(p) = &principal {
+            if f.principal.as_deref() != Some(p.as_str()) {
+                return bad(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Framework {fw} is not registered to the authenticated principal '{p}'"
+                    ),
+                );
+            }
         }
         let given = headers.get(STREAM_ID).and_then(|v| v.to_str().ok());
         match given {

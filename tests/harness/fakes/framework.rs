@@ -58,20 +58,46 @@ pub async fn try_subscribe(
 /// instances elect a leader, a 307 to a leader that is gone) as an error instead of a panic,
 /// for callers that retry (failover tests and the failover benchmark). What breaks the
 /// protocol still panics.
-#[allow(deprecated)]
 pub async fn try_subscribe_as(
     base: &str,
     ct: MesosContentType,
     id: Option<&str>,
     role: Option<&str>,
 ) -> Result<Framework, String> {
-    let http = reqwest::Client::new();
+    try_subscribe_with(base, ct, id, role, None).await
+}
+
+/// `try_subscribe_as` authenticated as `creds` (principal, secret): HTTP basic credentials
+/// on the SUBSCRIBE and on every later call of the framework, and the principal in its
+/// `FrameworkInfo`.
+#[allow(deprecated)]
+pub async fn try_subscribe_with(
+    base: &str,
+    ct: MesosContentType,
+    id: Option<&str>,
+    role: Option<&str>,
+    creds: Option<(&str, &str)>,
+) -> Result<Framework, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, secret)) = creds {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {token}").parse().unwrap(),
+        );
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let mime = polly::mesos::client::content_type(ct);
     let info = FrameworkInfo {
         user: "root".into(),
         name: "consumer".into(),
         id: id.map(|i| v1::FrameworkId { value: i.into() }),
         role: role.map(str::to_string),
+        principal: creds.map(|(p, _)| p.to_string()),
         ..Default::default()
     };
     let c = Call {
