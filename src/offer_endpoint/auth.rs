@@ -116,7 +116,7 @@ impl OffersConfig {
 }
 
 /// 401 with the scheduler realm.
-fn unauthorized(msg: &str) -> Response {
+pub(super) fn unauthorized(msg: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [
@@ -141,15 +141,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Authenticator {
-    /// The principal the request's basic credentials prove, or the 401 to answer.
-    pub fn check(&self, headers: &HeaderMap) -> Result<String, Response> {
+    /// The principal the request's basic credentials prove, or why not (answered 401 with
+    /// [`unauthorized`]).
+    pub fn check(&self, headers: &HeaderMap) -> Result<String, &'static str> {
         let Some(value) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
         else {
-            return Err(unauthorized(
-                "Framework authentication is on: send HTTP basic credentials (principal and secret)",
-            ));
+            return Err("Framework authentication is on: send HTTP basic credentials (principal and secret)");
         };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         let decoded = scheme
@@ -162,15 +161,11 @@ impl Authenticator {
             .flatten()
             .and_then(|d| String::from_utf8(d).ok());
         let Some((principal, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-            return Err(unauthorized(
-                "Malformed 'Authorization' header: expected Basic credentials",
-            ));
+            return Err("Malformed 'Authorization' header: expected Basic credentials");
         };
         match self.secrets.get(principal) {
             Some(s) if same(s.as_bytes(), secret.as_bytes()) => Ok(principal.to_string()),
-            _ => Err(unauthorized(
-                "Authentication failed: unknown principal or wrong secret",
-            )),
+            _ => Err("Authentication failed: unknown principal or wrong secret"),
         }
     }
 }
@@ -236,7 +231,7 @@ mod tests {
         let a = with.authenticator().unwrap().unwrap();
         assert_eq!(a.check(&basic("spark", "pw")).unwrap(), "spark");
         for h in [basic("spark", "px"), basic("other", "pw"), HeaderMap::new()] {
-            let r = a.check(&h).unwrap_err();
+            let r = unauthorized(a.check(&h).unwrap_err());
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
             assert_eq!(
                 r.headers()[header::WWW_AUTHENTICATE],

@@ -212,7 +212,7 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
     let principal = match &ep.inner.auth {
         Some(a) => match a.check(&headers) {
             Ok(p) => Some(p),
-            Err(r) => return r,
+            Err(why) => return super::auth::unauthorized(why),
         },
         None => None,
     };
