@@ -352,6 +352,33 @@ async fn bad_input_gets_the_reference_status_codes_and_changes_nothing() {
         "stream id on SUBSCRIBE"
     );
     assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 405);
+    // Accept is negotiated as RFC 9110 says: ranges, q-values, case.
+    for (accept, want) in [
+        ("application/*", Some("application/json")),
+        ("APPLICATION/JSON", Some("application/json")),
+        (
+            "application/json;q=0, application/x-protobuf",
+            Some("application/x-protobuf"),
+        ),
+        ("application/json;q=0", None),
+        ("text/*", None),
+    ] {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .body(sub.clone())
+            .send()
+            .await
+            .unwrap();
+        match want {
+            Some(ct) => {
+                assert_eq!(r.status(), 200, "{accept}");
+                assert_eq!(r.headers()["content-type"], ct, "{accept}");
+            }
+            None => assert_eq!(r.status(), 406, "{accept}"),
+        }
+    }
 
     let mut a = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let mut b = subscribe(&polly.offers, MesosContentType::Json, None).await;
@@ -389,6 +416,52 @@ async fn bad_input_gets_the_reference_status_codes_and_changes_nothing() {
         .await,
         400
     );
+    // Protobuf calls missing required fields are refused as a master refuses them (prost
+    // always writes required fields, so the bytes are made field by field as a client built
+    // from the official protos sends them with partial serialization).
+    let empty_info = Call {
+        r#type: Some(call::Type::Subscribe as i32),
+        subscribe: Some(call::Subscribe::default()),
+        ..Default::default()
+    };
+    for field in ["user", "name"] {
+        let bytes = without(&empty_info, &["subscribe", "framework_info"], field);
+        assert_eq!(
+            post(Some("application/x-protobuf"), None, bytes).await,
+            400,
+            "protobuf SUBSCRIBE without framework_info.{field}"
+        );
+    }
+    let offer = json!({"id": {"value": "o-1"}, "agent_id": {"value": "agent-a"},
+        "resources": [{"name": "disk", "type": "SCALAR", "scalar": {"value": 10.0}}]});
+    let create: Call =
+        polly::mesos::json::from_value(&create_disk(&a.id, &offer, "op-x", 10.0)).unwrap();
+    let bytes = without(
+        &create,
+        &["accept", "operations", "create_disk"],
+        "target_type",
+    );
+    assert_eq!(
+        post(Some("application/x-protobuf"), Some(&a.stream_id), bytes).await,
+        400,
+        "protobuf CREATE_DISK without target_type"
+    );
+    let mut json_create = create_disk(&a.id, &offer, "op-x", 10.0);
+    json_create["accept"]["operations"][0]["create_disk"]
+        .as_object_mut()
+        .unwrap()
+        .remove("target_type");
+    assert_eq!(
+        post(
+            Some("application/json"),
+            Some(&a.stream_id),
+            json_create.to_string().into_bytes()
+        )
+        .await,
+        400,
+        "JSON CREATE_DISK without target_type"
+    );
+
     // RecordIO-framed bytes are not a call body.
     let framed = polly::mesos::recordio::encode(&decline(&a.id));
     assert_eq!(
@@ -531,6 +604,30 @@ impl Framework {
 }
 
 /// The disk of `offer` with source type `ty` (and volume id `id`, when given).
+/// `call` as protobuf with `field` cleared in the message at `path` (the first element of
+/// a repeated field on the way).
+fn without(call: &Call, path: &[&str], field: &str) -> Vec<u8> {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, Value as Field};
+    let desc = polly::mesos::json::descriptors()
+        .get_message_by_name("mesos.v1.scheduler.Call")
+        .unwrap();
+    let mut dm = DynamicMessage::decode(desc, call.encode_to_vec().as_slice()).unwrap();
+    let mut at = &mut dm;
+    for step in path {
+        at = match at.get_field_by_name_mut(step).unwrap() {
+            Field::Message(m) => m,
+            Field::List(items) => match &mut items[0] {
+                Field::Message(m) => m,
+                other => panic!("{step}: {other:?}"),
+            },
+            other => panic!("{step}: {other:?}"),
+        };
+    }
+    at.clear_field_by_name(field);
+    dm.encode_to_vec()
+}
+
 fn disk_of(offer: &Value, ty: &str, id: Option<&str>) -> Option<Value> {
     offer["resources"]
         .as_array()

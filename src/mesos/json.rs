@@ -30,6 +30,12 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(DESCRIPTORS).expect("descriptor set written by build.rs decodes")
 });
 
+/// The descriptors of every Mesos message Polly compiles (`proto/mesos`), for tools and
+/// tests that work on messages field by field.
+pub fn descriptors() -> &'static DescriptorPool {
+    &POOL
+}
+
 fn descriptor<M: Name>() -> Result<MessageDescriptor, Error> {
     POOL.get_message_by_name(&M::full_name())
         .ok_or_else(|| Error::UnknownMessage(M::full_name()))
@@ -204,6 +210,10 @@ fn finish<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
             detail: format!("missing required fields: {}", missing.join(", ")),
         });
     }
+    transcode(dm)
+}
+
+fn transcode<M: Message + Name + Default>(dm: DynamicMessage) -> Result<M, Error> {
     dm.transcode_to::<M>().map_err(|e| Error::Protobuf {
         message: M::full_name(),
         detail: e.to_string(),
@@ -243,6 +253,25 @@ fn missing_required(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
             _ => {}
         }
     }
+}
+
+/// Parse protobuf bytes from a client into a message, refusing one that leaves a `required`
+/// field unset (as a master does, with 400): prost's types cannot tell an unset required
+/// string or enum from its default, so the bytes are read through the descriptors first.
+pub fn from_protobuf_checked<M: Message + Name + Default>(bytes: &[u8]) -> Result<M, Error> {
+    let dm = DynamicMessage::decode(descriptor::<M>()?, bytes).map_err(|e| Error::Protobuf {
+        message: M::full_name(),
+        detail: e.to_string(),
+    })?;
+    let mut missing = Vec::new();
+    missing_required(&dm, "", &mut missing);
+    if !missing.is_empty() {
+        return Err(Error::Protobuf {
+            message: M::full_name(),
+            detail: format!("missing required fields: {}", missing.join(", ")),
+        });
+    }
+    transcode(dm)
 }
 
 /// Parse protobuf bytes into a message, with this module's error type.

@@ -12,7 +12,7 @@ use axum::response::Response;
 use tokio::sync::mpsc;
 
 use super::state::Framework;
-use super::wire::{bad, encode_event, event_type, Ct, CT_JSON, CT_PROTO, STREAM_ID};
+use super::wire::{acceptable, bad, encode_event, event_type, Ct, CT_JSON, CT_PROTO, STREAM_ID};
 use super::{rfc3339_ms, Endpoint};
 use crate::mesos::client;
 use crate::mesos::v1;
@@ -48,13 +48,13 @@ impl Endpoint {
                 "'framework_id' differs from 'subscribe.framework_info.id'",
             );
         }
+        // As a master: JSON when acceptable, else protobuf, else 406.
         let accept = headers
             .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("*/*");
-        let ct = if accept.contains(CT_JSON) || accept.contains("*/*") {
+            .map(|v| v.to_str().unwrap_or(""));
+        let ct = if acceptable(accept, CT_JSON) {
             Ct::Json
-        } else if accept.contains(CT_PROTO) {
+        } else if acceptable(accept, CT_PROTO) {
             Ct::Proto
         } else {
             return bad(

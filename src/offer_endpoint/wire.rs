@@ -40,6 +40,54 @@ impl Ct {
     }
 }
 
+/// Whether an `Accept` header value admits `mime` (RFC 9110 §12.5.1): the most specific
+/// media range that matches (`type/subtype`, then `type/*`, then `*/*`; names compared
+/// without case) decides, through its `q` (default 1; `q=0` refuses). A missing header
+/// admits everything.
+pub(super) fn acceptable(accept: Option<&str>, mime: &str) -> bool {
+    let Some(accept) = accept else {
+        return true;
+    };
+    let (want_type, want_sub) = mime.split_once('/').unwrap_or((mime, ""));
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let Some((t, st)) = media.split_once('/') else {
+            continue;
+        };
+        let (t, st) = (t.trim(), st.trim());
+        let specificity = if t == "*" && st == "*" {
+            1
+        } else if t.eq_ignore_ascii_case(want_type) && st == "*" {
+            2
+        } else if t.eq_ignore_ascii_case(want_type) && st.eq_ignore_ascii_case(want_sub) {
+            3
+        } else {
+            continue;
+        };
+        let mut q = Some(1.0f32);
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q));
+                }
+            }
+        }
+        let Some(q) = q else {
+            continue;
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.is_some_and(|(_, q)| q > 0.0)
+}
+
 pub(super) fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
@@ -179,7 +227,7 @@ async fn version() -> Json<serde_json::Value> {
 /// status object, with `uuid` as `{"value": …}`).
 pub(crate) fn decode_call(ct: Ct, body: &[u8]) -> Result<Call, DecodeError> {
     match ct {
-        Ct::Proto => Ok(json::from_protobuf::<Call>(body)?),
+        Ct::Proto => Ok(json::from_protobuf_checked::<Call>(body)?),
         Ct::Json => {
             let mut v: serde_json::Value =
                 serde_json::from_slice(body).map_err(DecodeError::Json)?;
@@ -342,6 +390,36 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
         _ => {}
     }
     accepted()
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::{acceptable, CT_JSON, CT_PROTO};
+
+    #[test]
+    fn accept_follows_rfc_9110() {
+        let both = |h: &str| (acceptable(Some(h), CT_JSON), acceptable(Some(h), CT_PROTO));
+        assert!(acceptable(None, CT_JSON));
+        assert_eq!(both("*/*"), (true, true));
+        assert_eq!(both("application/*"), (true, true));
+        assert_eq!(both("Application/JSON"), (true, false));
+        assert_eq!(both("application/x-protobuf"), (false, true));
+        assert_eq!(both("application/json;q=0, */*"), (false, true));
+        assert_eq!(
+            both("application/json; q=0.5, application/x-protobuf;q=0"),
+            (true, false)
+        );
+        assert_eq!(both("application/*;q=0, application/json"), (true, false));
+        assert_eq!(both("text/plain"), (false, false));
+        assert_eq!(both("*/*;q=0"), (false, false));
+        assert_eq!(both("application/jsonx"), (false, false));
+        assert_eq!(
+            both("application/json;q=2"),
+            (false, false),
+            "an invalid q ignores the range"
+        );
+        assert_eq!(both(""), (false, false));
+    }
 }
 
 #[cfg(test)]
