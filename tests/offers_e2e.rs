@@ -163,11 +163,19 @@ async fn json_framework_gets_zone_offers_and_create_disk_maps_a_volume() {
     fw.call(
         json!({"type": "RECONCILE_OPERATIONS", "framework_id": {"value": fw.id},
         "reconcile_operations": {"operations": [{"operation_id": {"value": "op-1"}},
-            {"operation_id": {"value": "nope"}}]}}),
+            {"operation_id": {"value": "nope"}},
+            {"operation_id": {"value": "nope-on-b"}, "agent_id": {"value": "agent-b"}}]}}),
     )
     .await;
     assert_eq!(fw.status("op-1", 10).await["state"], "OPERATION_FINISHED");
-    assert_eq!(fw.status("nope", 10).await["state"], "OPERATION_UNKNOWN");
+    // An unknown operation's status names the agent the framework asked about, or none
+    // (never an empty agent id).
+    let nope = fw.status("nope", 10).await;
+    assert_eq!(nope["state"], "OPERATION_UNKNOWN");
+    assert!(nope.get("agent_id").is_none(), "{nope}");
+    let on_b = fw.status("nope-on-b", 10).await;
+    assert_eq!(on_b["state"], "OPERATION_UNKNOWN");
+    assert_eq!(on_b["agent_id"]["value"], "agent-b", "{on_b}");
 
     // DECLINE with a long filter: agent-b is not offered again until REVIVE.
     let b = first_b;
@@ -379,6 +387,32 @@ async fn bad_input_gets_the_reference_status_codes_and_changes_nothing() {
             None => assert_eq!(r.status(), 406, "{accept}"),
         }
     }
+    // SUBSCRIBED carries master_info, as a master's does: this endpoint's address.
+    let mut r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(sub.clone())
+        .send()
+        .await
+        .unwrap();
+    let mut dec = Decoder::new(1 << 20);
+    let first = loop {
+        if let Some(rec) = dec.next_record().unwrap() {
+            break serde_json::from_slice::<Value>(&rec).unwrap();
+        }
+        dec.push(&r.chunk().await.unwrap().expect("stream open"));
+    };
+    let info = &first["subscribed"]["master_info"];
+    let port: u16 = polly.offers.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(info["port"], port, "{first}");
+    assert_eq!(info["ip"], u32::from_le_bytes([127, 0, 0, 1]), "{first}");
+    assert_eq!(info["address"]["ip"], "127.0.0.1", "{first}");
+    assert!(
+        info["id"].as_str().unwrap().starts_with("polly-"),
+        "{first}"
+    );
+    assert_eq!(info["version"], polly::offer_endpoint::MESOS_VERSION);
+    drop(r);
 
     let mut a = subscribe(&polly.offers, MesosContentType::Json, None).await;
     let mut b = subscribe(&polly.offers, MesosContentType::Json, None).await;
@@ -669,7 +703,14 @@ async fn grow_volume_grows_a_held_volume_from_its_pool_share() {
     let o = fw.offer_where("agent-a", both).await;
     let mount = disk_of(&o, "MOUNT", Some(&vol)).unwrap();
     assert_eq!(mount["scalar"]["value"], 64.0);
+    // A volume the framework holds is offered with its reservation, as a master shows a
+    // dynamic reservation; the pool's share is unreserved. The CREATE_DISK's converted
+    // resource says the same.
+    let reserved = json!([{"type": "DYNAMIC", "role": "*"}]);
+    assert_eq!(mount["reservations"], reserved, "{mount}");
+    assert_eq!(done["converted_resources"][0]["reservations"], reserved);
     let raw = disk_of(&o, "RAW", None).unwrap();
+    assert!(raw.get("reservations").is_none(), "{raw}");
     let share = raw["scalar"]["value"].as_f64().unwrap();
     assert!(share >= 32.0, "{raw}");
 

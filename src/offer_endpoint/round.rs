@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Framework, State};
-use super::wire::{disk_resource, event_type};
+use super::wire::{disk_resource, event_type, reserved_to};
 use super::{pool_id, Endpoint};
 use crate::mesos::agents::agent_instance;
 use crate::mesos::client;
@@ -303,6 +303,12 @@ impl Endpoint {
             .iter()
             .map(|p| (p.id.as_str(), p.profile.as_str()))
             .collect();
+        // Volumes a framework holds are offered to it with their reservation.
+        let held_by: HashMap<&str, &str> = snap
+            .volumes
+            .iter()
+            .filter_map(|v| Some((v.volume_id.as_str(), v.reserved_by.as_deref()?)))
+            .collect();
         let mut by_fw: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
         for o in &alloc.new_offers {
             if let Some(f) = st.frameworks.get(&o.framework_id) {
@@ -310,7 +316,7 @@ impl Endpoint {
                 by_fw
                     .entry(o.framework_id.clone())
                     .or_default()
-                    .push(self.offer_to_v1(o, f, agent, &profiles));
+                    .push(self.offer_to_v1(o, f, agent, &profiles, &held_by));
             }
         }
         st.outstanding.extend(alloc.new_offers);
@@ -343,6 +349,7 @@ impl Endpoint {
         f: &Framework,
         agent: Option<&client::Agent>,
         profiles: &BTreeMap<&str, &str>,
+        held_by: &HashMap<&str, &str>,
     ) -> v1::Offer {
         let alloc = f.allocation_info();
         let resources = o
@@ -353,7 +360,7 @@ impl Endpoint {
                     pool_id,
                     profile,
                     mb,
-                } => disk_resource(pool_id, profile, None, *mb, alloc.clone()),
+                } => disk_resource(pool_id, profile, None, *mb, alloc.clone(), vec![]),
                 DiskOffer::Volume {
                     volume_id,
                     pool_id,
@@ -365,6 +372,11 @@ impl Endpoint {
                     Some(volume_id),
                     *mb,
                     alloc.clone(),
+                    if held_by.get(volume_id.as_str()) == Some(&o.framework_id.as_str()) {
+                        reserved_to(&f.role, f.principal.as_deref())
+                    } else {
+                        vec![]
+                    },
                 ),
             })
             .collect();

@@ -121,7 +121,7 @@ impl Endpoint {
             subscribed: Some(event::Subscribed {
                 framework_id: v1::FrameworkId { value: id.clone() },
                 heartbeat_interval_seconds: Some(hb.as_secs_f64()),
-                master_info: None,
+                master_info: Some(self.master_info(headers)),
             }),
             ..Default::default()
         });
@@ -276,5 +276,46 @@ struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.ep.disconnected(&self.framework_id, &self.stream_id);
+    }
+}
+
+impl Endpoint {
+    /// SUBSCRIBED's `master_info`: this endpoint as the master the framework talks to (the
+    /// address it connected to, from `Host`, else the listen address), its run as the id.
+    fn master_info(&self, headers: &HeaderMap) -> v1::MasterInfo {
+        use std::net::{IpAddr, Ipv4Addr};
+        let listen = self.config().listen;
+        let (host, port) = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                let (host, port) = h.rsplit_once(':')?;
+                Some((
+                    host.trim_matches(['[', ']']).to_string(),
+                    port.parse::<u16>().ok()?,
+                ))
+            })
+            .unwrap_or_else(|| (listen.ip().to_string(), listen.port()));
+        let ip = match host.parse::<IpAddr>().unwrap_or(listen.ip()) {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        };
+        v1::MasterInfo {
+            id: format!("polly-{}", self.inner.run_id),
+            // As a master writes it: the address's bytes in network order, read as a
+            // little-endian number (what clients decode with `struct.pack('<I', ip)`).
+            ip: u32::from_le_bytes(ip.octets()),
+            port: u32::from(port),
+            pid: Some(format!("master@{ip}:{port}")),
+            hostname: Some(host.clone()),
+            version: Some(super::MESOS_VERSION.to_string()),
+            address: Some(v1::Address {
+                hostname: Some(host),
+                ip: Some(ip.to_string()),
+                port: i32::from(port),
+            }),
+            domain: None,
+            capabilities: Vec::new(),
+        }
     }
 }

@@ -177,13 +177,26 @@ pub(super) fn event_type(t: event::Type) -> Option<i32> {
     Some(t as i32)
 }
 
-/// A disk as Polly offers it: a RAW slice of a pool, or (with `volume_id`) a MOUNT volume.
+/// The reservation of a volume a framework holds, as a master shows a dynamic reservation
+/// (the refined `reservations` form).
+pub(super) fn reserved_to(role: &str, principal: Option<&str>) -> Vec<resource::ReservationInfo> {
+    vec![resource::ReservationInfo {
+        r#type: Some(resource::reservation_info::Type::Dynamic as i32),
+        role: Some(role.to_string()),
+        principal: principal.map(str::to_string),
+        labels: None,
+    }]
+}
+
+/// A disk as Polly offers it: a RAW slice of a pool, or (with `volume_id`) a MOUNT volume,
+/// with its reservation when the framework holds it.
 pub(super) fn disk_resource(
     pool_id: &str,
     profile: &str,
     volume_id: Option<&str>,
     mb: u64,
     alloc: Option<resource::AllocationInfo>,
+    reservations: Vec<resource::ReservationInfo>,
 ) -> v1::Resource {
     use resource::disk_info::source::Type as T;
     v1::Resource {
@@ -194,6 +207,7 @@ pub(super) fn disk_resource(
             value: pool_id.to_string(),
         }),
         allocation_info: alloc,
+        reservations,
         disk: Some(resource::DiskInfo {
             source: Some(resource::disk_info::Source {
                 r#type: if volume_id.is_some() {
@@ -375,12 +389,12 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
             }
         }
         call::Type::ReconcileOperations => {
-            let ids: Vec<String> = call
+            let ids: Vec<(String, Option<String>)> = call
                 .reconcile_operations
                 .map(|r| {
                     r.operations
                         .into_iter()
-                        .map(|o| o.operation_id.value)
+                        .map(|o| (o.operation_id.value, o.agent_id.map(|a| a.value)))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -431,10 +445,24 @@ mod encode_tests {
         let alloc = (i % 2 == 0).then(|| resource::AllocationInfo {
             role: Some("storage".into()),
         });
-        let mut resources = vec![disk_resource("vfs", "fast", None, 1024, alloc.clone())];
+        let mut resources = vec![disk_resource(
+            "vfs",
+            "fast",
+            None,
+            1024,
+            alloc.clone(),
+            vec![],
+        )];
         for v in 0..volumes {
             let id = format!("vol-{i}-{v}");
-            resources.push(disk_resource("vfs", "fast", Some(&id), 64, alloc.clone()));
+            resources.push(disk_resource(
+                "vfs",
+                "fast",
+                Some(&id),
+                64,
+                alloc.clone(),
+                vec![],
+            ));
         }
         v1::Offer {
             id: v1::OfferId {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::lookup::PoolParts;
 use super::{Done, Operation};
 use crate::failpoints::crash_point;
-use crate::offer_endpoint::wire::disk_resource;
+use crate::offer_endpoint::wire::{disk_resource, reserved_to};
 use crate::offer_endpoint::{Endpoint, OpError};
 use crate::store::{Op, Reservation};
 use crate::volumes::CreateVolume;
@@ -101,7 +101,14 @@ impl Endpoint {
         }
         crash_point!("mesos.create_disk.after_attach");
         let alloc = self.state().allocation_info(fw);
-        let converted = disk_resource(pool_id, &pool, Some(&v.id), mb, alloc);
+        let converted = disk_resource(
+            pool_id,
+            &pool,
+            Some(&v.id),
+            mb,
+            alloc,
+            reserved_to(&op.role, op.principal.as_deref()),
+        );
         Ok(Done {
             message: format!(
                 "volume {} created and attached to instance {instance}",

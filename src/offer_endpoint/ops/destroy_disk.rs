@@ -46,7 +46,7 @@ impl Endpoint {
         let raw = match &v {
             Some(v) => {
                 let (pid, pool) = volume_pool(v);
-                disk_resource(&pid, &pool, None, (v.size_bytes >> 20).max(1), None)
+                disk_resource(&pid, &pool, None, (v.size_bytes >> 20).max(1), None, vec![])
             }
             None => disk_resource(
                 &source
@@ -66,6 +66,7 @@ impl Endpoint {
                     .as_ref()
                     .map_or(1, |s| s.value.max(1.0) as u64),
                 None,
+                vec![],
             ),
         };
         Ok(Done {

@@ -3,7 +3,7 @@
 
 use super::{volume_pool, Done, Operation};
 use crate::failpoints::crash_point;
-use crate::offer_endpoint::wire::disk_resource;
+use crate::offer_endpoint::wire::{disk_resource, reserved_to};
 use crate::offer_endpoint::{Endpoint, OpError};
 use crate::store::Op;
 
@@ -77,7 +77,14 @@ impl Endpoint {
                 "volume {volume_id} grown to {new_mb} MB ({} bytes)",
                 grown.size_bytes
             ),
-            converted: vec![disk_resource(&pid, &pool, Some(volume_id), new_mb, alloc)],
+            converted: vec![disk_resource(
+                &pid,
+                &pool,
+                Some(volume_id),
+                new_mb,
+                alloc,
+                reserved_to(&op.role, op.principal.as_deref()),
+            )],
         })
     }
 }

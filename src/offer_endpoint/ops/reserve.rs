@@ -4,7 +4,7 @@
 
 use super::{release, released_before, volume_pool, Done, Operation};
 use crate::failpoints::crash_point;
-use crate::offer_endpoint::wire::disk_resource;
+use crate::offer_endpoint::wire::{disk_resource, reserved_to};
 use crate::offer_endpoint::{Endpoint, OpError};
 use crate::store::{Op, Reservation};
 
@@ -47,6 +47,7 @@ impl Endpoint {
                 Some(volume_id),
                 (v.size_bytes >> 20).max(1),
                 None,
+                reserved_to(&op.role, op.principal.as_deref()),
             )],
         })
     }
@@ -76,6 +77,7 @@ impl Endpoint {
                 Some(volume_id),
                 (v.size_bytes >> 20).max(1),
                 None,
+                vec![],
             )],
         })
     }

@@ -40,7 +40,8 @@ pub(super) fn status_event(rec: &OperationRecord) -> Event {
                 message: rec.message.clone(),
                 converted_resources: converted,
                 uuid,
-                agent_id: Some(v1::AgentId {
+                // No agent is named rather than an empty one (an operation never seen).
+                agent_id: (!rec.agent_id.is_empty()).then(|| v1::AgentId {
                     value: rec.agent_id.clone(),
                 }),
                 resource_provider_id: None,
@@ -129,7 +130,8 @@ impl Endpoint {
         }
     }
 
-    pub(in crate::offer_endpoint) fn reconcile(&self, fw: &str, ids: &[String]) {
+    /// `ids`: the operations asked about, each with the agent the framework named.
+    pub(in crate::offer_endpoint) fn reconcile(&self, fw: &str, ids: &[(String, Option<String>)]) {
         let all = self.store().operations().unwrap_or_default();
         let mine: Vec<&OperationRecord> = all.iter().filter(|r| r.framework_id == fw).collect();
         if ids.is_empty() {
@@ -138,14 +140,16 @@ impl Endpoint {
             }
             return;
         }
-        for id in ids {
+        for (id, agent) in ids {
             match mine.iter().find(|r| &r.operation_id == id) {
                 Some(r) => self.send(fw, status_event(r)),
+                // As a master: the status of an unknown operation names the agent asked
+                // about, if any.
                 None => self.send(
                     fw,
                     transient_status(
                         id,
-                        "",
+                        agent.as_deref().unwrap_or(""),
                         OperationState::OperationUnknown,
                         "operation unknown".into(),
                     ),
