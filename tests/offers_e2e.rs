@@ -387,6 +387,41 @@ async fn bad_input_gets_the_reference_status_codes_and_changes_nothing() {
             None => assert_eq!(r.status(), 406, "{accept}"),
         }
     }
+    // Oversize SUBSCRIBEs: a body over the limit, a framework name or FrameworkInfo over its
+    // cap. 400 each, nothing kept (no framework listed).
+    let frameworks_before = polly.client().frameworks().await.unwrap().len();
+    for (what, info) in [
+        (
+            "a 1.5 MB name",
+            json!({"user": "u", "name": "n".repeat(1_500_000)}),
+        ),
+        (
+            "a 2 KiB name",
+            json!({"user": "u", "name": "n".repeat(2048)}),
+        ),
+        (
+            "100 KiB of labels",
+            json!({"user": "u", "name": "n", "labels": {"labels": (0..100)
+                .map(|i| json!({"key": format!("k{i}"), "value": "v".repeat(1000)}))
+                .collect::<Vec<_>>()}}),
+        ),
+    ] {
+        let body = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": info}});
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("at most"), "{what}: {text}");
+    }
+    assert_eq!(
+        polly.client().frameworks().await.unwrap().len(),
+        frameworks_before
+    );
     // SUBSCRIBED carries master_info, as a master's does: this endpoint's address.
     let mut r = http
         .post(&url)

@@ -18,6 +18,42 @@ use crate::mesos::client;
 use crate::mesos::v1;
 use crate::mesos::v1::scheduler::{event, Call, Event};
 
+/// The longest framework name, user, principal, role, hostname or web UI URL taken, and the
+/// largest `FrameworkInfo`: what a framework says of itself is kept for as long as it is
+/// known, shown by `polly framework ls` and logged, so it is bounded.
+pub const MAX_INFO_FIELD: usize = 1024;
+pub const MAX_INFO_BYTES: usize = 64 << 10;
+
+/// Why a `FrameworkInfo` is too large to take, if it is.
+#[allow(deprecated)] // `FrameworkInfo.role`
+fn oversize(info: &v1::FrameworkInfo) -> Option<String> {
+    use prost::Message as _;
+    let len = info.encoded_len();
+    if len > MAX_INFO_BYTES {
+        return Some(format!(
+            "'framework_info' is {len} bytes; at most {MAX_INFO_BYTES} are taken"
+        ));
+    }
+    let fields = [
+        ("name", Some(&info.name)),
+        ("user", Some(&info.user)),
+        ("principal", info.principal.as_ref()),
+        ("role", info.role.as_ref()),
+        ("hostname", info.hostname.as_ref()),
+        ("webui_url", info.webui_url.as_ref()),
+    ];
+    let roles = info.roles.iter().map(|r| ("roles[]", Some(r)));
+    for (name, v) in fields.into_iter().chain(roles) {
+        if let Some(v) = v.filter(|v| v.len() > MAX_INFO_FIELD) {
+            return Some(format!(
+                "'framework_info.{name}' is {} bytes; at most {MAX_INFO_FIELD} are taken",
+                v.len()
+            ));
+        }
+    }
+    None
+}
+
 impl Endpoint {
     #[allow(deprecated)] // `FrameworkInfo.role`: still what single-role frameworks send.
     /// `authenticated`: the principal the call's credentials proved (authentication on).
@@ -40,6 +76,9 @@ impl Endpoint {
             );
         };
         let info = sub.framework_info;
+        if let Some(refusal) = oversize(&info) {
+            return bad(StatusCode::BAD_REQUEST, refusal);
+        }
         let info_id = info.id.as_ref().map(|i| i.value.clone());
         let call_id = call.framework_id.as_ref().map(|i| i.value.clone());
         if call_id.is_some() && call_id != info_id {

@@ -21,6 +21,10 @@ pub const MESOS_VERSION: &str = "1.11.0";
 pub const VENDOR: &str = "polly";
 
 pub(super) const STREAM_ID: &str = "mesos-stream-id";
+
+/// The largest scheduler call body taken (an ACCEPT of many operations is tens of KiB); a
+/// larger one is refused (413) before it is read whole.
+pub const BODY_LIMIT: usize = 1 << 20;
 pub(super) const CT_JSON: &str = "application/json";
 pub(super) const CT_PROTO: &str = "application/x-protobuf";
 
@@ -264,12 +268,17 @@ impl Endpoint {
         Router::new()
             .route("/api/v1/scheduler", post(scheduler))
             .route("/master/api/v1/scheduler", post(scheduler))
+            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
             .route("/version", get(version))
             .with_state(self.clone())
     }
 }
 
-async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) -> Response {
+async fn scheduler(
+    State(ep): State<Endpoint>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     // Authentication comes first, as a master's HTTP authenticator runs before the handler.
     let principal = match &ep.inner.auth {
         Some(a) => match a.check(&headers) {
@@ -277,6 +286,16 @@ async fn scheduler(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) 
             Err(why) => return super::auth::unauthorized(why),
         },
         None => None,
+    };
+    // A body over the limit is a bad request, as any other call the endpoint cannot take.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to read the body (at most {BODY_LIMIT} bytes are taken): {e}"),
+            )
+        }
     };
     let ct = match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => {
