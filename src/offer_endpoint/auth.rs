@@ -170,14 +170,18 @@ impl Authenticator {
     }
 }
 
+/// The store meta key binding `framework_id` to its principal.
+pub(super) fn binding_key(framework_id: &str) -> String {
+    format!("{PRINCIPAL_PREFIX}{framework_id}")
+}
+
 impl Endpoint {
     /// The principal a framework id is bound to, if any.
     pub(super) fn bound_principal(
         &self,
         framework_id: &str,
     ) -> Result<Option<String>, crate::store::Error> {
-        self.store()
-            .meta(&format!("{PRINCIPAL_PREFIX}{framework_id}"))
+        self.store().meta(&binding_key(framework_id))
     }
 
     /// Bind `framework_id` to `principal`, durably, before the subscription is answered.
@@ -188,7 +192,7 @@ impl Endpoint {
     ) -> Result<(), crate::store::Error> {
         self.store()
             .commit(vec![crate::store::Op::PutMeta(
-                format!("{PRINCIPAL_PREFIX}{framework_id}"),
+                binding_key(framework_id),
                 principal.to_string(),
             )])
             .await

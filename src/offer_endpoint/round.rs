@@ -58,6 +58,9 @@ impl Endpoint {
                         ),
                         Err(e) => tracing::warn!(error = %e, "cannot remove old operation records"),
                     }
+                    if let Err(e) = ep.forget_gone_frameworks().await {
+                        tracing::warn!(error = %e, "cannot forget frameworks that went away");
+                    }
                 }));
             }
             tokio::select! {

@@ -32,6 +32,10 @@ pub(super) struct Framework {
     /// Uuids of the operation statuses sent on the current stream and not yet acknowledged
     /// (`State::send_status`, `State::forget_status`).
     pub(super) statuses_sent: HashSet<Vec<u8>>,
+    /// When its stream ended (milliseconds), while it is disconnected.
+    pub(super) disconnected_at_ms: Option<u64>,
+    /// Its `FrameworkInfo.failover_timeout`, in milliseconds.
+    pub(super) failover_timeout_ms: u64,
 }
 
 impl Framework {

@@ -186,6 +186,11 @@ impl Endpoint {
                     filters: Vec::new(),
                     subscribed_at: rfc3339_ms(crate::volumes::now_ms()),
                     statuses_sent: HashSet::new(),
+                    disconnected_at_ms: None,
+                    failover_timeout_ms: info
+                        .failover_timeout
+                        .filter(|t| t.is_finite() && *t > 0.0)
+                        .map_or(0, |t| (t.min(1e10) * 1000.0) as u64),
                 },
             );
         }
@@ -295,6 +300,7 @@ impl Endpoint {
             return;
         }
         f.tx = None;
+        f.disconnected_at_ms = Some(crate::volumes::now_ms());
         st.outstanding.retain(|o| o.framework_id != fw);
         drop(st);
         tracing::info!(
@@ -356,5 +362,135 @@ impl Endpoint {
             domain: None,
             capabilities: Vec::new(),
         }
+    }
+}
+
+/// The least time a disconnected framework is remembered (its `failover_timeout` when
+/// longer), so a framework that reconnects at once keeps its filters and state.
+pub const FORGET_AFTER_MS: u64 = 60_000;
+
+impl Endpoint {
+    /// Forget frameworks that went away: disconnected for their `failover_timeout` (at least
+    /// [`FORGET_AFTER_MS`]) and holding no reservation and no operation record. They leave
+    /// the framework list, and their principal binding is dropped (nothing of theirs is
+    /// left to protect). Returns how many.
+    pub(super) async fn forget_gone_frameworks(&self) -> Result<usize, crate::store::Error> {
+        let now = crate::volumes::now_ms();
+        let gone: Vec<String> = {
+            let st = self.state();
+            st.frameworks
+                .iter()
+                .filter(|(_, f)| {
+                    f.tx.is_none()
+                        && f.disconnected_at_ms.is_some_and(|t| {
+                            now.saturating_sub(t) >= f.failover_timeout_ms.max(FORGET_AFTER_MS)
+                        })
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let store = self.store();
+        let mut keep: HashSet<String> = store
+            .reservations()?
+            .into_iter()
+            .map(|r| r.framework_id)
+            .collect();
+        keep.extend(store.operations()?.into_iter().map(|r| r.framework_id));
+        let mut forgotten = Vec::new();
+        {
+            let mut st = self.state();
+            for id in gone.into_iter().filter(|id| !keep.contains(id)) {
+                // Still away (not subscribed again meanwhile).
+                if st.frameworks.get(&id).is_some_and(|f| f.tx.is_none()) {
+                    st.frameworks.remove(&id);
+                    forgotten.push(id);
+                }
+            }
+        }
+        let unbind: Vec<crate::store::Op> = forgotten
+            .iter()
+            .map(|id| crate::store::Op::DeleteMeta(super::auth::binding_key(id)))
+            .collect();
+        if !unbind.is_empty() {
+            store.commit(unbind).await?;
+        }
+        for id in &forgotten {
+            tracing::info!(framework = %id, "forgot a framework that went away holding nothing");
+        }
+        Ok(forgotten.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::time::Duration;
+
+    use super::{Framework, FORGET_AFTER_MS};
+    use crate::mesos::client::{self, MesosConfig};
+    use crate::offer_endpoint::config::OffersConfig;
+    use crate::offer_endpoint::Endpoint;
+    use crate::store::{Op, Reservation};
+    use crate::volumes::Manager;
+
+    fn away(since_ms: u64, failover_ms: u64) -> Framework {
+        Framework {
+            name: "fw".into(),
+            role: "*".into(),
+            principal: Some("p".into()),
+            multi_role: false,
+            stream_id: None,
+            tx: None,
+            suppressed: false,
+            filters: Vec::new(),
+            subscribed_at: String::new(),
+            statuses_sent: HashSet::new(),
+            disconnected_at_ms: Some(crate::volumes::now_ms() - since_ms),
+            failover_timeout_ms: failover_ms,
+        }
+    }
+
+    /// Frameworks that went away holding nothing are forgotten after their failover
+    /// timeout (at least a minute), with their principal binding; the others stay.
+    #[tokio::test]
+    async fn frameworks_that_went_away_holding_nothing_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
+        let manager = Manager::with_services(store, BTreeMap::new(), Duration::from_secs(5));
+        let agents = client::Handle::new(&MesosConfig::default(), Default::default());
+        let ep = Endpoint::new(manager, agents, OffersConfig::default());
+        let long = FORGET_AFTER_MS + 1000;
+        {
+            let mut st = ep.state();
+            st.frameworks.insert("gone".into(), away(long, 0));
+            st.frameworks.insert("recent".into(), away(1000, 0));
+            st.frameworks
+                .insert("long-failover".into(), away(long, 10 * long));
+            st.frameworks.insert("holds".into(), away(long, 0));
+        }
+        for id in ["gone", "holds"] {
+            ep.bind_principal(id, "p").await.unwrap();
+        }
+        ep.store()
+            .commit(vec![Op::PutReservation(Reservation {
+                framework_id: "holds".into(),
+                role: "*".into(),
+                principal: Some("p".into()),
+                volume_id: "v".into(),
+                bytes: 1,
+                created_at: 1,
+            })])
+            .await
+            .unwrap();
+        assert_eq!(ep.forget_gone_frameworks().await.unwrap(), 1);
+        let left: Vec<String> = ep.state().frameworks.keys().cloned().collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(!left.contains(&"gone".to_string()));
+        assert_eq!(ep.bound_principal("gone").unwrap(), None);
+        assert_eq!(ep.bound_principal("holds").unwrap().as_deref(), Some("p"));
+        assert_eq!(ep.forget_gone_frameworks().await.unwrap(), 0);
     }
 }

@@ -240,6 +240,8 @@ mod tests {
                 filters: Vec::new(),
                 subscribed_at: String::new(),
                 statuses_sent: HashSet::new(),
+                disconnected_at_ms: None,
+                failover_timeout_ms: 0,
             },
         );
         let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
