@@ -253,6 +253,21 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
             400,
         ),
         (M::POST, "/admin/volumes".into(), t, Some("[]".into()), 400),
+        // serde reads a struct from an array of its fields: `[]` is not `{}`
+        (
+            M::POST,
+            format!("/admin/volumes/{id}/unlabel"),
+            t,
+            Some(r#"[["tier"]]"#.into()),
+            400,
+        ),
+        (
+            M::POST,
+            "/admin/agents/n1/fence".into(),
+            t,
+            Some("[]".into()),
+            400,
+        ),
         (
             M::POST,
             "/admin/volumes".into(),

@@ -157,13 +157,21 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Parse a JSON body ourselves: any or no `Content-Type` is accepted, and a malformed body
-/// is a 400 in this API's error format. An empty body means `{}`.
+/// is a 400 in this API's error format. An empty body means `{}`; anything but an object is
+/// refused (serde would read a struct from an array of its fields: `[]` as `{}`).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid JSON body: the body must be a JSON object ({...})",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
