@@ -4,8 +4,8 @@
 # schemathesis (PyPI) fuzzes every operation of the served OpenAPI document with every check
 # on (status codes, content types, response schemas, valid requests accepted, invalid ones
 # refused, auth, 405s with Allow, stateful runs over the spec's links), and
-# `promtool check metrics` (Debian `prometheus`) lints a real scrape in the default text
-# format. Any failure fails the script. The one thing left out, and why, is in
+# `promtool check metrics` (Debian `prometheus`) lints real scrapes in the default text
+# format, of the server and of a `polly node` reporting to it. Any failure fails the script. The one thing left out, and why, is in
 # scripts/schemathesis_hooks.py: create bodies naming a zone (which zones a service serves is
 # configuration the document cannot state). Builds `.venv-schemathesis` at the repo root (or
 # POLLY_SCHEMATHESIS_VENV) with a pinned schemathesis once. Under CI a missing tool is a
@@ -74,6 +74,26 @@ curl -sSf -H "$auth" -d '{"service":"vfs","name":"conformance","size_bytes":1048
 echo "check-conformance: promtool check metrics on $admin/metrics"
 curl -sSf "$admin/metrics" >"$work/metrics.txt"
 promtool check metrics <"$work/metrics.txt"
+
+# polly node's /metrics (its health listener), reporting to this server.
+mkdir -p "$work/node"
+"$polly" node --server "$admin" --token "$token" --instance-id conformance-node \
+  --socket "$work/node/plugin.sock" --mount-root "$work/node/mnt" --state-dir "$work/node/state" \
+  --listen 127.0.0.1:0 >"$work/node.out" 2>"$work/node.log" &
+node_pid=$!
+health=""
+for _ in $(seq 100); do
+  health="$(sed -n 's|^polly node: health on \(http://[^ ]*\)$|\1|p' "$work/node.out")"
+  grep -q '^polly node: ready$' "$work/node.out" && [ -n "$health" ] && break
+  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log" >&2; echo "check-conformance: FAIL: polly node exited" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$health" ] || { echo "check-conformance: FAIL: polly node did not get ready in 20 s" >&2; exit 1; }
+echo "check-conformance: promtool check metrics on $health/metrics (polly node)"
+curl -sSf "$health/metrics" >"$work/node-metrics.txt"
+kill "$node_pid"
+wait "$node_pid" 2>/dev/null || true
+promtool check metrics <"$work/node-metrics.txt"
 
 echo "check-conformance: schemathesis --checks all on $admin/admin/openapi.json"
 # From the temp dir: schemathesis keeps its cache in ./.schemathesis.
