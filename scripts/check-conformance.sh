@@ -53,6 +53,9 @@ cleanup() {
 trap cleanup EXIT
 
 token="conformance-$RANDOM$RANDOM"
+# Made before the processes start, so the polls below never read a file not there yet.
+: >"$work/serve.out"
+: >"$work/node.out"
 POLLY_ADMIN_TOKEN="$token" "$polly" serve --data-dir "$work/data" \
   --admin-listen 127.0.0.1:0 --libstorage-listen 127.0.0.1:0 --offers-listen 127.0.0.1:0 \
   >"$work/serve.out" 2>"$work/serve.log" &
