@@ -475,6 +475,21 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn label_values_are_capped_in_characters_as_the_openapi_document_says() {
+    // maxLength counts characters: 1024 of them in 2 bytes each is a valid value.
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    let c = polly.client();
+    let v = c.create(&create_req("l", 4096)).await.unwrap();
+    let ok = BTreeMap::from([("k".to_string(), "é".repeat(1024))]);
+    let labelled = c.label(&v.id, None, ok).await.unwrap();
+    assert_eq!(labelled.labels["k"].chars().count(), 1024);
+    let over = BTreeMap::from([("k".to_string(), "é".repeat(1025))]);
+    let (status, _) = api_status(c.label(&v.id, None, over).await);
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let dir = tempfile::tempdir().unwrap();
     let polly = Polly::start_with(dir.path(), None, Some("s3cret"));
