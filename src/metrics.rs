@@ -1,5 +1,10 @@
 //! Prometheus metrics: operations by type and outcome, driver call latency, operations in
-//! flight, durable store writes. Rendered in the text exposition format at `/metrics`.
+//! flight, durable store writes. Served at `/metrics` in the Prometheus text format 0.0.4, or
+//! in OpenMetrics 1.0.0 when the scrape's `Accept` asks for it ([`Format::negotiate`]).
+
+mod format;
+
+pub use format::{encode, respond, Format};
 
 use std::sync::atomic::AtomicU64;
 
@@ -297,11 +302,8 @@ impl Metrics {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// Every metric in `format`.
+    pub fn render(&self, format: Format) -> String {
+        encode(&self.registry, format)
     }
 }

@@ -253,6 +253,21 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
             400,
         ),
         (M::POST, "/admin/volumes".into(), t, Some("[]".into()), 400),
+        // serde reads a struct from an array of its fields: `[]` is not `{}`
+        (
+            M::POST,
+            format!("/admin/volumes/{id}/unlabel"),
+            t,
+            Some(r#"[["tier"]]"#.into()),
+            400,
+        ),
+        (
+            M::POST,
+            "/admin/agents/n1/fence".into(),
+            t,
+            Some("[]".into()),
+            400,
+        ),
         (
             M::POST,
             "/admin/volumes".into(),
@@ -423,6 +438,11 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
             Some("{}".into()),
             400,
         ),
+        // query strings and paths that do not parse: JSON errors naming them, not axum's
+        // plain text
+        (M::GET, "/admin/volumes?all=maybe".into(), t, None, 400),
+        (M::GET, "/admin/volumes/%FF".into(), t, None, 400),
+        (M::GET, format!("/admin/volumes/{id}/source"), t, None, 400),
         // unknown routes and methods
         (M::GET, "/admin/nothing".into(), t, None, 404),
         (M::PUT, "/admin/volumes".into(), t, None, 405),
@@ -452,6 +472,87 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
     // health stays open without a token
     let (s, _) = raw(&http, M::GET, format!("{base}/admin/health"), None, None).await;
     assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn label_values_are_capped_in_characters_as_the_openapi_document_says() {
+    // maxLength counts characters: 1024 of them in 2 bytes each is a valid value.
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    let c = polly.client();
+    let v = c.create(&create_req("l", 4096)).await.unwrap();
+    let ok = BTreeMap::from([("k".to_string(), "é".repeat(1024))]);
+    let labelled = c.label(&v.id, None, ok).await.unwrap();
+    assert_eq!(labelled.labels["k"].chars().count(), 1024);
+    let over = BTreeMap::from([("k".to_string(), "é".repeat(1025))]);
+    let (status, _) = api_status(c.label(&v.id, None, over).await);
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start_with(dir.path(), None, Some("s3cret"));
+    let http = reqwest::Client::new();
+    for (auth, want) in [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),
+        ("BEARER s3cret", 200),
+        ("bearer wrong", 401),
+        ("Basic s3cret", 401),
+    ] {
+        let r = http
+            .get(format!("{}/admin/version", polly.admin))
+            .header("Authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{auth}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_text_0_0_4_unless_openmetrics_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    polly.client().create(&create_req("m", 4096)).await.unwrap();
+    let http = reqwest::Client::new();
+    let scrape = |accept: Option<&'static str>| {
+        let mut r = http.get(format!("{}/metrics", polly.admin));
+        if let Some(a) = accept {
+            r = r.header("Accept", a);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            (ct, r.text().await.unwrap())
+        }
+    };
+    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+        let (ct, text) = scrape(accept).await;
+        assert!(
+            ct.starts_with("text/plain; version=0.0.4"),
+            "{accept:?}: {ct}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        // A 0.0.4 parser ties HELP and TYPE to the samples' name: `_total` for counters.
+        assert!(
+            text.contains("# HELP polly_operations_total ")
+                && text.contains("# TYPE polly_operations_total counter"),
+            "{text}"
+        );
+        assert!(text.contains(r#"polly_operations_total{op="create",outcome="ok"} 1"#));
+    }
+    // Prometheus' own scrape header prefers OpenMetrics.
+    let (ct, om) = scrape(Some(
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ))
+    .await;
+    assert!(
+        ct.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{ct}"
+    );
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE polly_operations counter"));
 }
 
 #[tokio::test]

@@ -64,6 +64,11 @@ impl From<volumes::Error> for ApiError {
             }
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "driver_timeout"),
             E::Driver { .. } => (StatusCode::BAD_GATEWAY, "driver_error"),
+            // The store's own conflict: a write that would give a name a second volume (a
+            // create or adopt racing another, an operation finishing after an erase).
+            E::Store(store::Error::NameTaken { .. }) => (StatusCode::CONFLICT, "conflict"),
+            // With [ha]: this instance lost its lease mid-write; nothing was written.
+            E::Store(store::Error::Fenced { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
         ApiError::new(status, code, e.to_string())
@@ -92,5 +97,38 @@ impl From<crate::offer_endpoint::ReleaseError> for ApiError {
             E::Volume(e) => e.into(),
             E::Store(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(e: store::Error) -> (StatusCode, &'static str) {
+        let e = ApiError::from(e);
+        (e.status, e.code)
+    }
+
+    #[test]
+    fn store_conflicts_are_409_and_a_lost_lease_503() {
+        let taken = store::Error::NameTaken {
+            service: "vfs".into(),
+            name: "db".into(),
+            holder: "pv-1".into(),
+        };
+        assert_eq!(status(taken), (StatusCode::CONFLICT, "conflict"));
+        let fenced = store::Error::Fenced {
+            key: "k".into(),
+            expected: 1,
+            found: 0,
+        };
+        assert_eq!(
+            status(fenced),
+            (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
+        );
+        assert_eq!(
+            status(store::Error::Io("disk gone".into())),
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod error;
+mod extract;
 mod views;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::AdminConfig;
 pub use error::{ApiError, ErrorBody};
+use extract::{Body, Path, Query};
 pub use views::{
     AttachmentView, CreateRequestView, InstanceView, IntentOpView, IntentView, NodeStateView,
     NodeView, ReservationView, SourceView, VolumeStatusView, VolumeView,
@@ -101,6 +103,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(extract::json_errors))
         .with_state(state)
 }
 
@@ -114,7 +117,7 @@ async fn require_token(
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
             return ApiError::unauthorized(if given.is_none() {
@@ -126,6 +129,15 @@ async fn require_token(
         }
     }
     next.run(req).await
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is matched
+/// case-insensitively and may be followed by more than one space (RFC 9110 §11.1, §11.4).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -145,13 +157,21 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Parse a JSON body ourselves: any or no `Content-Type` is accepted, and a malformed body
-/// is a 400 in this API's error format. An empty body means `{}`.
+/// is a 400 in this API's error format. An empty body means `{}`; anything but an object is
+/// refused (serde would read a struct from an array of its fields: `[]` as `{}`).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "invalid JSON body: the body must be a JSON object ({...})",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -208,15 +228,9 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(st): State<AdminState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.manager.metrics().render(),
-    )
-        .into_response()
+/// Text format 0.0.4, or OpenMetrics when the scrape's `Accept` asks for it.
+async fn metrics(State(st): State<AdminState>, headers: HeaderMap) -> Response {
+    crate::metrics::respond(&headers, |f| st.manager.metrics().render(f))
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,7 +266,7 @@ async fn list_volumes(
 
 async fn create_volume(
     State(st): State<AdminState>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<(StatusCode, Json<VolumeView>), ApiError> {
     let req: CreateVolume = body(&bytes)?;
     let existed = st
@@ -307,7 +321,7 @@ async fn attach_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let b: AttachBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -334,7 +348,7 @@ async fn detach_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let b: DetachBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -356,7 +370,7 @@ async fn restrict_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let r: Restriction = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -367,7 +381,7 @@ async fn unrestrict_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let r: Restriction = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -385,7 +399,7 @@ async fn label_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let b: LabelBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -403,7 +417,7 @@ async fn unlabel_volume(
     State(st): State<AdminState>,
     Path(id): Path<String>,
     Query(q): Query<ServiceQuery>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<VolumeView>, ApiError> {
     let b: UnlabelBody = body(&bytes)?;
     let v = st.manager.find(q.service.as_deref(), &id)?;
@@ -436,7 +450,7 @@ pub struct ReportBody {
 
 async fn report_instance(
     State(st): State<AdminState>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<StatusCode, ApiError> {
     let b: ReportBody = body(&bytes)?;
     st.manager
@@ -481,7 +495,7 @@ pub struct AdoptBody {
 async fn adopt_orphan(
     State(st): State<AdminState>,
     Path((service, driver_id)): Path<(String, String)>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<(StatusCode, Json<VolumeView>), ApiError> {
     let b: AdoptBody = if bytes.is_empty() {
         AdoptBody::default()
@@ -524,7 +538,7 @@ pub struct EraseBody {
 
 async fn store_erase(
     State(st): State<AdminState>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: EraseBody = body(&bytes)?;
     if !b.confirm {
@@ -556,7 +570,7 @@ pub struct FenceBody {}
 async fn fence_agent(
     State(st): State<AdminState>,
     Path(id): Path<String>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<NodeView>, ApiError> {
     let _: FenceBody = body(&bytes)?;
     let Some(f) = &st.fencing else {
@@ -605,7 +619,7 @@ pub struct ReleaseBody {
 async fn release_reservations(
     State(st): State<AdminState>,
     Path(id): Path<String>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<crate::offer_endpoint::ReleaseReport>, ApiError> {
     let b: ReleaseBody = body(&bytes)?;
     let Some(offers) = st.offers else {
@@ -682,6 +696,16 @@ mod tests {
     }
 
     #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for h in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(super::bearer_token(h), Some("t0k"), "{h}");
+        }
+        for h in ["Basic t0k", "Bearert0k", "t0k", ""] {
+            assert_eq!(super::bearer_token(h), None, "{h}");
+        }
+    }
+
+    #[test]
     fn openapi_documents_exactly_the_routes_served() {
         let r = routed();
         assert!(r.len() > 15, "route parser found too little: {r:?}");
@@ -692,12 +716,14 @@ mod tests {
     fn openapi_refs_resolve() {
         let text = super::OPENAPI;
         let doc: serde_json::Value = serde_json::from_str(text).unwrap();
-        for part in text.split("\"#/components/schemas/").skip(1) {
-            let name = &part[..part.find('"').unwrap()];
-            assert!(
-                doc["components"]["schemas"][name].is_object(),
-                "dangling $ref {name}"
-            );
+        for kind in ["schemas", "responses"] {
+            for part in text.split(&format!("\"#/components/{kind}/")).skip(1) {
+                let name = &part[..part.find('"').unwrap()];
+                assert!(
+                    doc["components"][kind][name].is_object(),
+                    "dangling $ref {kind}/{name}"
+                );
+            }
         }
     }
 }

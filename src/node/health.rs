@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -84,12 +84,7 @@ async fn health(State(st): State<HealthState>) -> Json<Health> {
     })
 }
 
-async fn metrics(State(st): State<HealthState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.agent.metrics().render(),
-    )
+/// Text format 0.0.4, or OpenMetrics when the scrape's `Accept` asks for it.
+async fn metrics(State(st): State<HealthState>, headers: HeaderMap) -> Response {
+    crate::metrics::respond(&headers, |f| st.agent.metrics().render(f))
 }

@@ -84,11 +84,8 @@ impl NodeMetrics {
             .inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// Every metric in `format`.
+    pub fn render(&self, format: crate::metrics::Format) -> String {
+        crate::metrics::encode(&self.registry, format)
     }
 }

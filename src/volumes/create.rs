@@ -21,6 +21,9 @@ use crate::store::{Intent, IntentOp, Op, Volume, VolumeStatus};
 pub struct CreateVolume {
     pub service: String,
     pub name: String,
+    /// A JSON integer; `1073741824.0` is the same number (JSON and JSON Schema do not tell
+    /// them apart), so a whole float is taken too.
+    #[serde(deserialize_with = "super::size::whole_bytes")]
     pub size_bytes: u64,
     #[serde(default)]
     pub pool: Option<String>,

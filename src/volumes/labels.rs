@@ -32,9 +32,11 @@ pub(super) fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
                 "label key {k:?} must be 1-128 letters, digits, '.', '_' or '-'"
             )));
         }
-        if v.len() > 1024 {
+        // Characters, as JSON Schema's maxLength (the admin OpenAPI document) counts them;
+        // at most 4 KiB.
+        if v.chars().count() > 1024 {
             return Err(Error::InvalidArgument(format!(
-                "label {k:?}: value longer than 1024 bytes"
+                "label {k:?}: value longer than 1024 characters"
             )));
         }
     }

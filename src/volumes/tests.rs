@@ -227,7 +227,7 @@ async fn capacity_poller_records_readings_and_marks_failing_services_unavailable
     assert!(f
         .manager
         .metrics()
-        .render()
+        .render(crate::metrics::Format::Text)
         .contains("polly_capacity_available{service=\"vfs\"} 0"));
 
     f.fault.set_config(FaultConfig::default());
