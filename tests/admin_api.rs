@@ -502,3 +502,51 @@ async fn every_documented_operation_is_served() {
         }
     }
 }
+
+/// The default vfs service has no `quota_bytes`: its volumes are thin, but one larger than
+/// the file system could never be filled, so it is refused as a quota refusal is (admin 507
+/// `insufficient_capacity`, the façade's driver error with the same message), and nothing is
+/// stored or made on disk.
+#[tokio::test]
+async fn the_default_vfs_service_refuses_what_the_file_system_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    let c = polly.client();
+    let kept = c.create(&create_req("fits", 1 << 30)).await.unwrap();
+    let before = c.dump().await.unwrap();
+
+    let pib = 1u64 << 50; // the largest size Polly takes, far beyond this disk
+    match c.create(&create_req("huge", pib)).await {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!((status, code.as_str()), (507, "insufficient_capacity"));
+            assert!(
+                message.contains("service \"vfs\"")
+                    && message.contains(&format!("{pib} requested")),
+                "{message}"
+            );
+        }
+        other => panic!("a 1 PiB volume on the default vfs service: {other:?}"),
+    }
+    let r = polly
+        .req(
+            "POST",
+            "/volumes/vfs",
+            &[],
+            Some(r#"{"name":"huge2","size":1048576}"#),
+        )
+        .await;
+    r.check_error(500, "bytes free");
+    assert!(r.raw.contains(&format!("{pib} requested")), "{}", r.raw);
+
+    assert_eq!(c.dump().await.unwrap(), before);
+    assert_eq!(vfs_volume_dirs(dir.path(), "vfs").len(), 1);
+    // What fits still does.
+    assert_ne!(
+        c.create(&create_req("fits2", 1 << 30)).await.unwrap().id,
+        kept.id
+    );
+}
