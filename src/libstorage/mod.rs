@@ -128,12 +128,17 @@ fn parse_client_headers(h: &HeaderMap) -> Result<ClientHeaders, LsError> {
         let s = text(v, "invalid InstanceID")?;
         let iid =
             InstanceId::parse(&s).map_err(|e| LsError::bad_header("invalid InstanceID", &s, &e))?;
-        if iid.resolved_id().is_some_and(|id| id.len() > 256) {
-            return Err(LsError::bad_header(
-                "invalid InstanceID",
-                &s,
-                "instance id longer than 256 characters",
-            ));
+        // Checked here too (the manager checks what it records): a bad id is refused on
+        // every route, with the header's own message, before any handler runs.
+        let checks = [
+            ("instance id", iid.resolved_id()),
+            ("hostname", iid.hostname()),
+        ];
+        for (what, value) in checks {
+            if let Some(Err(why)) = value.map(|v| crate::volumes::check_ident(what, v)) {
+                let shown: String = s.chars().take(crate::volumes::MAX_IDENT_BYTES).collect();
+                return Err(LsError::bad_header("invalid InstanceID", &shown, &why));
+            }
         }
         out.iids.push(iid);
     }

@@ -191,12 +191,17 @@ async fn attach(
     volume: &str,
     req: VolumeAttachRequest,
 ) -> Result<Response, LsError> {
+    let device = req.next_device_name.filter(|d| !d.is_empty());
+    // Before the instance is recorded: a refused request leaves nothing behind.
+    if let Some(d) = &device {
+        crate::volumes::check_ident("device name", d)
+            .map_err(|why| LsError::from(crate::volumes::Error::InvalidArgument(why)))?;
+    }
     let iid = st.instance(client, svc, true).await?;
     let me = iid
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
     let v = st.visible_volume(&svc.name, volume, caller)?;
-    let device = req.next_device_name.filter(|d| !d.is_empty());
     let v = if req.force {
         // Pre-empt: take the volume away from every other instance, atomically with the
         // attach, so a concurrent plain attach cannot take it in between.
