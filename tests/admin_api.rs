@@ -603,3 +603,194 @@ async fn every_documented_operation_is_served() {
         }
     }
 }
+
+/// The default vfs service has no `quota_bytes`: its volumes are thin, but one larger than
+/// the file system could never be filled, so it is refused as a quota refusal is (admin 507
+/// `insufficient_capacity`, the façade's driver error with the same message), and nothing is
+/// stored or made on disk.
+#[tokio::test]
+async fn the_default_vfs_service_refuses_what_the_file_system_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    let c = polly.client();
+    let kept = c.create(&create_req("fits", 1 << 30)).await.unwrap();
+    let before = c.dump().await.unwrap();
+
+    let pib = 1u64 << 50; // the largest size Polly takes, far beyond this disk
+    match c.create(&create_req("huge", pib)).await {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            assert_eq!((status, code.as_str()), (507, "insufficient_capacity"));
+            assert!(
+                message.contains("service \"vfs\"")
+                    && message.contains(&format!("{pib} requested")),
+                "{message}"
+            );
+        }
+        other => panic!("a 1 PiB volume on the default vfs service: {other:?}"),
+    }
+    let r = polly
+        .req(
+            "POST",
+            "/volumes/vfs",
+            &[],
+            Some(r#"{"name":"huge2","size":1048576}"#),
+        )
+        .await;
+    r.check_error(500, "bytes free");
+    assert!(r.raw.contains(&format!("{pib} requested")), "{}", r.raw);
+
+    assert_eq!(c.dump().await.unwrap(), before);
+    assert_eq!(vfs_volume_dirs(dir.path(), "vfs").len(), 1);
+    // What fits still does.
+    assert_ne!(
+        c.create(&create_req("fits2", 1 << 30)).await.unwrap().id,
+        kept.id
+    );
+}
+
+/// Device names, instance ids and hostnames with NUL or control characters, a `..` path
+/// component or more than 256 bytes are refused with a 400 naming the input, through the
+/// admin API and the libStorage façade, and nothing is stored: no attachment, no instance.
+#[tokio::test]
+async fn bad_device_names_and_instance_ids_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let polly = Polly::start(dir.path());
+    let c = polly.client();
+    let vol = c.create(&create_req("v", 1 << 20)).await.unwrap();
+    let before = c.dump().await.unwrap();
+    let http = reqwest::Client::new();
+    let huge = "x".repeat(900_000);
+    let long = "y".repeat(257);
+    let attach = format!("{}/admin/volumes/{}/attach", polly.admin, vol.id);
+    let report = format!("{}/admin/instances", polly.admin);
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            &attach,
+            serde_json::json!({"instance_id": "h", "device": "../../etc"}),
+            "device name",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": "h", "device": "/dev/\u{0}xvdb"}),
+            "device name",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": "h", "device": huge}),
+            "device name",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": "../../etc"}),
+            "instance id",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": "h\u{0}"}),
+            "instance id",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": "h\nforged"}),
+            "instance id",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": long}),
+            "instance id",
+        ),
+        (
+            &attach,
+            serde_json::json!({"instance_id": huge}),
+            "instance id",
+        ),
+        (
+            &report,
+            serde_json::json!({"instance_id": ".."}),
+            "instance id",
+        ),
+        (
+            &report,
+            serde_json::json!({"instance_id": huge}),
+            "instance id",
+        ),
+        (
+            &report,
+            serde_json::json!({"instance_id": "n\u{1b}[2J"}),
+            "instance id",
+        ),
+        (
+            &report,
+            serde_json::json!({"instance_id": "n", "hostname": "a\u{0}b"}),
+            "hostname",
+        ),
+        (
+            &report,
+            serde_json::json!({"instance_id": "n", "hostname": long}),
+            "hostname",
+        ),
+    ];
+    for (url, body, names) in &cases {
+        let resp = http.post(*url).json(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let shown: String = body.to_string().chars().take(80).collect();
+        assert_eq!(status, 400, "{url} {shown}: {text}");
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(j["error"], "bad_request", "{text}");
+        let msg = j["message"].as_str().unwrap();
+        assert!(msg.contains(names) && msg.len() < 400, "{shown}: {msg}");
+    }
+
+    // The façade: the attach body's device name, and the instance id header.
+    let good = harness::iid("vfs", "hostA");
+    let path = format!("/volumes/vfs/{}?attach", vol.id);
+    for device in ["../../etc", "/dev/xvdb\u{0}", &huge] {
+        let body = serde_json::json!({ "nextDeviceName": device }).to_string();
+        let r = polly
+            .req(
+                "POST",
+                &path,
+                &[("Libstorage-Instanceid", &good)],
+                Some(&body),
+            )
+            .await;
+        r.check_error(400, "device name");
+    }
+    let meta = |host: &str| {
+        use base64::Engine;
+        let json = serde_json::to_string(host).unwrap();
+        format!(
+            "vfs=,,{}",
+            base64::engine::general_purpose::STANDARD.encode(json)
+        )
+    };
+    for header in [
+        "vfs=../../etc".to_string(),
+        "vfs:vfs=a\tb".to_string(),
+        format!("vfs={long}"),
+        meta("host\u{0}"),
+        meta(&long),
+    ] {
+        for (m, p, body) in [
+            ("POST", path.as_str(), Some("{}")),
+            ("GET", "/volumes/vfs?attachments", None),
+        ] {
+            let r = polly
+                .req(m, p, &[("Libstorage-Instanceid", &header)], body)
+                .await;
+            r.check_error(400, "invalid InstanceID");
+            let reason = r.json["error"]["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("instance id") || reason.contains("hostname"),
+                "{header:?}: {}",
+                r.raw
+            );
+        }
+    }
+    assert_eq!(c.dump().await.unwrap(), before);
+}

@@ -1,12 +1,14 @@
 //! JWT bearer auth and TLS on the libStorage façade, over real HTTP against `polly serve`:
 //! the bad-token matrix (each refused with the reference's exact 401 body and the store left
-//! unchanged), global versus per-service scope, and a TLS listener that answers TLS only.
+//! unchanged), global versus per-service scope, a service with its own auth as a tenant
+//! (its volumes out of reach through every route, tasks kept to their caller), and a TLS
+//! listener that answers TLS only.
 
 mod harness;
 
 use std::sync::Arc;
 
-use harness::{iid, Polly};
+use harness::{iid, refs, Polly};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
@@ -227,6 +229,225 @@ async fn per_service_auth_guards_only_its_service() {
         .map(|v| v["name"].as_str().unwrap().to_string())
         .collect();
     assert!(names.contains(&"closed".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_service_with_its_own_auth_is_a_tenant() {
+    // vfs is alice's, vfs2 bob's, vfs3 open to all; the volumes are unrestricted, so without
+    // the tenant rule each is visible through every service.
+    let cfg = format!(
+        "[libstorage.auth]\nkey = {KEY:?}\n[libstorage.services.vfs.auth]\nallow = [\"alice\"]\n\
+         [libstorage.services.vfs2.auth]\nallow = [\"bob\"]\n"
+    );
+    let p = Polly::start_services(&["vfs", "vfs2", "vfs3"], &cfg);
+    let alice = vec![
+        ("Authorization", bearer(&token(KEY, "alice"))),
+        ("Libstorage-Instanceid", iid("vfs", "hostA")),
+    ];
+    let r = p
+        .req(
+            "POST",
+            "/volumes/vfs",
+            &refs(&alice),
+            Some(r#"{"name":"a-vol"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.raw);
+    let a_id = r.json["id"].as_str().unwrap().to_string();
+    let r = p
+        .req(
+            "POST",
+            &format!("/volumes/vfs/{a_id}?attach"),
+            &refs(&alice),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let bob = vec![
+        ("Authorization", bearer(&token(KEY, "bob"))),
+        ("Libstorage-Instanceid", iid("vfs2", "hostB")),
+    ];
+    let r = p
+        .req(
+            "POST",
+            "/volumes/vfs2",
+            &refs(&bob),
+            Some(r#"{"name":"b-vol"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.raw);
+    let b_id = r.json["id"].as_str().unwrap().to_string();
+    let before = p.admin_get("/admin/store/dump").await;
+
+    // Bob through his own service, and anyone (bob too) through the open one.
+    let anyone = vec![("Libstorage-Instanceid", iid("vfs3", "hostC"))];
+    let mut bob_on_vfs3 = bob.clone();
+    bob_on_vfs3.push(("Libstorage-Instanceid", iid("vfs3", "hostB")));
+    for (who, svc, h) in [
+        ("bob", "vfs2", &bob),
+        ("anyone", "vfs3", &anyone),
+        ("bob", "vfs3", &bob_on_vfs3),
+    ] {
+        let h = refs(h);
+        for (m, path, body) in [
+            ("GET", format!("/volumes/{svc}/{a_id}"), None),
+            ("GET", format!("/volumes/{svc}/{a_id}?attachments"), None),
+            ("GET", format!("/volumes/{svc}/a-vol?byName"), None),
+            (
+                "POST",
+                format!("/volumes/{svc}/{a_id}?attach"),
+                Some(r#"{"force":true}"#),
+            ),
+            (
+                "POST",
+                format!("/volumes/{svc}/{a_id}?detach"),
+                Some(r#"{"force":true}"#),
+            ),
+            (
+                "POST",
+                format!("/volumes/{svc}/{a_id}?snapshot"),
+                Some(r#"{"snapshotName":"s"}"#),
+            ),
+            (
+                "POST",
+                format!("/volumes/{svc}/{a_id}?copy"),
+                Some(r#"{"volumeName":"c"}"#),
+            ),
+            ("DELETE", format!("/volumes/{svc}/{a_id}?force"), None),
+        ] {
+            let r = p.req(m, &path, &h, body).await;
+            r.check_error(404, "resource not found");
+            let asked = if path.contains("byName") {
+                "a-vol"
+            } else {
+                &a_id
+            };
+            assert_eq!(r.json["error"]["resourceID"], asked, "{who}: {m} {path}");
+        }
+        for q in ["", "?attachments", "?attachments=1", "?filter=(name=a-vol)"] {
+            let r = p.req("GET", &format!("/volumes/{svc}{q}"), &h, None).await;
+            assert_eq!(r.status, 200, "{who}: {svc}{q}: {}", r.raw);
+            let ids: Vec<&String> = r.json.as_object().unwrap().keys().collect();
+            assert!(
+                !ids.contains(&&a_id),
+                "{who} lists alice's volume via {svc}{q}: {ids:?}"
+            );
+        }
+        // Detaching "all my volumes" through the service leaves alice's attachment alone.
+        let r = p
+            .req(
+                "POST",
+                &format!("/volumes/{svc}?detach"),
+                &h,
+                Some(r#"{"force":true}"#),
+            )
+            .await;
+        assert_eq!(r.status, 205, "{who}: {}", r.raw);
+        let r = p.req("GET", &format!("/snapshots/{svc}"), &h, None).await;
+        assert_eq!(r.status, 200, "{who}: {}", r.raw);
+    }
+    // Bob still lists his own volume; the all-services list stays closed to him.
+    let r = p.req("GET", "/volumes/vfs2", &refs(&bob), None).await;
+    assert!(r.json.get(&b_id).is_some(), "{}", r.raw);
+    let r = p.req("GET", "/volumes", &refs(&bob), None).await;
+    check_401(&r, "bob: GET /volumes");
+    // In the background (`?async`) the same route finds nothing either.
+    let r = p
+        .req(
+            "DELETE",
+            &format!("/volumes/vfs2/{a_id}?async&force"),
+            &refs(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.raw);
+    let task = task_done(&p, r.json["id"].as_u64().unwrap(), &refs(&bob)).await;
+    assert_eq!(task["state"], "error", "{task}");
+    assert_eq!(task["error"]["status"], 404, "{task}");
+    let after = p.admin_get("/admin/store/dump").await;
+    assert_eq!(after["volumes"], before["volumes"]);
+    assert_eq!(after["intents"], before["intents"]);
+
+    // Alice reaches her volume through her service and through the open one, not bob's.
+    let r = p
+        .req("GET", &format!("/volumes/vfs/{a_id}"), &refs(&alice), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let mut alice_on_vfs3 = alice.clone();
+    alice_on_vfs3.push(("Libstorage-Instanceid", iid("vfs3", "hostA")));
+    let r = p
+        .req("GET", "/volumes/vfs3", &refs(&alice_on_vfs3), None)
+        .await;
+    let ids: Vec<&String> = r.json.as_object().unwrap().keys().collect();
+    assert_eq!(ids, vec![&a_id], "{}", r.raw);
+    let r = p
+        .req("GET", &format!("/volumes/vfs/{b_id}"), &refs(&alice), None)
+        .await;
+    r.check_error(404, "resource not found");
+}
+
+/// Task `id` once it has finished, as the caller with `headers` reads it.
+async fn task_done(p: &Polly, id: u64, headers: &[(&str, &str)]) -> Value {
+    for _ in 0..500 {
+        let r = p.req("GET", &format!("/tasks/{id}"), headers, None).await;
+        assert_eq!(r.status, 200, "task {id}: {}", r.raw);
+        if r.json["state"] == "success" || r.json["state"] == "error" {
+            return r.json;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("task {id} did not finish in 10 s");
+}
+
+#[tokio::test]
+async fn a_task_belongs_to_its_caller() {
+    let cfg = format!("[libstorage.auth]\nkey = {KEY:?}\n[libstorage.services.vfs2.auth]\nallow = [\"alice\", \"bob\"]\n");
+    let p = Polly::start_services(&["vfs", "vfs2"], &cfg);
+    let alice = vec![("Authorization", bearer(&token(KEY, "alice")))];
+    let bob = vec![("Authorization", bearer(&token(KEY, "bob")))];
+    let host_a = vec![("Libstorage-Instanceid", iid("vfs", "hostA"))];
+    let host_b = vec![("Libstorage-Instanceid", iid("vfs", "hostB"))];
+    let nobody: Vec<(&'static str, String)> = vec![];
+
+    // One task by token (alice), one by instance id (hostA), one by neither.
+    let mut tasks = Vec::new();
+    for (owner, h, path) in [
+        ("alice", &alice, "/volumes/vfs2?async"),
+        ("hostA", &host_a, "/volumes/vfs?async"),
+        ("nobody", &nobody, "/volumes/vfs?async"),
+    ] {
+        let body = format!(r#"{{"name":"by-{owner}"}}"#);
+        let r = p.req("POST", path, &refs(h), Some(&body)).await;
+        assert_eq!(r.status, 202, "{owner}: {}", r.raw);
+        tasks.push((owner, h, r.json["id"].as_u64().unwrap().to_string()));
+    }
+    for (owner, h, id) in &tasks {
+        let t = task_done(&p, id.parse().unwrap(), &refs(h)).await;
+        assert_eq!(t["state"], "success", "{t}");
+        assert_eq!(t["result"]["name"], format!("by-{owner}"), "{t}");
+    }
+    let readers = [
+        ("alice", &alice),
+        ("bob", &bob),
+        ("hostA", &host_a),
+        ("hostB", &host_b),
+        ("nobody", &nobody),
+    ];
+    for (owner, _, id) in &tasks {
+        for (reader, h) in readers {
+            let r = p.req("GET", &format!("/tasks/{id}"), &refs(h), None).await;
+            let listed = p.req("GET", "/tasks", &refs(h), None).await;
+            assert_eq!(listed.status, 200, "{}", listed.raw);
+            let in_list = listed.json.get(id.as_str()).is_some();
+            if reader == *owner {
+                assert_eq!(r.status, 200, "{reader} reading its task: {}", r.raw);
+                assert!(in_list, "{reader}'s list lacks its task: {}", listed.raw);
+            } else {
+                r.check_error(404, "resource not found");
+                assert!(!in_list, "{reader} lists {owner}'s task: {}", listed.raw);
+            }
+        }
+    }
 }
 
 /// A self-signed certificate for `localhost` and its key, written as PEM files.

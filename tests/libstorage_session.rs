@@ -862,10 +862,13 @@ async fn a_slow_synchronous_request_answers_408_and_finishes_as_a_task() {
     assert_eq!(r.json["state"], "running", "{}", r.raw);
     let id = r.json["id"].as_u64().unwrap();
 
-    // The task keeps running and reports the volume the synchronous call would have.
+    // The task keeps running and reports the volume the synchronous call would have, to
+    // its caller (hostA) only.
+    let r = p.req("GET", &format!("/tasks/{id}"), &[], None).await;
+    r.check_error(404, "resource not found");
     let mut task = Value::Null;
     for _ in 0..300 {
-        task = p.req("GET", &format!("/tasks/{id}"), &[], None).await.json;
+        task = p.req("GET", &format!("/tasks/{id}"), &a, None).await.json;
         if task["state"] != "running" {
             break;
         }

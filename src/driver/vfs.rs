@@ -526,6 +526,26 @@ mod tests {
         assert_eq!(d.capacity().await.unwrap()[0].free_bytes, 0);
     }
 
+    /// Without a quota, volumes are thin: together they may provision more than the file
+    /// system's size, but one larger than the file system is refused (create and grow).
+    #[tokio::test]
+    async fn without_a_quota_no_volume_is_larger_than_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = VfsDriver::open(VfsConfig::new(dir.path())).unwrap();
+        let fs = d.capacity().await.unwrap()[0].total_bytes;
+        let a = d.create(&req("a", fs)).await.unwrap();
+        d.create(&req("b", fs)).await.unwrap();
+        assert!(matches!(
+            d.create(&req("c", fs + 1)).await,
+            Err(Error::InsufficientCapacity { wanted_bytes, .. }) if wanted_bytes == fs + 1
+        ));
+        assert!(matches!(
+            d.grow(&a.id, fs + 1).await,
+            Err(Error::InsufficientCapacity { .. })
+        ));
+        assert!(d.list().await.unwrap().iter().all(|v| v.size_bytes == fs));
+    }
+
     /// The inventory (what the reconciler compares with the store) answers from the index
     /// and agrees with a full listing through creates, grows, attaches, removes and a reopen;
     /// a volume directory removed or added behind the driver's back shows in it too.

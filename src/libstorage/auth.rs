@@ -1,9 +1,12 @@
 //! JWT bearer authentication on the façade (reference §3): policies built once from
 //! `[libstorage.auth]` and `[libstorage.services.<name>.auth]`, and the two middlewares that
 //! apply them (global: every route; per service: routes naming that service and the
-//! all-services routes). Every refusal is the reference's 401 `invalid security token`.
+//! all-services routes), and the [`Caller`] every route learns from them: the subject of an
+//! admitted token and the services whose policy refuses the caller, which the views use to keep
+//! a guarded service's volumes and a caller's tasks from everyone else. Every refusal is the
+//! reference's 401 `invalid security token`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -72,6 +75,48 @@ impl Auth {
     pub fn is_on(&self) -> bool {
         self.global.is_some() || !self.services.is_empty()
     }
+
+    /// Who sends `headers`: the subject of the token the global policy admits, else of the
+    /// first service policy (by name) that admits it; and every service whose policy does not.
+    pub fn caller(&self, headers: &HeaderMap) -> Caller {
+        let mut subject = self.global.as_ref().and_then(|p| p.subject(headers));
+        let mut refused = BTreeSet::new();
+        for (name, p) in &self.services {
+            match p.subject(headers) {
+                Some(s) => {
+                    subject.get_or_insert(s);
+                }
+                None => {
+                    refused.insert(name.clone());
+                }
+            }
+        }
+        Caller { subject, refused }
+    }
+}
+
+/// Who is calling, as the policies see it. A service with its own policy is a tenant: its
+/// volumes (restricted or not), and the snapshots of those, are out of reach of a caller its
+/// policy refuses, through every route, the routes naming another service included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The subject (lower case) of a token a policy admits; `None` without one.
+    pub subject: Option<String>,
+    /// Services whose own policy refuses this caller.
+    refused: BTreeSet<String>,
+}
+
+impl Caller {
+    /// Whether this caller may see and change what belongs to `service`.
+    pub fn may_use(&self, service: &str) -> bool {
+        !self.refused.contains(service)
+    }
+
+    /// What this caller may not see, as text: callers with the same key see the same volumes
+    /// (the key of cached list bodies).
+    pub fn scope_key(&self) -> String {
+        self.refused.iter().cloned().collect::<Vec<_>>().join(",")
+    }
 }
 
 impl Policy {
@@ -131,14 +176,15 @@ impl Policy {
 
     /// Whether the request's bearer token passes this policy.
     pub fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = bearer(headers) else {
-            return false;
-        };
-        let Ok(data) = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) else {
-            return false;
-        };
+        self.subject(headers).is_some()
+    }
+
+    /// The subject (lower case) of the request's bearer token when it passes this policy.
+    fn subject(&self, headers: &HeaderMap) -> Option<String> {
+        let token = bearer(headers)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).ok()?;
         let sub = data.claims.sub.to_lowercase();
-        !self.deny.contains(&sub) && self.allow.contains(&sub)
+        (!self.deny.contains(&sub) && self.allow.contains(&sub)).then_some(sub)
     }
 }
 
@@ -229,15 +275,14 @@ pub(super) async fn check_global(
 
 /// Route middleware: the policy of the service a route names, or of every service on the
 /// all-services routes. Runs before `?async` so a refused request never becomes a task.
+/// Hands the [`Caller`] to the handlers (and to `?async`, whose tasks belong to it).
 pub(super) async fn check_service(
     State(auth): State<Arc<Auth>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    if auth.services.is_empty() {
-        return next.run(req).await;
-    }
+    let caller = auth.caller(req.headers());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -245,19 +290,17 @@ pub(super) async fn check_service(
         .unwrap_or_default();
     let admitted = match params {
         // A path parameter that is not UTF-8: refuse rather than guess which service.
-        Err(_) => false,
+        Err(_) => auth.services.is_empty(),
         Ok(params) => match params.iter().find(|(k, _)| *k == "service") {
-            Some((_, svc)) => auth
-                .services
-                .get(svc)
-                .is_none_or(|p| p.admits(req.headers())),
+            Some((_, svc)) => caller.may_use(svc),
             None if ["/services", "/volumes", "/snapshots"].contains(&route.as_str()) => {
-                auth.services.values().all(|p| p.admits(req.headers()))
+                caller.refused.is_empty()
             }
             None => true,
         },
     };
     if admitted {
+        req.extensions_mut().insert(Arc::new(caller));
         next.run(req).await
     } else {
         LsError::invalid_token().into_response()

@@ -11,18 +11,20 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
+use super::auth::Caller;
 use super::headers::attachment_mask;
 use super::services::Svc;
 use super::types::WireVolume;
-use super::view::{masked, requires_instance, visible};
-use super::{flags, json, Client, ClientHeaders, LsError, LsState};
+use super::view::{masked, reachable, requires_instance};
+use super::{flags, json, CallerExt, Client, ClientHeaders, LsError, LsState};
 use crate::store::Volume;
 
-/// Most bytes of rendered list bodies kept: one body per (service, mask, instance, filter)
+/// Most bytes of rendered list bodies kept: one body per (service, mask, instance, filter, scope)
 /// adds up with many REX-Ray agents and large lists.
 const LIST_CACHE_BYTES: usize = 32 << 20;
 
-/// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter), all of one
+/// Rendered `GET /volumes/{svc}` bodies by (service, mask, instance, filter, caller's
+/// scope), all of one
 /// version of the store's volumes (`Store::volumes_version`): a body rendered at a newer
 /// one drops the others (a volume write made them stale, and keeping them would hold one
 /// body per agent for nothing), and bodies beyond [`LIST_CACHE_BYTES`] are not kept.
@@ -91,11 +93,13 @@ struct ListArgs {
     mask: u32,
     name: Option<String>,
     me: Option<String>,
+    caller: Arc<Caller>,
 }
 
 async fn list_args(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Arc<Caller>,
     svc: &Svc,
     q: &BTreeMap<String, String>,
 ) -> Result<ListArgs, LsError> {
@@ -103,16 +107,22 @@ async fn list_args(
     let name = name_filter(q.get("filter"))?;
     let iid = st.instance(client, svc, requires_instance(mask)).await?;
     let me = iid.and_then(|i| i.resolved_id()).map(str::to_string);
-    Ok(ListArgs { mask, name, me })
+    Ok(ListArgs {
+        mask,
+        name,
+        me,
+        caller: caller.clone(),
+    })
 }
 
 async fn list_for(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Arc<Caller>,
     svc: &Svc,
     q: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, WireVolume>, LsError> {
-    let args = list_args(st, client, svc, q).await?;
+    let args = list_args(st, client, caller, svc, q).await?;
     render_list(st, svc, &args)
 }
 
@@ -123,18 +133,20 @@ async fn list_for(
 async fn list_body(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Arc<Caller>,
     svc: &Svc,
     q: &BTreeMap<String, String>,
 ) -> Result<Bytes, LsError> {
-    let args = list_args(st, client, svc, q).await?;
+    let args = list_args(st, client, caller, svc, q).await?;
     // Read before the list: a body is never filed under a newer version than its volumes.
     let version = st.manager.store().volumes_version();
     let key = format!(
-        "{}\0{}\0{}\0{}",
+        "{}\0{}\0{}\0{}\0{}",
         svc.name,
         args.mask,
         args.me.as_deref().unwrap_or("\u{1}"),
-        args.name.as_deref().unwrap_or("\u{1}")
+        args.name.as_deref().unwrap_or("\u{1}"),
+        args.caller.scope_key()
     );
     let cache = || st.list_cache.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(body) = cache().get(&key, version) {
@@ -174,8 +186,8 @@ fn write_list(st: &LsState, svc: &Svc, args: &ListArgs) -> Result<Vec<u8>, LsErr
     Ok(out)
 }
 
-/// The volumes of `all` that a list through `svc` shows with `args` (visible to the
-/// service, matching the name filter, passing the attachment mask), each with its wire
+/// The volumes of `all` that a list through `svc` shows with `args` (reachable by the
+/// caller through the service, matching the name filter, passing the attachment mask), each with its wire
 /// form, in the order of `all`.
 fn listed<'a>(
     all: &'a [Arc<Volume>],
@@ -184,7 +196,7 @@ fn listed<'a>(
 ) -> impl Iterator<Item = (&'a Volume, WireVolume)> + 'a {
     let (m, me) = (args.mask, args.me.as_deref());
     all.iter()
-        .filter(move |v| visible(v, &svc.name))
+        .filter(move |v| reachable(v, &svc.name, &args.caller))
         .filter(move |v| {
             args.name
                 .as_ref()
@@ -207,12 +219,13 @@ fn render_list(
 pub(super) async fn volumes_all(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     RawQuery(q): RawQuery,
 ) -> Result<Response, LsError> {
     let q = flags(&q);
     let mut out = BTreeMap::new();
     for svc in st.all_svcs() {
-        let vols = list_for(&st, &client, &svc, &q)
+        let vols = list_for(&st, &client, &caller, &svc, &q)
             .await
             .map_err(batch_error)?;
         out.insert(svc.name.clone(), vols);
@@ -232,11 +245,12 @@ fn batch_error(e: LsError) -> LsError {
 pub(super) async fn volumes_service(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path(service): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
-    let body = list_body(&st, &client, &svc, &flags(&q)).await?;
+    let body = list_body(&st, &client, &caller, &svc, &flags(&q)).await?;
     Ok((
         StatusCode::OK,
         [(

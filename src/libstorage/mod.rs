@@ -7,6 +7,8 @@
 //! Volume ids on the wire are Polly ids (`pv-...`), sizes are GiB, labels are `fields`.
 //! A volume is visible through service `S` when it has no service restriction or is
 //! restricted to `S`; otherwise it is absent from `S`'s lists and not found by id or name.
+//! A service with its own auth policy is a tenant: a caller that policy refuses reaches none
+//! of its volumes, through any service's routes (`view::reachable`).
 //!
 //! Here: the handlers' shared state and what every request goes through (the parsed
 //! `Libstorage-*` headers, query flags, bodies). The router is in `routes`, the routes by
@@ -47,7 +49,7 @@ pub use error::{ErrorBody, LsError};
 use headers::{InstanceId, LocalDevices, Tx};
 use list::ListCache;
 pub use routes::router;
-pub use view::{apply_mask, visible};
+pub use view::{apply_mask, reachable, visible};
 pub(crate) use volumes::create_request;
 
 use crate::volumes::Manager;
@@ -126,12 +128,17 @@ fn parse_client_headers(h: &HeaderMap) -> Result<ClientHeaders, LsError> {
         let s = text(v, "invalid InstanceID")?;
         let iid =
             InstanceId::parse(&s).map_err(|e| LsError::bad_header("invalid InstanceID", &s, &e))?;
-        if iid.resolved_id().is_some_and(|id| id.len() > 256) {
-            return Err(LsError::bad_header(
-                "invalid InstanceID",
-                &s,
-                "instance id longer than 256 characters",
-            ));
+        // Checked here too (the manager checks what it records): a bad id is refused on
+        // every route, with the header's own message, before any handler runs.
+        let checks = [
+            ("instance id", iid.resolved_id()),
+            ("hostname", iid.hostname()),
+        ];
+        for (what, value) in checks {
+            if let Some(Err(why)) = value.map(|v| crate::volumes::check_ident(what, v)) {
+                let shown: String = s.chars().take(crate::volumes::MAX_IDENT_BYTES).collect();
+                return Err(LsError::bad_header("invalid InstanceID", &shown, &why));
+            }
         }
         out.iids.push(iid);
     }
@@ -151,6 +158,9 @@ fn parse_client_headers(h: &HeaderMap) -> Result<ClientHeaders, LsError> {
 }
 
 type Client = Extension<Arc<ClientHeaders>>;
+
+/// The caller as auth established it (`auth::check_service` puts it on every route).
+type CallerExt = Extension<Arc<auth::Caller>>;
 
 /// Query flags: keys present in the query string, with their (possibly empty) values.
 fn flags(q: &Option<String>) -> BTreeMap<String, String> {

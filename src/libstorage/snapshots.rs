@@ -10,20 +10,28 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 
+use super::auth::Caller;
 use super::routes::no_route;
 use super::services::Svc;
 use super::types::{
     SnapshotCopyRequest, VolumeCopyRequest, VolumeCreateRequest, VolumeSnapshotRequest,
     WireSnapshot,
 };
-use super::view::{masked, visible};
+use super::view::{masked, reachable};
 use super::volumes::labels_of;
-use super::{flags, json, mask, parse_body, Client, ClientHeaders, LsError, LsState, GIB};
+use super::{
+    flags, json, mask, parse_body, CallerExt, Client, ClientHeaders, LsError, LsState, GIB,
+};
 use crate::volumes::{CreateVolume, SnapshotInfo, Source};
 
 impl LsState {
-    /// Snapshots visible through `svc`.
-    async fn visible_snapshots(&self, svc: &str) -> Result<Vec<SnapshotInfo>, LsError> {
+    /// Snapshots `caller` reaches through `svc`: those of the volumes it reaches there, and
+    /// the service's own snapshots of no volume Polly knows.
+    async fn visible_snapshots(
+        &self,
+        svc: &str,
+        caller: &Caller,
+    ) -> Result<Vec<SnapshotInfo>, LsError> {
         let mut out = Vec::new();
         for s in self.manager.snapshots().await? {
             let ok = match &s.volume_id {
@@ -31,9 +39,9 @@ impl LsState {
                     .manager
                     .store()
                     .volume(id)?
-                    .is_some_and(|v| visible(&v, svc)),
+                    .is_some_and(|v| reachable(&v, svc, caller)),
                 None => s.service == svc,
-            };
+            } && caller.may_use(&s.service);
             if ok {
                 out.push(s);
             }
@@ -41,8 +49,13 @@ impl LsState {
         Ok(out)
     }
 
-    async fn visible_snapshot(&self, svc: &str, id: &str) -> Result<SnapshotInfo, LsError> {
-        self.visible_snapshots(svc)
+    async fn visible_snapshot(
+        &self,
+        svc: &str,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<SnapshotInfo, LsError> {
+        self.visible_snapshots(svc, caller)
             .await?
             .into_iter()
             .find(|s| s.snapshot.id == id)
@@ -57,12 +70,15 @@ fn by_id(snaps: &[SnapshotInfo]) -> BTreeMap<String, WireSnapshot> {
         .collect()
 }
 
-pub(super) async fn snapshots_all(State(st): State<LsState>) -> Result<Response, LsError> {
+pub(super) async fn snapshots_all(
+    State(st): State<LsState>,
+    Extension(caller): CallerExt,
+) -> Result<Response, LsError> {
     let mut out = BTreeMap::new();
     for svc in st.all_svcs() {
         out.insert(
             svc.name.clone(),
-            by_id(&st.visible_snapshots(&svc.name).await?),
+            by_id(&st.visible_snapshots(&svc.name, &caller).await?),
         );
     }
     Ok(json(StatusCode::OK, &out))
@@ -70,30 +86,33 @@ pub(super) async fn snapshots_all(State(st): State<LsState>) -> Result<Response,
 
 pub(super) async fn snapshots_service(
     State(st): State<LsState>,
+    Extension(caller): CallerExt,
     Path(service): Path<String>,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
     Ok(json(
         StatusCode::OK,
-        &by_id(&st.visible_snapshots(&svc.name).await?),
+        &by_id(&st.visible_snapshots(&svc.name, &caller).await?),
     ))
 }
 
 pub(super) async fn snapshot_inspect(
     State(st): State<LsState>,
+    Extension(caller): CallerExt,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
-    let s = st.visible_snapshot(&svc.name, &id).await?;
+    let s = st.visible_snapshot(&svc.name, &id, &caller).await?;
     Ok(json(StatusCode::OK, &WireSnapshot::from(&s)))
 }
 
 pub(super) async fn snapshot_delete(
     State(st): State<LsState>,
+    Extension(caller): CallerExt,
     Path((service, id)): Path<(String, String)>,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
-    let s = st.visible_snapshot(&svc.name, &id).await?;
+    let s = st.visible_snapshot(&svc.name, &id, &caller).await?;
     st.manager
         .snapshot_remove(&s.service, &s.snapshot.id)
         .await?;
@@ -103,6 +122,7 @@ pub(super) async fn snapshot_delete(
 pub(super) async fn snapshot_post(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path((service, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -111,7 +131,7 @@ pub(super) async fn snapshot_post(
     let q = flags(&q);
     if q.contains_key("create") {
         let req: VolumeCreateRequest = parse_body(body)?;
-        let s = st.visible_snapshot(&svc.name, &id).await?;
+        let s = st.visible_snapshot(&svc.name, &id, &caller).await?;
         let size_bytes = match req.size {
             Some(n) if n > 0 => (n as u64).saturating_mul(GIB),
             _ => s.snapshot.size_bytes,
@@ -135,7 +155,7 @@ pub(super) async fn snapshot_post(
         Ok(json(StatusCode::CREATED, &w))
     } else if q.contains_key("copy") {
         let req: SnapshotCopyRequest = parse_body(body)?;
-        let s = st.visible_snapshot(&svc.name, &id).await?;
+        let s = st.visible_snapshot(&svc.name, &id, &caller).await?;
         // Polly's back-ends have one location per service, so `destinationID` is required (as
         // the schema says) but names no other place: the copy lands beside the source.
         let copy = st.manager.snapshot_copy(&s, &req.snapshot_name).await?;
@@ -149,11 +169,12 @@ pub(super) async fn snapshot_post(
 pub(super) async fn volume_copy(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Caller,
     svc: &Svc,
     volume: &str,
     req: VolumeCopyRequest,
 ) -> Result<Response, LsError> {
-    let v = st.visible_volume(&svc.name, volume)?;
+    let v = st.visible_volume(&svc.name, volume, caller)?;
     let iid = st.instance(client, svc, false).await?;
     let mut labels = v.labels.clone();
     labels.extend(labels_of(&req.opts));
@@ -183,11 +204,12 @@ pub(super) async fn volume_copy(
 /// `POST /volumes/{svc}/{id}?snapshot`.
 pub(super) async fn volume_snapshot(
     st: &LsState,
+    caller: &Caller,
     svc: &Svc,
     volume: &str,
     req: VolumeSnapshotRequest,
 ) -> Result<Response, LsError> {
-    let v = st.visible_volume(&svc.name, volume)?;
+    let v = st.visible_volume(&svc.name, volume, caller)?;
     let s = st.manager.snapshot(&v.id, &req.snapshot_name).await?;
     Ok(json(StatusCode::CREATED, &WireSnapshot::from(&s)))
 }

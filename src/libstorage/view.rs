@@ -1,37 +1,52 @@
-//! What a volume looks like through a service: whether the service sees it at all, its
-//! wire form, and the attachments mask (reference §4.4).
+//! What a volume looks like through a service: whether the service (and the caller) sees it
+//! at all, its wire form, and the attachments mask (reference §4.4).
 
+use super::auth::Caller;
 use super::services::Svc;
 use super::types::{state, VolumeView, WireVolume};
 use super::{mask, LsError, LsState};
 use crate::store::{Volume, VolumeStatus};
 
 impl LsState {
-    /// Volumes visible through `svc`, sorted by id.
-    pub(super) fn visible_volumes(&self, svc: &str) -> Result<Vec<Volume>, LsError> {
+    /// Volumes `caller` reaches through `svc`, sorted by id.
+    pub(super) fn visible_volumes(
+        &self,
+        svc: &str,
+        caller: &Caller,
+    ) -> Result<Vec<Volume>, LsError> {
         let mut v: Vec<Volume> = self
             .manager
             .volumes()?
             .into_iter()
-            .filter(|v| visible(v, svc))
+            .filter(|v| reachable(v, svc, caller))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(v)
     }
 
-    /// One volume visible through `svc`, by Polly id; invisible is not found.
-    pub(super) fn visible_volume(&self, svc: &str, id: &str) -> Result<Volume, LsError> {
+    /// One volume `caller` reaches through `svc`, by Polly id; out of reach is not found.
+    pub(super) fn visible_volume(
+        &self,
+        svc: &str,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<Volume, LsError> {
         match self.manager.store().volume(id)? {
-            Some(v) if visible(&v, svc) => Ok(v),
+            Some(v) if reachable(&v, svc, caller) => Ok(v),
             _ => Err(LsError::not_found(id)),
         }
     }
 
-    /// One volume visible through `svc`, by name (case-insensitive; the service's own
-    /// volume first when several services hold that name).
-    pub(super) fn visible_by_name(&self, svc: &str, name: &str) -> Result<Volume, LsError> {
+    /// One volume `caller` reaches through `svc`, by name (case-insensitive; the service's
+    /// own volume first when several services hold that name).
+    pub(super) fn visible_by_name(
+        &self,
+        svc: &str,
+        name: &str,
+        caller: &Caller,
+    ) -> Result<Volume, LsError> {
         let mut hits: Vec<Volume> = self
-            .visible_volumes(svc)?
+            .visible_volumes(svc, caller)?
             .into_iter()
             .filter(|v| v.name.eq_ignore_ascii_case(name))
             .collect();
@@ -46,6 +61,14 @@ impl LsState {
 pub fn visible(v: &Volume, svc: &str) -> bool {
     v.status == VolumeStatus::Available
         && (v.restrict_services.is_empty() || v.restrict_services.contains(svc))
+}
+
+/// Whether `caller` may see and use a volume through service `svc`: the volume is visible
+/// there, and the policy of the volume's own service (if it has one) admits the caller. The
+/// second half makes a service with its own auth a tenant: its volumes are not reachable
+/// through another service's routes, unrestricted ones included.
+pub fn reachable(v: &Volume, svc: &str, caller: &Caller) -> bool {
+    visible(v, svc) && caller.may_use(&v.service)
 }
 
 /// Convert a volume for service `svc` and apply the attachments mask; `None` when the

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
+use super::auth::Caller;
 use super::headers::attachment_mask;
 use super::routes::no_route;
 use super::services::Svc;
@@ -19,7 +20,8 @@ use super::types::{
 };
 use super::view::{masked, requires_instance, visible};
 use super::{
-    flags, json, mask, parse_body, snapshots, Client, ClientHeaders, LsError, LsState, GIB,
+    flags, json, mask, parse_body, snapshots, CallerExt, Client, ClientHeaders, LsError, LsState,
+    GIB,
 };
 use crate::store::Volume;
 use crate::volumes::CreateVolume;
@@ -27,6 +29,7 @@ use crate::volumes::CreateVolume;
 pub(super) async fn volume_inspect(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path((service, volume)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, LsError> {
@@ -35,9 +38,9 @@ pub(super) async fn volume_inspect(
     let m = attachment_mask(q.get("attachments").map(String::as_str));
     let iid = st.instance(&client, &svc, requires_instance(m)).await?;
     let v = if q.contains_key("byName") {
-        st.visible_by_name(&svc.name, &volume)?
+        st.visible_by_name(&svc.name, &volume, &caller)?
     } else {
-        st.visible_volume(&svc.name, &volume)?
+        st.visible_volume(&svc.name, &volume, &caller)?
     };
     let w = masked(&v, &svc, m, iid.and_then(|i| i.resolved_id()))
         .ok_or_else(|| LsError::not_found(&volume))?;
@@ -47,6 +50,7 @@ pub(super) async fn volume_inspect(
 pub(super) async fn volumes_all_post(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, LsError> {
@@ -56,7 +60,7 @@ pub(super) async fn volumes_all_post(
     let req: VolumeDetachRequest = parse_body(body)?;
     let mut out = BTreeMap::new();
     for svc in st.all_svcs() {
-        let done = detach_all(&st, &client, &svc, &req).await?;
+        let done = detach_all(&st, &client, &caller, &svc, &req).await?;
         if !done.is_empty() {
             out.insert(svc.name.clone(), done);
         }
@@ -67,6 +71,7 @@ pub(super) async fn volumes_all_post(
 pub(super) async fn volumes_service_post(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path(service): Path<String>,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -74,7 +79,7 @@ pub(super) async fn volumes_service_post(
     let svc = st.svc(&service)?;
     if flags(&q).contains_key("detach") {
         let req: VolumeDetachRequest = parse_body(body)?;
-        let done = detach_all(&st, &client, &svc, &req).await?;
+        let done = detach_all(&st, &client, &caller, &svc, &req).await?;
         return Ok(json(StatusCode::RESET_CONTENT, &done));
     }
     let req: VolumeCreateRequest = parse_body(body)?;
@@ -156,20 +161,23 @@ async fn create(st: &LsState, svc: &Svc, req: VolumeCreateRequest) -> Result<Vol
 pub(super) async fn volume_post(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path((service, volume)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
     let q = flags(&q);
+    let (client, caller) = (&*client, &*caller);
     if q.contains_key("attach") {
-        attach(&st, &client, &svc, &volume, parse_body(body)?).await
+        attach(&st, client, caller, &svc, &volume, parse_body(body)?).await
     } else if q.contains_key("detach") {
-        detach(&st, &client, &svc, &volume, parse_body(body)?).await
+        detach(&st, client, caller, &svc, &volume, parse_body(body)?).await
     } else if q.contains_key("copy") {
-        snapshots::volume_copy(&st, &client, &svc, &volume, parse_body(body)?).await
+        let req = parse_body(body)?;
+        snapshots::volume_copy(&st, client, caller, &svc, &volume, req).await
     } else if q.contains_key("snapshot") {
-        snapshots::volume_snapshot(&st, &svc, &volume, parse_body(body)?).await
+        snapshots::volume_snapshot(&st, caller, &svc, &volume, parse_body(body)?).await
     } else {
         Err(no_route().await)
     }
@@ -178,16 +186,22 @@ pub(super) async fn volume_post(
 async fn attach(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Caller,
     svc: &Svc,
     volume: &str,
     req: VolumeAttachRequest,
 ) -> Result<Response, LsError> {
+    let device = req.next_device_name.filter(|d| !d.is_empty());
+    // Before the instance is recorded: a refused request leaves nothing behind.
+    if let Some(d) = &device {
+        crate::volumes::check_ident("device name", d)
+            .map_err(|why| LsError::from(crate::volumes::Error::InvalidArgument(why)))?;
+    }
     let iid = st.instance(client, svc, true).await?;
     let me = iid
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
-    let v = st.visible_volume(&svc.name, volume)?;
-    let device = req.next_device_name.filter(|d| !d.is_empty());
+    let v = st.visible_volume(&svc.name, volume, caller)?;
     let v = if req.force {
         // Pre-empt: take the volume away from every other instance, atomically with the
         // attach, so a concurrent plain attach cannot take it in between.
@@ -228,6 +242,7 @@ fn detached_view(v: &Volume, svc: &Svc, me: &str) -> WireVolume {
 async fn detach(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Caller,
     svc: &Svc,
     volume: &str,
     req: VolumeDetachRequest,
@@ -236,7 +251,7 @@ async fn detach(
     let me = iid
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
-    let v = st.visible_volume(&svc.name, volume)?;
+    let v = st.visible_volume(&svc.name, volume, caller)?;
     let v = if req.force {
         st.manager.detach(&v.id, None).await?
     } else {
@@ -249,6 +264,7 @@ async fn detach(
 async fn detach_all(
     st: &LsState,
     client: &ClientHeaders,
+    caller: &Caller,
     svc: &Svc,
     req: &VolumeDetachRequest,
 ) -> Result<BTreeMap<String, WireVolume>, LsError> {
@@ -257,7 +273,7 @@ async fn detach_all(
         .and_then(|i| i.resolved_id())
         .ok_or_else(|| LsError::missing_instance_id(&svc.name))?;
     let mut out = BTreeMap::new();
-    for v in st.visible_volumes(&svc.name)? {
+    for v in st.visible_volumes(&svc.name, caller)? {
         if !v.attachments.iter().any(|a| a.instance_id == me) {
             continue;
         }
@@ -274,12 +290,13 @@ async fn detach_all(
 pub(super) async fn volume_delete(
     State(st): State<LsState>,
     Extension(client): Client,
+    Extension(caller): CallerExt,
     Path((service, volume)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, LsError> {
     let svc = st.svc(&service)?;
     st.instance(&client, &svc, false).await?;
-    let v = st.visible_volume(&svc.name, &volume)?;
+    let v = st.visible_volume(&svc.name, &volume, &caller)?;
     if flags(&q).contains_key("force") && !v.attachments.is_empty() {
         st.manager.detach(&v.id, None).await?;
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::idents::{check_device_name, check_instance_id};
 use super::{now_secs, Error, Manager, Result};
 use crate::driver::AttachOptions;
 use crate::failpoints::crash_point;
@@ -45,10 +46,9 @@ impl Manager {
         device_hint: Option<String>,
         preempt: bool,
     ) -> Result<Volume> {
-        if instance_id.is_empty() || instance_id.len() > 256 {
-            return Err(Error::InvalidArgument(
-                "instance_id must be 1-256 characters".into(),
-            ));
+        check_instance_id(instance_id)?;
+        if let Some(device) = &device_hint {
+            check_device_name(device)?;
         }
         let _g = self.lock(format!("id:{id}")).await;
         let mut v = self.usable(id)?;

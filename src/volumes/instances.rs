@@ -1,8 +1,9 @@
-//! Instances (hosts) that reported themselves: recording them without a durable write per
-//! request, and when each was last heard from.
+//! Instances (hosts) that reported themselves: recording them (ids and hostnames checked
+//! first, see `idents`) without a durable write per request, and when each was last heard from.
 
 use std::collections::BTreeMap;
 
+use super::idents::{check_hostname, check_instance_id};
 use super::{now_secs, Manager, Result};
 use crate::store::{Instance, Op};
 
@@ -18,6 +19,10 @@ impl Manager {
         hostname: Option<String>,
         fields: BTreeMap<String, String>,
     ) -> Result<()> {
+        check_instance_id(instance_id)?;
+        if let Some(h) = &hostname {
+            check_hostname(h)?;
+        }
         let inst = Instance {
             driver: driver.to_string(),
             instance_id: instance_id.to_string(),
@@ -56,10 +61,9 @@ impl Manager {
         zone: Option<String>,
         mut fields: BTreeMap<String, String>,
     ) -> Result<()> {
-        if instance_id.is_empty() || instance_id.len() > 256 {
-            return Err(super::Error::InvalidArgument(
-                "instance_id must be 1-256 characters".into(),
-            ));
+        check_instance_id(instance_id)?;
+        if let Some(h) = &hostname {
+            check_hostname(h)?;
         }
         if let Some(z) = zone.filter(|z| !z.is_empty()) {
             fields.insert("zone".into(), z);

@@ -1,5 +1,7 @@
 //! Capacity of a root: `statvfs` of its file system, capped by the configured quota minus what
-//! the volumes provision; the quota checks of a create and a grow.
+//! the volumes provision; the quota checks of a create and a grow. Without a quota, volumes
+//! are thin (together they may provision more than the file system holds, as directories or
+//! sparse files do), but none may be larger than the file system itself.
 
 use std::io;
 use std::path::Path;
@@ -41,6 +43,24 @@ impl Dirs {
         Ok(())
     }
 
+    /// Fails when no quota is set and one volume of `size` bytes is larger than the whole
+    /// file system: it could never be filled. (With a quota, [`Dirs::check_quota`] decides.)
+    /// The error is the quota's, so every surface answers it as it answers a full quota.
+    pub fn check_volume_size(&self, size: u64) -> Result<()> {
+        if self.cfg.quota_bytes.is_some() {
+            return Ok(());
+        }
+        let (fs_total, fs_free) = statvfs(self.root())?;
+        if size > fs_total {
+            return Err(Error::InsufficientCapacity {
+                pool: self.cfg.pool.clone(),
+                free_bytes: fs_free,
+                wanted_bytes: size,
+            });
+        }
+        Ok(())
+    }
+
     /// Refuses a grow below the current size; `Ok(false)` when there is nothing to do.
     pub fn check_grow(&self, vol: &DriverVolume, new_size: u64) -> Result<bool> {
         if new_size < vol.size_bytes {
@@ -52,6 +72,7 @@ impl Dirs {
         if new_size == vol.size_bytes {
             return Ok(false);
         }
+        self.check_volume_size(new_size)?;
         self.check_quota(new_size - vol.size_bytes)?;
         Ok(true)
     }

@@ -177,6 +177,7 @@ impl Dirs {
                 )));
             }
         }
+        self.check_volume_size(req.size_bytes)?;
         self.check_quota(req.size_bytes)?;
         Ok(None)
     }
