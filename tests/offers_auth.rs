@@ -140,6 +140,23 @@ async fn another_principal_cannot_take_a_framework_over() {
     assert_eq!(done["state"], "OPERATION_FINISHED", "{done}");
     let before = polly.client().dump().await.unwrap();
     assert_eq!(before.reservations.len(), 1);
+    // Framework ids are not shown to façade clients (they do not own the framework); the
+    // operator still sees them.
+    let facade = reqwest::get(format!("{}/volumes", polly.libstorage))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(facade.contains(&before.volumes[0].id), "{facade}");
+    assert!(
+        !facade.contains(&victim.id),
+        "the façade shows the framework id: {facade}"
+    );
+    assert_eq!(
+        before.volumes[0].labels.get("mesos.framework_id"),
+        Some(&victim.id)
+    );
 
     // The intruder, properly authenticated as itself, SUBSCRIBEs with the victim's id: 403,
     // over JSON and protobuf.

@@ -83,6 +83,9 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
+/// The prefix of the labels the storage-offer endpoint writes, never shown to façade clients.
+pub const MESOS_LABELS: &str = "mesos.";
+
 /// A volume with all its attachments; the router applies the mask afterwards.
 /// `driver` is the driver kind of the service the client talks to.
 pub struct VolumeView<'a> {
@@ -117,7 +120,14 @@ impl From<VolumeView<'_>> for WireVolume {
             id: vol.id.clone(),
             kind: String::new(),
             availability_zone: vol.zone.clone().unwrap_or_default(),
-            fields: vol.labels.clone(),
+            // The storage-offer endpoint's own labels (`mesos.framework_id`, …) name a
+            // framework, which only that framework and the operator may know.
+            fields: vol
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with(MESOS_LABELS))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
