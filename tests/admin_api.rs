@@ -794,3 +794,41 @@ async fn bad_device_names_and_instance_ids_are_refused_and_nothing_is_stored() {
     }
     assert_eq!(c.dump().await.unwrap(), before);
 }
+
+/// `polly serve` raises its soft open-files limit to the hard one at start: each client
+/// connection is a file, and a soft limit of 1,024 is reached by a thousand idle
+/// connections, after which no listener (health included) accepts anything.
+#[test]
+fn the_server_raises_its_open_files_limit() {
+    let limits = |pid: u32| -> (String, String) {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        let mut cols = line.split_whitespace().skip(3);
+        (
+            cols.next().unwrap().to_string(),
+            cols.next().unwrap().to_string(),
+        )
+    };
+    let own = limits(std::process::id());
+    if own.1 == "256" || own.1 == "unlimited" {
+        panic!(
+            "the test needs a hard open-files limit above 256, not {}",
+            own.1
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wrap: Vec<String> = ["prlimit", "--nofile=256:", "--"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut p = Polly::start_wrapped(&dir.path().join("d"), None, &wrap);
+    let pid = p.server_pid().expect("polly runs");
+    let (soft, hard) = limits(pid);
+    assert_eq!(soft, hard, "soft limit left at {soft}");
+    assert_eq!(hard, own.1);
+    p.stop_wrapped(std::time::Duration::from_secs(10));
+}

@@ -19,8 +19,38 @@ pub(super) async fn run(a: ServeArgs, token: Option<String>) -> anyhow::Result<(
     let shutdown = shutdown_signal();
     let config = Config::load(a.config.as_deref(), &overrides)?;
     crate::failpoints::setup_from_env().map_err(anyhow::Error::msg)?;
+    raise_open_files_limit();
     let prepared = crate::server::prepare(config)?;
     crate::server::run(prepared, shutdown).await
+}
+
+/// Raise the soft limit on open files to the hard limit: every client connection is a file,
+/// and the usual soft limit of 1,024 is reached by a thousand idle connections, after which
+/// no listener accepts, health included. Reported either way.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read a plain struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            tracing::warn!(
+                limit = before,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open-files limit; each connection holds one file"
+            );
+            return;
+        }
+    }
+    tracing::info!(from = before, to = lim.rlim_cur, "open-files limit");
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
