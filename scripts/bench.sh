@@ -20,15 +20,19 @@ set -euo pipefail
 # (`docker run -v`) through Polly's Docker volume plugin beside Docker's `local` driver in the
 # same run, with the plugin calls alone on its socket (docker markers); it needs root, dockerd
 # and a static busybox, and is skipped with a message, its block left as it is, without them.
+# Then `cargo bench --bench csi`: CSI `CreateVolume` and `ControllerPublishVolume` beside the
+# libStorage façade's create and attach on one real `polly serve`, at 1 and 64 clients, same
+# run (csi markers; `POLLY_CSI_OPS` calls per cell at 64 clients, default 2,000).
 # POLLY_BENCH_ONLY="offer_ops facade" runs only the named parts (ops, facade, criterion,
-# offer_ops, ebs, restart, rss, soak, failover, etcd, docker) and rewrites only their blocks.
+# offer_ops, ebs, restart, rss, soak, failover, etcd, docker, csi) and rewrites only their
+# blocks.
 
 # The whole script is one compound command, read in full before it runs: editing this file
 # during a run (a full run takes many minutes) cannot change what the run executes.
 {
 cd "$(dirname "$0")/.."
 
-only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak failover etcd docker} "
+only=" ${POLLY_BENCH_ONLY:-ops facade criterion offer_ops ebs restart rss soak failover etcd docker csi} "
 want() { [[ "$only" == *" $1 "* ]]; }
 
 # cargo metadata honours CARGO_TARGET_DIR and build.target-dir.
@@ -473,6 +477,21 @@ write_block docker "Docker volume plugin" "$target_dir/polly-bench/docker-block.
 echo "wrote the Docker volume plugin results into BENCHMARKS.md"
 fi
 fi
+fi
+
+if want csi; then
+# CSI beside the libStorage façade on one real `polly serve` (its own harness): CreateVolume
+# and ControllerPublishVolume against the façade's create and attach, at 1 and 64 clients
+# with a connection each, the two surfaces alternating; it fails on any failed call.
+rm -f "$target_dir/polly-bench/csi.md"
+CARGO_TARGET_DIR="$target_dir" cargo bench --bench csi
+csi_ops=""
+if [[ -n "${POLLY_CSI_OPS:-}" ]]; then csi_ops=", POLLY_CSI_OPS=$POLLY_CSI_OPS"; fi
+{ part_header csi "cargo bench --bench csi" "$csi_ops"; echo
+  cat "$target_dir/polly-bench/csi.md"; } >"$target_dir/polly-bench/csi-block.md"
+write_block csi "CSI beside the libStorage façade" "$target_dir/polly-bench/csi-block.md"
+cat "$target_dir/polly-bench/csi-block.md"
+echo "wrote the CSI results into BENCHMARKS.md"
 fi
 exit
 }
