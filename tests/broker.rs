@@ -1711,3 +1711,52 @@ fn each_operation_records_who_asked_for_it() {
     );
     assert_eq!(recorded(&p), Value::Null);
 }
+
+/// A synchronous provision whose back-end call timed out (the volume made after all) is a
+/// 5xx that keeps the failed record, so the platform's orphan mitigation (DELETE) removes
+/// the volume too: nothing is left behind.
+#[test]
+fn a_timed_out_provision_leaves_nothing_after_orphan_mitigation() {
+    // The back-end is down (creates hang after making the volume, and nothing can check
+    // what they did) while the flag file exists.
+    let flag_dir = tempfile::tempdir().unwrap();
+    let down = flag_dir.path().join("down");
+    let cfg = config_full(
+        "driver_timeout_secs = 1\n[reconciler]\ninterval_secs = 1\n",
+        &["vfs"],
+        &format!(
+            "hang = [\"create\", \"list\", \"inspect\"]\nhang_phase = \"after\"\nactive_while_exists = \"{}\"\n",
+            down.display()
+        ),
+        "",
+        PLANS,
+    );
+    let p = Polly::start_config(&cfg);
+    let b = p.broker();
+    let o = Offering::of(&b, "polly-vfs");
+    let iid = new_id();
+    std::fs::write(&down, "").unwrap();
+    let r = b.provision(&iid, &instance_body(&o, "small", Value::Null), false);
+    assert!(r.status >= 500, "{r}");
+    std::fs::remove_file(&down).unwrap();
+    // The failed record stays: the last operation says so.
+    let last = b.last_operation(&iid, None);
+    assert_eq!(last.status, 200, "{last}");
+    assert_eq!(last.body["state"], "failed", "{last}");
+    // Orphan mitigation: DELETE until the broker says the instance is gone.
+    let mut done = false;
+    for _ in 0..300 {
+        let r = b.deprovision(&iid, o.sid(), o.plan("small"), false);
+        if r.status == 200 || r.status == 410 {
+            done = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(done, "orphan mitigation never finished");
+    let name = format!("osb-{iid}");
+    wait_until("the timed-out volume to be gone", || {
+        volume(&p, &b, &name).is_none() && harness::vfs_volume_dirs(&p.data_dir, "vfs").is_empty()
+    });
+    assert_eq!(b.fetch(&iid).status, 404);
+}

@@ -205,10 +205,17 @@ impl Broker {
                 Ok((StatusCode::CREATED, json!({})))
             }
             Waited::Done(Some(r)) if provision_failed(&r) => {
-                // A synchronous provision that failed leaves nothing: no volume, no record.
+                // A synchronous provision refused for sure (4xx: nothing was created) leaves
+                // no record, so the platform's retry starts afresh. After any other failure
+                // the volume may yet exist (a back-end that timed out); the failed record
+                // stays, and the platform's orphan mitigation (DELETE) removes both.
+                let definite = r
+                    .last_operation
+                    .failure_status
+                    .is_some_and(|s| (400..500).contains(&s));
                 let _g = self.inner.locks.lock(iid).await;
                 let store = self.inner.manager.store();
-                if let Some(cur) = store.broker_instance(iid)? {
+                if let Some(cur) = store.broker_instance(iid)?.filter(|_| definite) {
                     if cur.last_operation.id == op_id && provision_failed(&cur) {
                         store
                             .commit(vec![Op::DeleteBrokerInstance(iid.to_string())])
@@ -414,7 +421,14 @@ impl Broker {
                 ids.join(", ")
             )));
         }
-        if provision_failed(&rec) {
+        // A failed provision whose volume does not exist leaves only the record; one whose
+        // volume was made after all (a back-end that answered late) is deprovisioned below.
+        let volume_exists = self
+            .inner
+            .manager
+            .find(Some(&rec.service), &rec.volume_name)
+            .is_ok();
+        if provision_failed(&rec) && !volume_exists {
             store
                 .commit(vec![Op::DeleteBrokerInstance(iid.to_string())])
                 .await?;
