@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod ha;
 pub mod keyed_lock;
 pub mod libstorage;
+pub mod listener;
 pub mod marathon;
 pub mod mesos;
 pub mod metrics;

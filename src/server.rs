@@ -211,19 +211,20 @@ pub async fn serve(
         None => ls_app,
     };
 
-    let t = token.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app.into_make_service())
-            .with_graceful_shutdown(t.cancelled_owned())
-            .await
-    });
+    let admin_task = tokio::spawn(serve_router(
+        admin_listener,
+        admin_app,
+        config.http.clone(),
+        token.clone(),
+    ));
     let t = token.clone();
     let ls_task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(libstorage_listener, ls_app.into_make_service())
-                .with_graceful_shutdown(t.cancelled_owned())
-                .await
-        }),
+        None => tokio::spawn(serve_router(
+            libstorage_listener,
+            ls_app,
+            config.http.clone(),
+            t,
+        )),
         Some(tls) => {
             let handle = axum_server::Handle::new();
             let server = axum_server::from_tcp_rustls(
@@ -257,7 +258,12 @@ pub async fn serve(
                 ready.clone(),
                 role.clone(),
             );
-            let task = tokio::spawn(crate::broker::serve(b.clone(), l, token.clone()));
+            let task = tokio::spawn(serve_router(
+                l,
+                b.router(),
+                config.http.clone(),
+                token.clone(),
+            ));
             Some((b, task))
         }
         _ => None,
@@ -277,7 +283,7 @@ pub async fn serve(
         ));
         offers_task = offers_listener
             .take()
-            .map(|l| tokio::spawn(serve_router(l, app, token.clone())));
+            .map(|l| tokio::spawn(serve_router(l, app, config.http.clone(), token.clone())));
     }
 
     // With `[ha]`: follow until elected; then every store write is fenced by this term.
@@ -365,6 +371,7 @@ pub async fn serve(
             offers_task = Some(tokio::spawn(serve_router(
                 l,
                 offers.router(),
+                config.http.clone(),
                 token.clone(),
             )));
         }
@@ -450,17 +457,14 @@ async fn finish_csi(task: CsiTask) -> anyhow::Result<()> {
     }
 }
 
-/// Serve `app` on `listener` until `token` is cancelled. `into_make_service` resolves the
-/// router's routes once: serving a `Router` directly rebuilds its route table for every
-/// accepted connection (about 9 KiB each, 9 MiB with a thousand REX-Ray agents connected).
+/// Serve `app` on `listener` with the `[http]` limits until `token` is cancelled.
 async fn serve_router(
     listener: TcpListener,
     app: axum::Router,
+    limits: crate::listener::HttpLimits,
     token: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
+    crate::listener::serve(listener, app, &limits, token.cancelled_owned()).await
 }
 
 /// Shut down an instance that never led.

@@ -653,7 +653,7 @@ async fn the_default_vfs_service_refuses_what_the_file_system_cannot_hold() {
 }
 
 /// Device names, instance ids and hostnames with NUL or control characters, a `..` path
-/// component or more than 256 bytes are refused with a 400 naming the input, through the
+/// component or more than 256 characters are refused with a 400 naming the input, through the
 /// admin API and the libStorage façade, and nothing is stored: no attachment, no instance.
 #[tokio::test]
 async fn bad_device_names_and_instance_ids_are_refused_and_nothing_is_stored() {

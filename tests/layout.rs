@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// layers only: never one of its own layer (two surfaces never know each other) nor above.
 const LAYERS: &[&[&str]] = &[
     // Leaves every layer may use.
-    &["failpoints", "metrics", "keyed_lock", "mount"],
+    &["failpoints", "metrics", "keyed_lock", "mount", "listener"],
     // The pure allocation core and the back-end drivers.
     &["offers", "driver"],
     &["store"],

@@ -29,8 +29,6 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{BrokerConfig, BrokerConfigError, Credentials, PlanConfig};
 pub use error::BrokerError;
@@ -363,17 +361,6 @@ async fn binding_last_op(
     Path((iid, bid)): Path<(String, String)>,
 ) -> Response {
     answer(b.binding_last_operation(&iid, &bid))
-}
-
-/// Serve the broker on `listener` until `token` is cancelled.
-pub async fn serve(
-    broker: Broker,
-    listener: TcpListener,
-    token: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, broker.router().into_make_service())
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
 }
 
 #[cfg(test)]

@@ -65,6 +65,9 @@ pub struct Config {
     /// The Open Service Broker (`[broker]`), off until it has credentials.
     #[serde(default)]
     pub broker: BrokerConfig,
+    /// The limits of every HTTP listener (`[http]`): request deadlines, connections.
+    #[serde(default)]
+    pub http: crate::listener::HttpLimits,
     /// `[node]`, read by `polly node` (`crate::node::NodeSection`): the server accepts it
     /// and leaves it alone, so one file can configure both on a host that runs both.
     #[serde(default, skip_serializing)]
@@ -82,6 +85,7 @@ impl Default for Config {
             ha: HaConfig::default(),
             csi: CsiConfig::default(),
             broker: BrokerConfig::default(),
+            http: crate::listener::HttpLimits::default(),
             node: None,
             driver_timeout_secs: 60,
             mesos: MesosConfig::default(),
@@ -141,6 +145,8 @@ pub enum Error {
     Csi(#[from] CsiConfigError),
     #[error("invalid config: {0}")]
     Broker(#[from] BrokerConfigError),
+    #[error("invalid config: {0}")]
+    Http(#[from] crate::listener::HttpLimitsError),
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ impl Config {
         self.csi.validate(&self.data_dir)?;
         let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
         self.broker.validate(&names)?;
+        self.http.validate()?;
         if self.admin.listen == self.libstorage.listen && self.admin.listen.port() != 0 {
             return Err(Error::SharedListener(self.admin.listen));
         }

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::mesos::agents::InstanceMap;
 use crate::mesos::client;
@@ -165,16 +164,4 @@ impl Endpoint {
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
-}
-
-/// Serve the endpoint on `listener` until `token` is cancelled.
-pub async fn serve(
-    ep: Endpoint,
-    listener: tokio::net::TcpListener,
-    token: CancellationToken,
-) -> std::io::Result<()> {
-    // Routes resolved once, not per accepted connection (see `server::serve_router`).
-    axum::serve(listener, ep.router().into_make_service())
-        .with_graceful_shutdown(token.cancelled_owned())
-        .await
 }

@@ -4,10 +4,10 @@
 
 use super::{Error, Result};
 
-/// Longest instance id, hostname or device name, in bytes.
+/// Longest instance id, hostname or device name, in characters.
 pub const MAX_IDENT_BYTES: usize = 256;
 
-/// An instance id: 1 to [`MAX_IDENT_BYTES`] bytes, no control characters (NUL included), no
+/// An instance id: 1 to [`MAX_IDENT_BYTES`] characters, no control characters (NUL included), no
 /// `..` path component.
 pub fn check_instance_id(id: &str) -> Result<()> {
     check("instance id", id).map_err(Error::InvalidArgument)
@@ -27,13 +27,15 @@ pub fn check_hostname(hostname: &str) -> Result<()> {
 pub fn check(what: &str, value: &str) -> std::result::Result<(), String> {
     if value.is_empty() {
         return Err(format!(
-            "{what} is empty; give 1 to {MAX_IDENT_BYTES} bytes"
+            "{what} is empty; give 1 to {MAX_IDENT_BYTES} characters"
         ));
     }
-    if value.len() > MAX_IDENT_BYTES {
+    // Counted in characters, as the admin API's OpenAPI document (`maxLength`) counts them;
+    // at most 1 KiB of UTF-8.
+    let chars = value.chars().count();
+    if chars > MAX_IDENT_BYTES {
         return Err(format!(
-            "{what} is {} bytes long; at most {MAX_IDENT_BYTES} are allowed",
-            value.len()
+            "{what} is {chars} characters long; at most {MAX_IDENT_BYTES} are allowed"
         ));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
@@ -85,7 +87,7 @@ mod tests {
         let e = check("instance id", &huge).unwrap_err();
         assert_eq!(
             e,
-            "instance id is 900000 bytes long; at most 256 are allowed"
+            "instance id is 900000 characters long; at most 256 are allowed"
         );
     }
 }
