@@ -70,6 +70,35 @@ impl HttpLimits {
     }
 }
 
+/// The user and password of an `Authorization: Basic …` header (scheme in any case), if the
+/// request carries well-formed ones.
+pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Secret equality whose time does not depend on where the first difference is.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
 /// How long a stopping listener waits for its connections to finish their requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -153,6 +182,31 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_and_secrets() {
+        use axum::http::{header, HeaderMap, HeaderValue};
+        use base64::Engine as _;
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let token = base64::engine::general_purpose::STANDARD.encode("cf:p:w");
+        for scheme in ["Basic", "basic", "BASIC"] {
+            assert_eq!(
+                basic_credentials(&with(&format!("{scheme} {token}"))),
+                Some(("cf".into(), "p:w".into()))
+            );
+        }
+        assert_eq!(basic_credentials(&HeaderMap::new()), None);
+        assert_eq!(basic_credentials(&with(&format!("Bearer {token}"))), None);
+        assert_eq!(basic_credentials(&with("Basic !!!")), None);
+        assert!(secrets_equal(b"cf:pw", b"cf:pw"));
+        assert!(!secrets_equal(b"cf:p", b"cf:pw"));
+        assert!(!secrets_equal(b"cf:pwx", b"cf:pw"));
+        assert!(!secrets_equal(b"cf:pX", b"cf:pw"));
+    }
 
     #[test]
     fn limits_are_checked() {

@@ -136,13 +136,7 @@ impl Broker {
         bid: &str,
         q: &HashMap<String, String>,
     ) -> Result<(StatusCode, Value)> {
-        for k in ["service_id", "plan_id"] {
-            if q.get(k).is_none_or(String::is_empty) {
-                return Err(BrokerError::BadRequest(format!(
-                    "the {k} query parameter is required"
-                )));
-            }
-        }
+        wire::require_ids(q)?;
         let store = self.inner.manager.store();
         let _g = self.inner.locks.lock(iid).await;
         if store.broker_binding(iid, bid)?.is_none() {

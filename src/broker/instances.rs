@@ -391,13 +391,7 @@ impl Broker {
         identity: Option<String>,
     ) -> Result<(StatusCode, Value)> {
         check_id("instance_id", iid)?;
-        for k in ["service_id", "plan_id"] {
-            if q.get(k).is_none_or(String::is_empty) {
-                return Err(BrokerError::BadRequest(format!(
-                    "the {k} query parameter is required"
-                )));
-            }
-        }
+        wire::require_ids(q)?;
         let accepts_incomplete = super::accepts_incomplete(q);
         let store = self.inner.manager.store();
         let guard = self.inner.locks.lock(iid).await;

@@ -35,6 +35,7 @@ pub use error::BrokerError;
 
 use crate::ha::{Role, RoleState};
 use crate::keyed_lock::KeyedLocks;
+use crate::listener::secrets_equal;
 use crate::volumes::Manager;
 use catalog::Catalog;
 use error::Result;
@@ -147,36 +148,14 @@ impl Broker {
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some((user, password)) = crate::listener::basic_credentials(headers) else {
             return false;
         };
-        let Some(encoded) = value
-            .strip_prefix("Basic ")
-            .or_else(|| value.strip_prefix("basic "))
-        else {
-            return false;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
-        let expected = format!(
-            "{}:{}",
-            self.inner.creds.username, self.inner.creds.password
-        );
-        constant_time_eq(&decoded, expected.as_bytes())
+        let c = &self.inner.creds;
+        // Both compared in full, whichever differs.
+        let user_ok = secrets_equal(user.as_bytes(), c.username.as_bytes());
+        secrets_equal(password.as_bytes(), c.password.as_bytes()) & user_ok
     }
-}
-
-/// Byte equality whose time does not depend on where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 /// Check `X-Broker-API-Version`: 2.13 or newer in the 2.x line.
@@ -406,13 +385,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn credentials_compare_in_full() {
-        assert!(constant_time_eq(b"cf:pw", b"cf:pw"));
-        assert!(!constant_time_eq(b"cf:p", b"cf:pw"));
-        assert!(!constant_time_eq(b"cf:pwx", b"cf:pw"));
-        assert!(!constant_time_eq(b"cf:pX", b"cf:pw"));
     }
 }

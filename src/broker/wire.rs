@@ -52,6 +52,18 @@ pub fn opt_object(m: &Map<String, Value>, name: &str) -> Result<Value> {
     }
 }
 
+/// The `service_id` and `plan_id` query parameters a DELETE must carry.
+pub fn require_ids(q: &std::collections::HashMap<String, String>) -> Result<()> {
+    for k in ["service_id", "plan_id"] {
+        if q.get(k).is_none_or(String::is_empty) {
+            return Err(BrokerError::BadRequest(format!(
+                "the {k} query parameter is required"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A provision's (or an update's) parameters: `size` and `labels`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceParams {

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Invalid, OffersConfig};
@@ -131,40 +130,22 @@ pub(super) fn unauthorized(msg: &str) -> Response {
         .into_response()
 }
 
-/// Byte equality whose time does not depend on where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
-
 impl Authenticator {
     /// The principal the request's basic credentials prove, or why not (answered 401 with
     /// [`unauthorized`]).
     pub fn check(&self, headers: &HeaderMap) -> Result<String, &'static str> {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Err("Framework authentication is on: send HTTP basic credentials (principal and secret)");
-        };
-        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let decoded = scheme
-            .eq_ignore_ascii_case("basic")
-            .then(|| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(rest.trim())
-                    .ok()
-            })
-            .flatten()
-            .and_then(|d| String::from_utf8(d).ok());
-        let Some((principal, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        if headers.get(header::AUTHORIZATION).is_none() {
+            return Err(
+                "Framework authentication is on: send HTTP basic credentials (principal and secret)",
+            );
+        }
+        let Some((principal, secret)) = crate::listener::basic_credentials(headers) else {
             return Err("Malformed 'Authorization' header: expected Basic credentials");
         };
-        match self.secrets.get(principal) {
-            Some(s) if same(s.as_bytes(), secret.as_bytes()) => Ok(principal.to_string()),
+        match self.secrets.get(&principal) {
+            Some(s) if crate::listener::secrets_equal(s.as_bytes(), secret.as_bytes()) => {
+                Ok(principal)
+            }
             _ => Err("Authentication failed: unknown principal or wrong secret"),
         }
     }
@@ -203,6 +184,7 @@ impl Endpoint {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use base64::Engine as _;
 
     fn cfg(toml_text: &str) -> OffersConfig {
         toml::from_str(toml_text).unwrap()
