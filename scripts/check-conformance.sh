@@ -5,9 +5,10 @@
 # on (status codes, content types, response schemas, valid requests accepted, invalid ones
 # refused, auth, 405s with Allow, stateful runs over the spec's links), and
 # `promtool check metrics` (Debian `prometheus`) lints real scrapes in the default text
-# format, of the server and of a `polly node` reporting to it. Any failure fails the script. The one thing left out, and why, is in
+# format, of the server and of a `polly node` reporting to it. Any failure fails the script. The two things left out, and why, are in
 # scripts/schemathesis_hooks.py: create bodies naming a zone (which zones a service serves is
-# configuration the document cannot state). Builds `.venv-schemathesis` at the repo root (or
+# configuration the document cannot state) and sizes over 1 GiB (refused with 507 past the
+# disk's size, which depends on the machine). Builds `.venv-schemathesis` at the repo root (or
 # POLLY_SCHEMATHESIS_VENV) with a pinned schemathesis once. Under CI a missing tool is a
 # failure; elsewhere the script ends with a loud `*** skipped ***` line when schemathesis
 # cannot be installed or promtool is missing. POLLY_CONFORMANCE_EXAMPLES sets schemathesis'
